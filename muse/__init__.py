@@ -1,0 +1,15 @@
+"""muse: MUSE / MaskGIT text-to-image, with a sampler that shows every decoding step."""
+
+from .config import TransformerConfig, VQConfig
+from .hub import WeightsError
+from .pipeline import DecodeStep, GenerationSettings, MusePipeline, PipelineConfig, load_pipeline
+from .sampling import DecodeState, SamplerSettings, decode
+from .text import TextEncoder
+from .transformer import MaskedTransformer, MaskGitTransformer, TokenCritic
+from .vq import VQModel
+
+__version__ = "0.1.0"
+
+__all__ = ["load_pipeline", "MusePipeline", "PipelineConfig", "GenerationSettings", "DecodeStep", "decode",
+           "DecodeState", "SamplerSettings", "VQModel", "VQConfig", "MaskedTransformer", "MaskGitTransformer",
+           "TokenCritic", "TransformerConfig", "TextEncoder", "WeightsError"]

@@ -1,0 +1,53 @@
+"""Classifier-free guidance as one batched forward, turned into the sampler's functions.
+
+The conditional and unconditional halves run as one (2B, ...) batch; the unconditional half is
+the null context, or the negative prompt when one is given. cond_scale == 1 runs no second half.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .transformer import MaskedTransformer, PreparedContext
+
+
+def guidance_context(cond: PreparedContext, uncond: PreparedContext, cond_scale: float) -> PreparedContext:
+    """The context the guided functions run on: (B) rows, or (2B) when an unconditional half is needed."""
+    return cond if cond_scale == 1 else PreparedContext.cat([cond, uncond])
+
+
+def combine(out: torch.Tensor, cond_scale: float) -> torch.Tensor:
+    """(2B, ...) -> null + (cond - null) * cond_scale: (B, ...); identity at scale 1."""
+    if cond_scale == 1:
+        return out
+    cond, null = out.chunk(2)
+    return null + (cond - null) * cond_scale
+
+
+class GuidedLogits:
+    """ids (B, N) -> guided logits (B, N, V); carries the self-conditioning embedding between steps."""
+
+    def __init__(self, model: MaskedTransformer, context: PreparedContext, cond_scale: float):
+        self.model, self.context, self.cond_scale = model, context, float(cond_scale)
+        self.self_cond_embed: Optional[torch.Tensor] = None
+
+    def _batch(self, ids: torch.Tensor) -> torch.Tensor:
+        return ids if self.cond_scale == 1 else torch.cat((ids, ids))
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        out, embed = self.model(self._batch(ids), self.context, self_cond_embed=self.self_cond_embed)
+        if self.model.config.self_cond:
+            self.self_cond_embed = embed
+        return combine(out, self.cond_scale)
+
+
+class GuidedCritic(GuidedLogits):
+    """ids (B, N) -> guided "this token is wrong" scores (B, N), from a TokenCritic or a self-critic head."""
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        out, embed = self.model(self._batch(ids), self.context)
+        if self.model.config.kind == "generator":
+            out = self.model.critic_scores(embed)
+        return combine(out, self.cond_scale)

@@ -1,0 +1,157 @@
+"""Weights I/O: config.json + model.safetensors per component, from a folder or a Hub repo.
+
+Only safetensors are ever read (never a pickle: no `torch.load` of a file someone handed over).
+A config is validated before the model is allocated, and every tensor must match the model's
+own names and shapes: a mismatch fails loudly instead of loading part of a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import ConfigError, config_from_dict, config_to_dict
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+PathLike = Union[str, os.PathLike]
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be loaded safely and completely."""
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def resolve_folder(source: PathLike, subfolder: Optional[str] = None, revision: Optional[str] = None) -> Path:
+    """A local folder for `source`: an existing path, or a Hub repo id fetched (or found in cache)."""
+    path = Path(source).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise WeightsError(f"{path} is a file; pass the folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+        return path / subfolder if subfolder else path
+    text = str(source)
+    if text.count("/") != 1 or text.startswith((".", "/", "~")):
+        raise WeightsError(f"no model folder at {text!r}, and it is not a Hub repo id of the form 'owner/name'")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    patterns = ["*.json", "*.safetensors", "*.md"]
+    try:
+        local = snapshot_download(repo_id=text, revision=revision, allow_patterns=patterns,
+                                  local_files_only=_offline())
+    except HFValidationError as err:
+        raise WeightsError(f"{text!r} is not a valid Hub repo id: {err}") from None
+    except Exception as err:  # network, auth, offline cache miss: all are "not available here"
+        hint = " (HF_HUB_OFFLINE is set and it is not in the local cache)" if _offline() else ""
+        raise WeightsError(f"could not get model {text!r} from the Hugging Face Hub{hint}: {type(err).__name__}: {err}") from None
+    return Path(local) / subfolder if subfolder else Path(local)
+
+
+def read_config(folder: Path, expected: type) -> Any:
+    file = folder / CONFIG_NAME
+    if not file.is_file():
+        raise WeightsError(f"missing {CONFIG_NAME} in {folder}")
+    if file.stat().st_size > MAX_CONFIG_BYTES:
+        raise WeightsError(f"{file} is implausibly large for a config")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WeightsError(f"{file} is not valid JSON: {err}") from None
+    try:
+        return config_from_dict(data, expected)
+    except ConfigError as err:
+        raise WeightsError(f"{file}: {err}") from None
+
+
+def check_safetensors_header(file: Path) -> None:
+    """Refuse anything that is not a safetensors file before a library parses it."""
+    size = file.stat().st_size
+    with open(file, "rb") as handle:
+        head = handle.read(9)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise WeightsError(f"{file} is a pickle / torch.save file; muse only reads safetensors, never pickles")
+    if len(head) < 9:
+        raise WeightsError(f"{file} is not a safetensors file (only {size} bytes)")
+    (header_len,) = struct.unpack("<Q", head[:8])
+    if head[8:9] != b"{" or header_len + 8 > size:
+        raise WeightsError(f"{file} is not a valid safetensors file (bad or truncated header)")
+
+
+def load_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file on the CPU, with a clear error for anything else."""
+    if not file.is_file():
+        other = sorted(p.name for p in file.parent.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+        extra = f" (found {other}: pickle formats are never loaded)" if other else ""
+        raise WeightsError(f"missing {file.name} in {file.parent}{extra}")
+    check_safetensors_header(file)
+    try:
+        return load_file(str(file), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise WeightsError(f"{file} could not be read as safetensors (truncated or corrupt?): {err}") from None
+
+
+def strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """load_state_dict that lists every missing, unexpected and wrong-shape tensor."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = [f"missing {missing[:8]}" if missing else "", f"unexpected {unexpected[:8]}" if unexpected else "",
+                 f"wrong shapes {wrong[:8]}" if wrong else ""]
+        raise WeightsError(f"weights in {where} do not match its config: " + "; ".join(p for p in parts if p))
+    module.load_state_dict(state, strict=True)
+
+
+class PretrainedMixin:
+    """save_pretrained / from_pretrained / push_to_hub for a module with a dataclass `config`."""
+
+    config_class: type
+
+    def save_pretrained(self, folder: PathLike) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CONFIG_NAME).write_text(json.dumps(config_to_dict(self.config), indent=2) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "muse": type(self).__name__})
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, source: PathLike, subfolder: Optional[str] = None, revision: Optional[str] = None,
+                        device: Union[str, torch.device] = "cpu"):
+        folder = resolve_folder(source, subfolder, revision)
+        config = read_config(folder, cls.config_class)  # validated before any allocation
+        state = load_safetensors(folder / WEIGHTS_NAME)
+        model = cls(config)
+        strict_load(model, state, str(folder))
+        return model.to(device).eval()
+
+    def push_to_hub(self, repo_id: str, *, private: bool = True, token: Optional[str] = None,
+                    commit_message: str = "Upload muse component") -> str:
+        return push_folder_to_hub(self.save_pretrained, repo_id, private=private, token=token,
+                                  commit_message=commit_message)
+
+
+def push_folder_to_hub(save_fn, repo_id: str, *, private: bool, token: Optional[str], commit_message: str) -> str:
+    """Save with `save_fn(folder)` into a temporary folder and upload it; returns the repo URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_fn(tmp)
+        api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
+    return str(url)

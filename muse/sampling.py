@@ -1,0 +1,150 @@
+"""Step-wise parallel decoding (MaskGIT), as plain functions over tensors.
+
+The network never samples: callers pass a `logits_fn(ids) -> logits` (guidance and text
+conditioning already folded in) and optionally a `critic_fn(ids) -> scores`. `decode` is a
+generator that yields one `DecodeState` per step; every random draw goes through the
+`torch.Generator` it is given, so the same seed gives the same ids.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import torch
+
+from .schedules import ScheduleLike, get_schedule, num_masked
+
+LogitsFn = Callable[[torch.Tensor], torch.Tensor]  # (B, N) ids -> (B, N, V) logits
+CriticFn = Callable[[torch.Tensor], torch.Tensor]  # (B, N) ids -> (B, N) "this token is wrong" scores
+
+# Scores of positions that cannot be remasked; finite so ranks stay well defined.
+_NEVER = 1e9
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How to decode; names follow muse-maskgit-pytorch's `generate`."""
+
+    timesteps: int = 12
+    temperature: float = 1.0
+    topk_filter_thres: float = 0.9
+    schedule: ScheduleLike = "cosine"
+    critic_noise_scale: float = 1.0
+    choice_temperature: float = 4.5  # MaskGIT's Gumbel noise on the keep choice, annealed to 0
+    can_remask_prev_masked: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.timesteps, int) or isinstance(self.timesteps, bool) or self.timesteps < 1:
+            raise ValueError(f"timesteps must be a positive integer, got {self.timesteps!r}")
+        for name in ("temperature", "critic_noise_scale", "choice_temperature"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        thres = self.topk_filter_thres
+        if not isinstance(thres, (int, float)) or not (0.0 <= thres < 1.0):
+            raise ValueError(f"topk_filter_thres must be in [0, 1), got {thres!r}")
+        get_schedule(self.schedule)
+
+
+@dataclass(frozen=True)
+class DecodeState:
+    """The decoder after one step. Grids are (B, N) over the flattened token grid."""
+
+    step: int  # 1-based index of the step just taken
+    total: int
+    ids: torch.Tensor  # long; mask_id where still masked
+    masked: torch.Tensor  # bool; still masked after this step
+    revealed: torch.Tensor  # bool; fixed by this step
+    scores: torch.Tensor  # float; keep scores used to choose (higher = kept)
+    pred_ids: torch.Tensor  # long; the model's sampled prediction at every position
+
+
+def gumbel_noise(shape: torch.Size | tuple, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Standard Gumbel noise of `shape`, drawn from `generator`."""
+    u = torch.rand(shape, generator=generator, device=device)
+    return -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
+
+
+def top_k_filter(logits: torch.Tensor, thres: float) -> torch.Tensor:
+    """Keep the top ceil((1 - thres) * V) logits of the last axis, the rest -inf: (..., V)."""
+    k = max(1, math.ceil((1.0 - thres) * logits.shape[-1]))
+    if k >= logits.shape[-1]:
+        return logits
+    kth = logits.topk(k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def gumbel_sample(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
+    """Sample ids from logits / temperature (argmax at temperature 0): (..., V) -> (...)."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    noise = gumbel_noise(logits.shape, generator, logits.device)
+    return (logits / temperature + noise).argmax(dim=-1)
+
+
+def select_remask(keep_scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Mark the `counts[b]` lowest-scored positions of each row: (B, N), (B,) -> bool (B, N)."""
+    order = keep_scores.argsort(dim=-1, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    return ranks < counts[:, None]
+
+
+def decode(
+    logits_fn: LogitsFn,
+    init_ids: torch.Tensor,
+    region: torch.Tensor,
+    mask_id: int,
+    settings: SamplerSettings,
+    generator: torch.Generator,
+    critic_fn: Optional[CriticFn] = None,
+) -> Iterator[DecodeState]:
+    """Fill `region` (bool (B, N)) of `init_ids` (long (B, N)) in `settings.timesteps` steps.
+
+    Positions outside the region are known and never change; the number still masked after each
+    step follows the schedule, counted from each row's region size; the last step leaves none.
+    """
+    if init_ids.shape != region.shape or init_ids.dim() != 2:
+        raise ValueError(f"init_ids {tuple(init_ids.shape)} and region {tuple(region.shape)} must both be (B, N)")
+    total = settings.timesteps
+    region = region.bool()
+    ids = torch.where(region, torch.full_like(init_ids, mask_id), init_ids)
+    masked = region.clone()
+    # One host sync per request: the region sizes fix every step's count up front.
+    sizes = region.sum(dim=1).tolist()
+    prev = list(sizes)
+    count_rows = []
+    for step in range(total):
+        prev = [num_masked(settings.schedule, step, total, n, p) for n, p in zip(sizes, prev)]
+        count_rows.append(prev)
+    counts_per_step = torch.tensor(count_rows, device=ids.device)  # (steps, B)
+
+    for step in range(total):
+        logits = logits_fn(ids).float()  # (B, N, V)
+        remaining = (total - 1 - step) / total  # annealing factor, 0 at the last step
+        pred_ids = gumbel_sample(top_k_filter(logits, settings.topk_filter_thres),
+                                 settings.temperature * remaining, generator)  # (B, N)
+        filled = torch.where(masked, pred_ids, ids)
+
+        # Which positions may be masked again after this step.
+        candidates = region if settings.can_remask_prev_masked else masked
+        if critic_fn is not None:
+            critic = critic_fn(filled).float()  # (B, N), higher = more likely wrong
+            noise = torch.rand(critic.shape, generator=generator, device=critic.device) - 0.5
+            keep = -(critic + noise * settings.critic_noise_scale * remaining)
+        else:
+            log_probs = logits.log_softmax(dim=-1).gather(-1, filled[..., None]).squeeze(-1)
+            noise = gumbel_noise(log_probs.shape, generator, log_probs.device)
+            keep = log_probs + noise * settings.choice_temperature * remaining
+        keep = torch.nan_to_num(keep, nan=-_NEVER, posinf=_NEVER, neginf=-_NEVER).clamp(-_NEVER / 2, _NEVER / 2)
+        keep = torch.where(candidates, keep, torch.full_like(keep, _NEVER))
+
+        remask = select_remask(keep, counts_per_step[step]) & candidates
+        new_ids = torch.where(remask, torch.full_like(filled, mask_id), filled)
+        revealed = masked & ~remask
+        masked = remask
+        ids = new_ids
+        yield DecodeState(step=step + 1, total=total, ids=ids, masked=masked, revealed=revealed,
+                          scores=keep, pred_ids=pred_ids)

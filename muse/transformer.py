@@ -1,0 +1,224 @@
+"""The masked transformer (MUSE / MaskGIT), the token critic and their attention blocks.
+
+Networks only: sampling lives in `muse.sampling`, guidance in `muse.guidance`. The text context
+is projected once per request (`prepare_context`), not once per decoding step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TransformerConfig
+from .hub import PretrainedMixin
+
+
+def l2norm(t: torch.Tensor) -> torch.Tensor:
+    return F.normalize(t, dim=-1)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with a learned gain and no bias (as in the reference)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(dim))
+        self.register_buffer("beta", torch.zeros(dim), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, x.shape[-1:], self.gamma, self.beta)
+
+
+class GEGLU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, gate = x.chunk(2, dim=-1)
+        return F.gelu(gate) * x
+
+
+def feed_forward(dim: int, mult: int) -> nn.Sequential:
+    inner = int(dim * mult * 2 / 3)  # GEGLU: keep the parameter count of a plain mult-x MLP
+    return nn.Sequential(LayerNorm(dim), nn.Linear(dim, inner * 2, bias=False), GEGLU(), LayerNorm(inner),
+                         nn.Linear(inner, dim, bias=False))
+
+
+class Attention(nn.Module):
+    """Multi-head attention with a learned null key/value and query/key l2 normalisation.
+
+    The null key/value lets a query attend to "nothing" when the context is empty or dropped
+    (classifier-free guidance); cos-sim attention with learned scales keeps logits bounded.
+    """
+
+    def __init__(self, dim: int, heads: int, dim_head: int, scale: float, cross: bool = False):
+        super().__init__()
+        self.heads, self.dim_head, self.scale, self.cross = heads, dim_head, scale, cross
+        inner = heads * dim_head
+        self.norm = LayerNorm(dim)
+        self.null_kv = nn.Parameter(torch.randn(2, heads, 1, dim_head))
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_kv = nn.Linear(dim, inner * 2, bias=False)
+        self.q_scale = nn.Parameter(torch.ones(dim_head))
+        self.k_scale = nn.Parameter(torch.ones(dim_head))
+        self.to_out = nn.Linear(inner, dim, bias=False)
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, _ = t.shape
+        return t.view(b, n, self.heads, self.dim_head).transpose(1, 2)  # (B, H, N, Dh)
+
+    def project_kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of `source` (B, L, D), null pair first: two (B, H, 1 + L, Dh)."""
+        k, v = self.to_kv(source).chunk(2, dim=-1)
+        k, v = self._split(k), self._split(v)
+        b = source.shape[0]
+        nk, nv = (t.unsqueeze(0).expand(b, -1, -1, -1) for t in self.null_kv)
+        k = torch.cat((nk, k), dim=2)
+        v = torch.cat((nv, v), dim=2)
+        return l2norm(k) * self.k_scale, v
+
+    def forward(self, x: torch.Tensor, kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (B, N, D); kv: precomputed context keys/values; mask: bool (B, 1, 1, 1 + L)."""
+        b, n, _ = x.shape
+        x = self.norm(x)
+        q = l2norm(self._split(self.to_q(x))) * self.q_scale
+        if kv is None:
+            kv = self.project_kv(x)
+        k, v = kv
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)  # (B, H, N, Dh)
+        return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.attn = Attention(cfg.dim, cfg.heads, cfg.dim_head, cfg.attn_scale)
+        self.cross_attn = Attention(cfg.dim, cfg.heads, cfg.dim_head, cfg.attn_scale, cross=True)
+        self.ff = feed_forward(cfg.dim, cfg.ff_mult)
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(x)
+        x = x + self.cross_attn(x, kv=kv, mask=mask)
+        return x + self.ff(x)
+
+
+@dataclass
+class PreparedContext:
+    """Per-request cross-attention inputs: every layer's keys/values and the attention mask."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer, two (B, H, 1 + L, Dh)
+    mask: torch.Tensor  # bool (B, 1, 1, 1 + L), True = attend
+
+    @property
+    def batch(self) -> int:
+        return self.mask.shape[0]
+
+    def repeat(self, times: int) -> "PreparedContext":
+        """Each row repeated `times` times (row-major), for several images per prompt."""
+        return PreparedContext([(k.repeat_interleave(times, 0), v.repeat_interleave(times, 0)) for k, v in self.kv],
+                               self.mask.repeat_interleave(times, 0))
+
+    @staticmethod
+    def cat(contexts: list["PreparedContext"]) -> "PreparedContext":
+        """Stack along the batch; all must have the same context length."""
+        kv = [(torch.cat([c.kv[i][0] for c in contexts]), torch.cat([c.kv[i][1] for c in contexts]))
+              for i in range(len(contexts[0].kv))]
+        return PreparedContext(kv, torch.cat([c.mask for c in contexts]))
+
+
+class MaskedTransformer(nn.Module, PretrainedMixin):
+    """Token grid + text context -> per-token logits (generator) or wrongness scores (critic)."""
+
+    config_class = TransformerConfig
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = cfg = config
+        vocab = cfg.num_tokens + (1 if cfg.kind == "generator" else 0)  # the generator adds the mask token
+        self.token_emb = nn.Embedding(vocab, cfg.dim)
+        self.pos_emb = nn.Embedding(cfg.seq_len, cfg.dim)
+        self.text_proj = nn.Linear(cfg.text_dim, cfg.dim, bias=False)
+        if cfg.cond_seq_len:
+            # Low-res tokens get their own embedding and positions: the reference reused token_emb
+            # without positions, which leaves the network guessing where each low-res token sits.
+            self.cond_token_emb = nn.Embedding(cfg.num_tokens, cfg.dim)
+            self.cond_pos_emb = nn.Embedding(cfg.cond_seq_len, cfg.dim)
+        if cfg.self_cond:
+            self.self_cond_to_init_embed = feed_forward(cfg.dim, 4)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.depth)])
+        self.norm = LayerNorm(cfg.dim)
+        self.to_logits = nn.Linear(cfg.dim, cfg.num_tokens if cfg.kind == "generator" else 1, bias=False)
+        if cfg.self_critic:
+            self.to_critic = nn.Linear(cfg.dim, 1)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    @property
+    def mask_id(self) -> int:
+        return self.config.mask_id
+
+    def prepare_context(self, text_embeds: torch.Tensor, text_mask: torch.Tensor,
+                        cond_ids: Optional[torch.Tensor] = None) -> PreparedContext:
+        """Project the context once per request.
+
+        text_embeds: (B, L, text_dim); text_mask: bool (B, L), False = padding or dropped;
+        cond_ids: (B, cond_seq_len) low-res token ids for super-res, always attended.
+        """
+        cfg = self.config
+        context = self.text_proj(text_embeds.to(self.text_proj.weight.dtype))  # (B, L, D)
+        mask = text_mask.bool()
+        if cfg.cond_seq_len:
+            if cond_ids is None:
+                raise ValueError("this transformer is conditioned on low-res token ids: pass cond_ids")
+            cond_ids = cond_ids.reshape(cond_ids.shape[0], -1)
+            if cond_ids.shape[1] != cfg.cond_seq_len:
+                raise ValueError(f"expected {cfg.cond_seq_len} conditioning ids, got {cond_ids.shape[1]}")
+            cond = self.cond_token_emb(cond_ids) + self.cond_pos_emb.weight  # (B, M, D)
+            context = torch.cat((context, cond), dim=1)
+            mask = torch.cat((mask, torch.ones_like(cond_ids, dtype=torch.bool)), dim=1)
+        elif cond_ids is not None:
+            raise ValueError("this transformer takes no conditioning ids")
+        kv = [block.cross_attn.project_kv(context) for block in self.blocks]
+        full_mask = F.pad(mask, (1, 0), value=True)[:, None, None, :]  # null key always attended
+        return PreparedContext(kv, full_mask)
+
+    def forward(self, ids: torch.Tensor, context: PreparedContext,
+                self_cond_embed: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids: (B, N) long -> (logits (B, N, V) or (B, N) critic scores, embeddings (B, N, D))."""
+        n = ids.shape[1]
+        if n != self.config.seq_len:
+            raise ValueError(f"expected {self.config.seq_len} tokens, got {n}")
+        x = self.token_emb(ids) + self.pos_emb.weight  # (B, N, D)
+        if self.config.self_cond:
+            x = x + self.self_cond_to_init_embed(self_cond_embed if self_cond_embed is not None else torch.zeros_like(x))
+        for block, kv in zip(self.blocks, context.kv):
+            x = block(x, kv, context.mask)
+        embed = self.norm(x)
+        out = self.to_logits(embed)
+        if self.config.kind == "critic":
+            out = out.squeeze(-1)
+        return out, embed
+
+    def critic_scores(self, embed: torch.Tensor) -> torch.Tensor:
+        """Self-critic head: (B, N, D) embeddings -> (B, N) "token is wrong" logits."""
+        if not self.config.self_critic:
+            raise ValueError("this transformer has no self-critic head")
+        return self.to_critic(embed).squeeze(-1)
+
+
+def MaskGitTransformer(**kwargs) -> MaskedTransformer:
+    """The generator: vocabulary plus a mask token, predicts token ids."""
+    return MaskedTransformer(TransformerConfig(kind="generator", **kwargs))
+
+
+def TokenCritic(**kwargs) -> MaskedTransformer:
+    """A separate critic: one logit per token saying "this token is wrong" (MUSE's token critic)."""
+    return MaskedTransformer(TransformerConfig(kind="critic", **kwargs))
