@@ -15,9 +15,10 @@ Schedule = Callable[[float], float]
 ScheduleLike = Union[str, Schedule]
 
 
+# Each schedule takes a float or a tensor of progress values (training draws a batch of them).
 def cosine(r: float) -> float:
     """MaskGIT's default: slow start, many tokens revealed late."""
-    return math.cos(r * math.pi / 2)
+    return torch.cos(r * math.pi / 2) if torch.is_tensor(r) else math.cos(r * math.pi / 2)
 
 
 def linear(r: float) -> float:
@@ -26,7 +27,7 @@ def linear(r: float) -> float:
 
 def arccos(r: float) -> float:
     """MUSE/MaskGIT's arccos schedule (reveals more tokens early than cosine)."""
-    return math.acos(r) / (math.pi / 2)
+    return (torch.acos(r) if torch.is_tensor(r) else math.acos(r)) / (math.pi / 2)
 
 
 def power(r: float, exponent: float = 2.0) -> float:
@@ -75,9 +76,14 @@ def mask_counts(schedule: ScheduleLike, total: int, region_size: int) -> list[in
     return counts
 
 
-def training_mask_ratio(schedule: ScheduleLike, batch: int, generator: torch.Generator | None = None,
-                        device: torch.device | str = "cpu") -> torch.Tensor:
-    """Mask ratios for training, schedule(r) with r ~ U(0, 1): (batch,) floats in [0, 1]."""
+def training_mask_ratio(schedule: ScheduleLike, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """Mask ratios for training, schedule(r) with r ~ U(0, 1), on the generator's device: (batch,)."""
     fn = get_schedule(schedule)
-    r = torch.rand(batch, generator=generator)
-    return torch.tensor([_ratio(fn, float(x)) for x in r], device=device)
+    r = torch.rand(batch, generator=generator, device=generator.device)
+    try:
+        ratio = torch.as_tensor(fn(r), dtype=torch.float32, device=r.device)
+        if ratio.shape != r.shape:
+            raise TypeError
+    except (TypeError, ValueError):  # a user callable that only takes floats
+        ratio = torch.tensor([_ratio(fn, float(x)) for x in r], device=r.device)
+    return ratio.nan_to_num(1.0).clamp(0, 1)

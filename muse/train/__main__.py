@@ -1,0 +1,70 @@
+"""python -m muse.train STAGE --data data/emoji --run runs/emoji [--minutes M | --steps N] ...
+
+Stages: tokenizer, base, superres, critics, all (the four in order), export (run -> pipeline folder).
+Every stage resumes from its checkpoint in the run folder. For several GPUs or machines:
+  torchrun --nproc_per_node 8 -m muse.train base --device cuda ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import stages
+
+STAGES = ("tokenizer", "base", "superres", "critics", "all", "export")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m muse.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=STAGES)
+    p.add_argument("--data", type=Path, default=Path("data/emoji"), help="dataset folder (emoji build or images + captions)")
+    p.add_argument("--run", type=Path, default=Path("runs/emoji"), help="run folder for checkpoints, logs, plots")
+    p.add_argument("--preset", default="emoji", choices=("emoji", "tiny"))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, help="steps per stage")
+    p.add_argument("--minutes", type=float, help="training minutes per stage (counted across resumes)")
+    p.add_argument("--minutes-each", type=str, help="for 'all': per-stage minutes, e.g. tokenizer=60,base=40,...")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--text-encoder", default=stages.DEFAULT_TEXT_ENCODER, help="Hub id or folder")
+    p.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
+    p.add_argument("--out", type=Path, default=Path("weights"), help="export: pipeline folder to write")
+    p.add_argument("--defaults", type=str, default="{}", help="export: JSON generation defaults for pipeline.json")
+    p.add_argument("--record-text-encoder", default=stages.DEFAULT_TEXT_ENCODER,
+                   help="export: text encoder name written to pipeline.json")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
+    if a.stage == "export":
+        out = stages.export(a.run, a.out, a.record_text_encoder, json.loads(a.defaults))
+        print(f"wrote {out}")
+        return 0
+    if a.steps is None and a.minutes is None and not a.minutes_each:
+        print("error: give --steps or --minutes (or --minutes-each for 'all')", file=sys.stderr)
+        return 2
+    args = stages.StageArgs(run=a.run, data=a.data, preset=a.preset, device=a.device, steps=a.steps,
+                            minutes=a.minutes, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
+                            text_encoder=a.text_encoder, checkpoint_every_s=a.checkpoint_every)
+    each = dict(item.split("=") for item in a.minutes_each.split(",")) if a.minutes_each else {}
+    order = {"all": ["tokenizer", "base", "superres", "base_critic", "superres_critic"],
+             "critics": ["base_critic", "superres_critic"]}.get(a.stage, [a.stage])
+    for stage in order:
+        if stage in each:
+            args.minutes = float(each[stage])
+        if stage == "tokenizer":
+            stages.train_tokenizer(args)
+            stages.tokenize(args)
+        else:
+            stages._transformer_stage(args, stage)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""A resumable training loop: AdamW, warmup + cosine decay, tqdm, checkpoints, loss plots.
+
+Single process on the CPU by default; under `torchrun` (WORLD_SIZE > 1) the same loop wraps the
+model in DistributedDataParallel and only rank 0 writes. Checkpoints are safetensors + JSON
+(optimizer state included), so resuming never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+StepFn = Callable[[nn.Module, torch.Generator], tuple[torch.Tensor, dict, int]]  # -> loss, metrics, batch size
+
+
+@dataclass
+class LoopConfig:
+    out_dir: Path  # the stage's folder inside the run
+    steps: Optional[int] = None  # stop after this many steps ...
+    minutes: Optional[float] = None  # ... or this much training time (across resumes), whichever first
+    lr: float = 3e-4
+    warmup: int = 200
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    checkpoint_every_s: float = 300.0
+    log_every: int = 25
+    seed: int = 0
+    amp: bool = True  # bf16 autocast on CUDA
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> tuple[Dist, torch.device]:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; without them this is a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), torch.device(device)
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return Dist(dist.get_rank(), world, local), torch.device(device)
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, scalars = {}, {}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict = {}
+    for name, value in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, info: dict) -> None:
+    """model/ (config.json + model.safetensors), optimizer.safetensors, state.json; written atomically-ish."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder / "model")
+    tensors, meta = _flatten_optimizer(optimizer.state_dict())
+    save_file(tensors, str(folder / "optimizer.safetensors.tmp"))
+    os.replace(folder / "optimizer.safetensors.tmp", folder / "optimizer.safetensors")
+    (folder / "optimizer.json").write_text(json.dumps(meta))
+    (folder / "state.json.tmp").write_text(json.dumps(info))
+    os.replace(folder / "state.json.tmp", folder / "state.json")
+
+
+def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    from ..hub import load_safetensors, strict_load
+
+    strict_load(model, load_safetensors(folder / "model" / "model.safetensors"), str(folder / "model"))
+    meta = json.loads((folder / "optimizer.json").read_text())
+    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(folder / "optimizer.safetensors")), meta))
+    return json.loads((folder / "state.json").read_text())
+
+
+def plot_losses(metrics_file: Path, out_png: Path, title: str) -> None:
+    """Loss (and accuracy / PSNR where logged) against step, as a PNG beside the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    keys = [k for k in rows[-1] if k not in ("step", "elapsed_s", "samples_per_s", "lr")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts])
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        if key in ("loss", "ce", "mse", "qloss", "critic_bce"):
+            ax.set_yscale("log")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=80)
+    plt.close(fig)
+
+
+def train_loop(model: nn.Module, step_fn: StepFn, cfg: LoopConfig, device: torch.device, dist_info: Dist,
+               desc: str, every_steps: Optional[Callable[[int], None]] = None) -> nn.Module:
+    """Run `step_fn` until cfg.steps or cfg.minutes; resume from cfg.out_dir/checkpoint when present."""
+    from tqdm.auto import tqdm
+
+    if cfg.steps is None and cfg.minutes is None:
+        raise ValueError("give steps or minutes")
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.96))
+    ckpt = cfg.out_dir / "checkpoint"
+    info = {"step": 0, "elapsed_s": 0.0}
+    if (ckpt / "state.json").is_file():
+        info = load_checkpoint(ckpt, model, optimizer)
+        if dist_info.main:
+            print(f"[{desc}] resumed at step {info['step']} ({info['elapsed_s'] / 60:.1f} min trained)")
+    net: nn.Module = model
+    if dist_info.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + 1000 * info["step"] + dist_info.rank)
+    use_amp = cfg.amp and device.type == "cuda"
+    metrics_file = cfg.out_dir / "metrics.jsonl"
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    step, elapsed = info["step"], info["elapsed_s"]
+    budget_s = cfg.minutes * 60 if cfg.minutes is not None else math.inf
+    total_steps = cfg.steps if cfg.steps is not None else math.inf
+    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not dist_info.main, dynamic_ncols=True,
+               mininterval=2.0)
+    last_ckpt = time.time()
+    window_t, window_n = time.time(), 0
+    sums: dict[str, float] = {}
+    count = 0
+
+    def progress() -> float:
+        return min(1.0, max(step / total_steps if total_steps < math.inf else 0.0,
+                            elapsed / budget_s if budget_s < math.inf else 0.0))
+
+    while step < total_steps and elapsed < budget_s:
+        t0 = time.time()
+        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup)) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress())))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss, metrics, batch = step_fn(net, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        elapsed += time.time() - t0
+        window_n += batch * dist_info.world
+        count += 1
+        for k, v in metrics.items():
+            sums[k] = sums.get(k, 0.0) + v
+        if every_steps is not None:
+            every_steps(step)
+        if step % cfg.log_every == 0 and dist_info.main:
+            rate = window_n / max(1e-9, time.time() - window_t)
+            row = {"step": step, "elapsed_s": round(elapsed, 1), "lr": lr, "samples_per_s": round(rate, 1),
+                   **{k: round(v / count, 5) for k, v in sums.items()}}
+            with open(metrics_file, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            bar.set_postfix({k: f"{v / count:.4g}" for k, v in list(sums.items())[:3]} | {"samples/s": f"{rate:.0f}"})
+            window_t, window_n, sums, count = time.time(), 0, {}, 0
+        bar.update(1)
+        if dist_info.main and time.time() - last_ckpt > cfg.checkpoint_every_s:
+            save_checkpoint(ckpt, model, optimizer, {"step": step, "elapsed_s": elapsed})
+            last_ckpt = time.time()
+    bar.close()
+    if dist_info.main:
+        save_checkpoint(ckpt, model, optimizer, {"step": step, "elapsed_s": elapsed})
+        if metrics_file.is_file():
+            plot_losses(metrics_file, cfg.out_dir / "loss.png", desc)
+    model.eval()
+    return model

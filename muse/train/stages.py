@@ -1,0 +1,245 @@
+"""The training stages: tokenizer, base, super-res, critics; and export to a pipeline folder.
+
+Each stage reads the dataset and the earlier stages' results from one run folder:
+  run/tokenizer/checkpoint/model     run/tokens.safetensors (ids at 32 and 64 px)
+  run/base/checkpoint/model          run/superres/checkpoint/model
+  run/base_critic/checkpoint/model   run/superres_critic/checkpoint/model
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from ..config import TransformerConfig, VQConfig
+from ..data import CaptionedImages, load_dataset
+from ..pipeline import MusePipeline, PipelineConfig
+from ..text import DEFAULT_TEXT_ENCODER, CachedTextEncoder, TextEncoder
+from ..transformer import MaskedTransformer
+from ..vq import VQModel
+from .loop import Dist, LoopConfig, init_distributed, train_loop
+from .losses import critic_loss, maskgit_loss, vq_loss
+
+BASE_SIZE, SUPERRES_SIZE = 32, 64
+
+
+@dataclass
+class Preset:
+    vq: VQConfig
+    base: TransformerConfig
+    superres: TransformerConfig
+    base_critic: TransformerConfig
+    superres_critic: TransformerConfig
+
+
+def make_preset(name: str, text_dim: int = 384) -> Preset:
+    """Named model sizes. 'emoji' is the shipped model; 'tiny' is for tests and smoke runs."""
+    if name == "emoji":
+        vq = VQConfig(base_channels=32, channel_mult=(1, 2, 4), res_blocks=1, mid_blocks=2, codebook_size=1024,
+                      code_dim=32)
+        gen = dict(dim=256, depth=6, heads=4, dim_head=64, ff_mult=4)
+        crit = dict(dim=192, depth=2, heads=4, dim_head=48, ff_mult=4)
+    elif name == "tiny":
+        vq = VQConfig(base_channels=8, channel_mult=(1, 2, 2), res_blocks=1, mid_blocks=1, codebook_size=32, code_dim=8)
+        gen = dict(dim=32, depth=1, heads=2, dim_head=16, ff_mult=2)
+        crit = dict(dim=32, depth=1, heads=2, dim_head=16, ff_mult=2)
+    else:
+        raise ValueError(f"unknown preset {name!r}; choose 'emoji' or 'tiny'")
+    f = vq.downsample
+    base_seq, sr_seq = (BASE_SIZE // f) ** 2, (SUPERRES_SIZE // f) ** 2
+    common = dict(num_tokens=vq.codebook_size, text_dim=text_dim)
+    return Preset(
+        vq=vq,
+        base=TransformerConfig(seq_len=base_seq, **common, **gen),
+        superres=TransformerConfig(seq_len=sr_seq, cond_seq_len=base_seq, **common, **gen),
+        base_critic=TransformerConfig(seq_len=base_seq, kind="critic", **common, **crit),
+        superres_critic=TransformerConfig(seq_len=sr_seq, cond_seq_len=base_seq, kind="critic", **common, **crit),
+    )
+
+
+@dataclass
+class StageArgs:
+    run: Path
+    data: Path
+    preset: str = "emoji"
+    device: str = "cpu"
+    steps: Optional[int] = None
+    minutes: Optional[float] = None
+    batch_size: int = 32
+    lr: Optional[float] = None
+    seed: int = 0
+    text_encoder: str = DEFAULT_TEXT_ENCODER
+    checkpoint_every_s: float = 300.0
+    cond_drop_prob: float = 0.1
+
+
+def _images_tensor(data: CaptionedImages, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(data.images).to(device)  # (N, H, W, 3) uint8, kept compact on the device
+
+
+def _batch_images(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return images[idx].permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W) in [0, 1]
+
+
+def _loop_cfg(args: StageArgs, stage: str, lr: float) -> LoopConfig:
+    return LoopConfig(out_dir=args.run / stage, steps=args.steps, minutes=args.minutes, lr=args.lr or lr,
+                      seed=args.seed, checkpoint_every_s=args.checkpoint_every_s)
+
+
+def _save_preset(args: StageArgs, preset: Preset) -> None:
+    args.run.mkdir(parents=True, exist_ok=True)
+    spec = args.run / "run.json"
+    if not spec.is_file():
+        spec.write_text(json.dumps({"preset": args.preset, "data": str(args.data),
+                                    "text_encoder": args.text_encoder}, indent=2))
+
+
+def model_from_run(run: Path, stage: str, cls=MaskedTransformer):
+    return cls.from_pretrained(run / stage / "checkpoint" / "model")
+
+
+def train_tokenizer(args: StageArgs) -> VQModel:
+    dist, device = init_distributed(args.device)
+    preset = make_preset(args.preset)
+    _save_preset(args, preset)
+    data = load_dataset(args.data, SUPERRES_SIZE)
+    images = _images_tensor(data, device)
+    vq = VQModel(preset.vq)
+    cpu_gen = torch.Generator().manual_seed(args.seed + dist.rank)
+    last_z: dict = {}
+
+    def step_fn(net, generator):
+        idx = torch.randint(0, len(images), (args.batch_size,), generator=cpu_gen).to(device)
+        batch = _batch_images(images, idx)
+        if torch.rand((), generator=cpu_gen) < 0.5:  # the tokenizer serves both stages: 32 and 64 px
+            batch = F.avg_pool2d(batch, 2)
+        loss, metrics, z = vq_loss(net, batch)
+        last_z["z"] = z.detach()
+        return loss, metrics, batch.shape[0]
+
+    def restart(step: int) -> None:
+        if step % 50 == 0 and step < 100_000:
+            vq.quantizer.restart_dead_codes(last_z["z"].float(), threshold=0.03, generator=cpu_gen)
+
+    return train_loop(vq, step_fn, _loop_cfg(args, "tokenizer", 1e-3), device, dist, "tokenizer", restart)
+
+
+@torch.no_grad()
+def tokenize(args: StageArgs) -> dict[str, torch.Tensor]:
+    """Encode every image at 32 and 64 px once (no augmentation, so ids never change)."""
+    out = args.run / "tokens.safetensors"
+    vq_file = args.run / "tokenizer" / "checkpoint" / "model" / "model.safetensors"
+    if out.is_file() and out.stat().st_mtime >= vq_file.stat().st_mtime:
+        return load_file(str(out))
+    device = torch.device(args.device)
+    vq = model_from_run(args.run, "tokenizer", VQModel).to(device)
+    data = load_dataset(args.data, SUPERRES_SIZE)
+    images = _images_tensor(data, device)
+    ids32, ids64 = [], []
+    for start in range(0, len(images), 256):
+        batch = _batch_images(images, torch.arange(start, min(start + 256, len(images)), device=device))
+        ids64.append(vq.encode(batch).cpu())
+        ids32.append(vq.encode(F.avg_pool2d(batch, 2)).cpu())
+    tokens = {"ids32": torch.cat(ids32), "ids64": torch.cat(ids64)}
+    save_file(tokens, str(out))
+    return tokens
+
+
+def _text_encoder(args: StageArgs, device: torch.device) -> CachedTextEncoder:
+    return CachedTextEncoder(TextEncoder(args.text_encoder, device=device))
+
+
+def _transformer_stage(args: StageArgs, stage: str) -> MaskedTransformer:
+    dist, device = init_distributed(args.device)
+    preset = make_preset(args.preset)
+    data = load_dataset(args.data, SUPERRES_SIZE)
+    tokens = tokenize(args)
+    ids32, ids64 = tokens["ids32"].to(device), tokens["ids64"].to(device)
+    text = _text_encoder(args, device)
+    is_critic = stage.endswith("critic")
+    superres = stage.startswith("superres")
+    config = getattr(preset, stage)
+    model = MaskedTransformer(config)
+    generator_model = model_from_run(args.run, stage.replace("_critic", "")).to(device) if is_critic else None
+    cpu_gen = torch.Generator().manual_seed(args.seed + 7 + dist.rank)
+    rng = random.Random(args.seed + dist.rank)
+
+    def step_fn(net, generator):
+        idx = torch.randint(0, len(data), (args.batch_size,), generator=cpu_gen)
+        embeds, mask = text([data.caption(i, rng) for i in idx.tolist()])
+        idx = idx.to(device)
+        ids = (ids64 if superres else ids32)[idx].flatten(1)
+        cond = ids32[idx].flatten(1) if superres else None
+        if is_critic:
+            loss, metrics = critic_loss(generator_model, model, ids, embeds, mask, generator, cond_ids=cond,
+                                        cond_drop_prob=args.cond_drop_prob, net=net)
+        else:
+            loss, metrics = maskgit_loss(model, ids, embeds, mask, generator, cond_ids=cond,
+                                         cond_drop_prob=args.cond_drop_prob, net=net)
+        return loss, metrics, ids.shape[0]
+
+    return train_loop(model, step_fn, _loop_cfg(args, stage, 5e-4 if not is_critic else 3e-4), device, dist, stage)
+
+
+def train_base(args: StageArgs) -> MaskedTransformer:
+    return _transformer_stage(args, "base")
+
+
+def train_superres(args: StageArgs) -> MaskedTransformer:
+    return _transformer_stage(args, "superres")
+
+
+def train_critics(args: StageArgs) -> None:
+    _transformer_stage(args, "base_critic")
+    _transformer_stage(args, "superres_critic")
+
+
+def export(run: Path, out: Path, text_encoder: str = DEFAULT_TEXT_ENCODER, defaults: Optional[dict] = None,
+           half: bool = True) -> Path:
+    """Write a pipeline folder (what `load_pipeline` reads) from a run's latest checkpoints.
+
+    half: store weights as float16 (loaded back into float32 models); halves the shipped size.
+    """
+    parts = {"vq": model_from_run(run, "tokenizer", VQModel)}
+    for name in ("base", "superres", "base_critic", "superres_critic"):
+        if (run / name / "checkpoint" / "model").is_dir():
+            parts[name] = model_from_run(run, name)
+    config = PipelineConfig(text_encoder=text_encoder, base_size=BASE_SIZE, superres_size=SUPERRES_SIZE,
+                            defaults=defaults or {})
+    # Only the text encoder's width matters for the compatibility check; no need to load it here.
+    stand_in = SimpleNamespace(dim=parts["base"].config.text_dim)
+    pipe = MusePipeline(parts["vq"], parts["base"], stand_in, parts.get("superres"), parts.get("base_critic"),
+                        parts.get("superres_critic"), config)
+    if half:
+        for model in parts.values():
+            model.half()
+    pipe.save_pretrained(out)
+    if half:
+        for model in parts.values():
+            model.float()
+    return out
+
+
+def stage_summary(run: Path) -> dict:
+    """Steps, training time and last metrics of each stage in a run (for the model card)."""
+    summary = {}
+    for stage in ("tokenizer", "base", "superres", "base_critic", "superres_critic"):
+        state = run / stage / "checkpoint" / "state.json"
+        if state.is_file():
+            info = json.loads(state.read_text())
+            metrics = run / stage / "metrics.jsonl"
+            last = metrics.read_text().splitlines()[-1] if metrics.is_file() and metrics.stat().st_size else "{}"
+            summary[stage] = {**info, "last": json.loads(last)}
+    return summary
+
+
+__all__ = ["Preset", "make_preset", "StageArgs", "train_tokenizer", "tokenize", "train_base", "train_superres",
+           "train_critics", "export", "stage_summary", "asdict"]
