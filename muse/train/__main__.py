@@ -31,6 +31,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--text-encoder", default=stages.DEFAULT_TEXT_ENCODER, help="Hub id or folder")
     p.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
     p.add_argument("--out", type=Path, default=Path("weights"), help="export: pipeline folder to write")
@@ -42,6 +43,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
     if a.stage == "export":
         out = stages.export(a.run, a.out, a.record_text_encoder, json.loads(a.defaults))
         print(f"wrote {out}")

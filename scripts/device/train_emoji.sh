@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Train the shipped emoji model on a lent GPU in one call (about 9 minutes), then pack the exported
+# pipeline into $OUT. Prepare here first: python scripts/device/pack.py (writes .device/).
+# Reproduce on any machine: the same commands with DEVICE=cpu and longer minutes (see weights/README.md).
+set -euo pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+DEVICE=${DEVICE:-cuda}
+SCALE=${SCALE:-1}          # multiplies every stage's minutes (SCALE=0.02 for a smoke test)
+OUT=${OUT:-/tmp/out}
+WORK=${WORK:-/tmp/dev}
+mkdir -p "$OUT"
+m() { python3 -c "print($1 * $SCALE)"; }
+python3 scripts/device/pack.py --unpack .device --to "$WORK"
+(nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || true) | tee "$OUT/machine.txt"
+common=(--data "$WORK/emoji" --run "$WORK/run" --device "$DEVICE" --text-encoder "$WORK/minilm" --checkpoint-every 60)
+train() { python3 -m muse.train "$@" "${common[@]}" 2>&1 | tr '\r' '\n' | tee -a "$OUT/train.log" | grep -v "it/s\]$" | tail -n 2; }
+finish() {
+  python3 -m muse.train export --run "$WORK/run" --out "$WORK/weights" "${common[@]}" || true
+  tar cf - -C "$WORK" weights | split -b 15m - "$OUT/weights.tar.part-" || true
+  (cd "$WORK/run" && find . -name metrics.jsonl -o -name loss.png -o -name state.json -o -name run.json | tar czf "$OUT/logs.tgz" -T -) || true
+}
+trap finish EXIT
+train tokenizer --minutes "$(m 2.2)" --batch-size 128 --lr 1e-3
+train base --minutes "$(m 1.8)" --batch-size 256 --lr 8e-4
+train superres --minutes "$(m 2.4)" --batch-size 256 --lr 8e-4
+train critics --minutes "$(m 0.5)" --batch-size 256 --lr 5e-4
+echo "training done"
