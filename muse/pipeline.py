@@ -403,10 +403,12 @@ class MusePipeline:
         sr_region = mask_to_grid(mask, sizes[1] // f).to(self.device)
         if not bool(base_region.any()):
             raise ValueError("the mask is empty: paint (in white) the part of the image to regenerate")
-        # The fill is conditioned only on tokens outside the region: masked positions enter the
-        # network as mask tokens, and super-res sees the base stage's new low-res tokens.
-        base_known = self.vq.encode(small).expand(b, -1, -1)
-        sr_known = self.vq.encode(large).expand(b, -1, -1)
+        # Nothing under the mask may reach the fill: the region's pixels are blanked before encoding
+        # (the encoder's receptive field would otherwise carry them into neighbouring known tokens),
+        # masked positions enter the network as mask tokens, and super-res is conditioned on the
+        # base stage's new low-res tokens.
+        base_known = self.vq.encode(self._blank(small, base_region)).expand(b, -1, -1)
+        sr_known = self.vq.encode(self._blank(large, sr_region)).expand(b, -1, -1)
         steps = self._two_stage(prompts, negative_prompt, s, previews, base_known,
                                 base_region.expand(b, -1, -1), sr_known, sr_region.expand(b, -1, -1))
         use_sr = s.superres and self.superres_model is not None
@@ -420,6 +422,12 @@ class MusePipeline:
                 result = torch.where(keep, original, result)
                 step = dataclasses.replace(step, canvas=tensor_to_pil(result))
             yield step
+
+    def _blank(self, images: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        """White out the token cells of `region` (h, w) in images (B, 3, H, W)."""
+        f = self.vq.config.downsample
+        cover = region.repeat_interleave(f, 0).repeat_interleave(f, 1)
+        return images.masked_fill(cover, 1.0)
 
     def inpaint(self, image: ImageLike, mask: ImageLike, prompt: Union[str, Sequence[str]],
                 **kwargs: Any) -> list[Image.Image]:

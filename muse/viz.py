@@ -1,0 +1,302 @@
+"""Pictures of the decoding: pure functions from `DecodeStep`s to PIL images and GIFs.
+
+Nothing here touches a network or a UI: the playground (`app.py`) and the CLI call these on the
+steps that `MusePipeline.stream*` yields. Token grids are upscaled with nearest-neighbour so every
+token stays a crisp block. Plots use matplotlib's object API (no pyplot state, safe in threads).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence, Union
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .schedules import ScheduleLike, mask_counts
+
+if TYPE_CHECKING:  # only for annotations: viz needs no model code at run time
+    from .pipeline import DecodeStep
+
+HIGHLIGHT = (255, 196, 0)  # outline of the tokens fixed at this step
+KNOWN_GRAY = (0.86, 0.86, 0.86)  # tokens a stage did not generate (inpainting: kept tokens)
+SENTINEL = 1e8  # the sampler marks positions it did not choose from with +-1e9 (clamped to 5e8)
+STAGE_NAMES = {"base": "base", "superres": "super-res"}
+
+
+# ----- pixels -------------------------------------------------------------------------------
+
+def upscale(image: Image.Image, size: int) -> Image.Image:
+    """Nearest-neighbour resize so the longer side is `size` (tokens stay crisp blocks)."""
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    scale = size / max(image.size)
+    target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image if target == image.size else image.resize(target, Image.Resampling.NEAREST)
+
+
+def tile(images: Sequence[Image.Image], columns: Optional[int] = None, gap: int = 0,
+         background: tuple = (255, 255, 255)) -> Image.Image:
+    """Images of one size in a grid (row-major), `columns` defaulting to a near-square layout."""
+    if not images:
+        raise ValueError("tile needs at least one image")
+    if len(images) == 1:
+        return images[0]
+    columns = columns or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    w, h = images[0].size
+    sheet = Image.new("RGB", (columns * w + (columns - 1) * gap, rows * h + (rows - 1) * gap), background)
+    for i, im in enumerate(images):
+        r, c = divmod(i, columns)
+        sheet.paste(im.convert("RGB"), (c * (w + gap), r * (h + gap)))
+    return sheet
+
+
+def _grid(mask) -> np.ndarray:
+    """A (h, w) bool/number grid from a tensor or array, on the CPU."""
+    if hasattr(mask, "detach"):
+        mask = mask.detach().cpu().numpy()
+    return np.asarray(mask)
+
+
+def highlight_tokens(image: Image.Image, tokens, size: int, color: tuple = HIGHLIGHT,
+                     width: Optional[int] = None) -> Image.Image:
+    """Upscale `image` to `size` and outline each token where `tokens` ((h, w) bool) is set."""
+    grid = _grid(tokens).astype(bool)
+    out = upscale(image.convert("RGB"), size)
+    h, w = grid.shape
+    cell_w, cell_h = out.width / w, out.height / h
+    width = width or max(1, round(min(cell_w, cell_h) / 8))
+    draw = ImageDraw.Draw(out)
+    for y, x in zip(*np.nonzero(grid)):
+        x0, y0 = round(x * cell_w), round(y * cell_h)
+        x1, y1 = round((x + 1) * cell_w) - 1, round((y + 1) * cell_h) - 1
+        draw.rectangle((x0, y0, x1, y1), outline=color, width=width)
+    return out
+
+
+def step_canvas(step: "DecodeStep", size: int = 256, highlight: bool = True) -> Image.Image:
+    """This step's canvas (still-masked tokens greyed by the pipeline), newly fixed tokens outlined;
+    a batch is tiled, each image `size` px."""
+    if step.canvas is None:
+        raise ValueError("this step has no canvas: decode with previews=True")
+    if highlight and not step.is_final:
+        images = [highlight_tokens(im, step.revealed[i], size) for i, im in enumerate(step.canvas)]
+    else:
+        images = [upscale(im, size) for im in step.canvas]
+    return tile(images)
+
+
+def step_prediction(step: "DecodeStep", size: int = 256) -> Image.Image:
+    """The model's full prediction at this step, upscaled; a batch is tiled."""
+    if step.prediction is None:
+        raise ValueError("this step has no prediction image: decode with previews=True")
+    return tile([upscale(im, size) for im in step.prediction])
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: a fixed bitmap font
+        return ImageFont.load_default()
+
+
+def caption(image: Image.Image, text: str, height: Optional[int] = None) -> Image.Image:
+    """`image` with a white strip below it holding `text`."""
+    height = height or max(14, image.width // 14)
+    out = Image.new("RGB", (image.width, image.height + height), (255, 255, 255))
+    out.paste(image.convert("RGB"), (0, 0))
+    font = _font(max(9, int(height * 0.7)))
+    draw = ImageDraw.Draw(out)
+    draw.text((4, image.height + height // 2), text, fill=(20, 20, 20), font=font, anchor="lm")
+    return out
+
+
+# ----- the run as a sequence ----------------------------------------------------------------
+
+def _with_canvas(steps: Sequence["DecodeStep"]) -> list["DecodeStep"]:
+    steps = [s for s in steps if s.canvas is not None]
+    if not steps:
+        raise ValueError("no step has a canvas: decode with previews=True")
+    return steps
+
+
+def timeline(steps: Sequence["DecodeStep"], size: int = 128) -> list[tuple[Image.Image, str]]:
+    """Every step's canvas (newly fixed tokens outlined) with its label, for a gallery."""
+    return [(step_canvas(s, size), s.label) for s in _with_canvas(steps)]
+
+
+def timeline_strip(steps: Sequence["DecodeStep"], size: int = 64, gap: int = 2) -> Image.Image:
+    """One row per stage, one column per step: the whole decoding in one picture (first image)."""
+    steps = _with_canvas(steps)
+    stages: dict[str, list] = {}
+    for s in steps:
+        stages.setdefault(s.stage, []).append(s)
+    columns = max(len(v) for v in stages.values())
+    label_h = max(12, size // 5)
+    sheet = Image.new("RGB", (columns * (size + gap) - gap, len(stages) * (size + label_h + gap) - gap),
+                      (255, 255, 255))
+    font = _font(max(8, int(label_h * 0.75)))
+    draw = ImageDraw.Draw(sheet)
+    for r, (stage, row) in enumerate(stages.items()):
+        y = r * (size + label_h + gap)
+        for c, s in enumerate(row):
+            x = c * (size + gap)
+            im = highlight_tokens(s.canvas[0], s.revealed[0], size) if not s.is_final else upscale(s.canvas[0], size)
+            sheet.paste(im, (x, y))
+            draw.text((x + 2, y + size + label_h // 2), f"{STAGE_NAMES.get(stage, stage)} {s.step}/{s.total}",
+                      fill=(20, 20, 20), font=font, anchor="lm")
+    return sheet
+
+
+def decoding_gif(steps: Sequence["DecodeStep"], path: Union[str, Path], size: int = 256,
+                 frame_ms: int = 180, final_ms: int = 2000, captions: bool = True) -> Path:
+    """Write an animated GIF of every step's canvas (all stages; a batch tiled), the last frame held
+    `final_ms`. Steps without a canvas are skipped. Returns the path."""
+    steps = _with_canvas(steps)
+    frames = []
+    for s in steps:
+        frame = tile([upscale(im, size) for im in s.canvas], gap=0)
+        if captions:
+            frame = caption(frame, s.label)
+        frames.append(frame.convert("RGB"))
+    durations = [frame_ms] * len(frames)
+    durations[-1] = final_ms
+    for i, s in enumerate(steps[:-1]):  # a short pause where one stage hands over to the next
+        if s.step == s.total:
+            durations[i] = max(frame_ms, final_ms // 3)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0,
+                   optimize=False, disposal=1)
+    return path
+
+
+# ----- token maps ---------------------------------------------------------------------------
+
+def _stages(steps: Sequence["DecodeStep"]) -> dict[str, list["DecodeStep"]]:
+    stages: dict[str, list] = {}
+    for s in steps:
+        stages.setdefault(s.stage, []).append(s)
+    if not stages:
+        raise ValueError("no steps")
+    return stages
+
+
+def reveal_order(steps: Sequence["DecodeStep"], index: int = 0) -> dict[str, np.ndarray]:
+    """Per stage, an int (h, w) grid: the 1-based step that fixed each token, 0 for known tokens."""
+    out = {}
+    for stage, rows in _stages(steps).items():
+        order = np.zeros(_grid(rows[0].revealed[index]).shape, dtype=np.int64)
+        for s in rows:
+            order[_grid(s.revealed[index]).astype(bool)] = s.step
+        out[stage] = order
+    return out
+
+
+def confidence_at_reveal(steps: Sequence["DecodeStep"], index: int = 0) -> dict[str, np.ndarray]:
+    """Per stage, a float (h, w) grid: the keep score each token had at the step that fixed it
+    (critic confidence, or log-probability, plus the sampler's noise); NaN for known tokens."""
+    out = {}
+    for stage, rows in _stages(steps).items():
+        conf = np.full(_grid(rows[0].revealed[index]).shape, np.nan, dtype=np.float64)
+        for s in rows:
+            scores = _grid(s.scores[index]).astype(np.float64)
+            chosen = _grid(s.revealed[index]).astype(bool) & np.isfinite(scores) & (np.abs(scores) < SENTINEL)
+            conf[chosen] = scores[chosen]
+        out[stage] = conf
+    return out
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure  # lazy: the GIF writer does not need matplotlib
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _to_image(fig) -> Image.Image:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", facecolor="white")
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def _map_panel(ax, fig, grid: np.ndarray, cmap, title: str, bar_label: str, discrete: Optional[int] = None):
+    from matplotlib import colors
+
+    data = np.ma.masked_invalid(grid)
+    cmap = cmap.with_extremes(bad=KNOWN_GRAY)
+    if discrete:
+        norm = colors.BoundaryNorm(np.arange(0.5, discrete + 1.5), cmap.N)
+    else:
+        finite = grid[np.isfinite(grid)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        norm = colors.Normalize(lo, hi if hi > lo else lo + 1e-6)
+    image = ax.imshow(data, cmap=cmap, norm=norm, interpolation="nearest")
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    bar = fig.colorbar(image, ax=ax, shrink=0.85)
+    bar.set_label(bar_label, fontsize=9)
+    if discrete:
+        ticks = list(range(1, discrete + 1)) if discrete <= 12 else \
+            sorted({1, discrete, *range(0, discrete + 1, max(1, discrete // 6))} - {0})
+        bar.set_ticks(ticks)
+    bar.ax.tick_params(labelsize=8)
+
+
+def reveal_order_map(steps: Sequence["DecodeStep"], index: int = 0) -> Image.Image:
+    """Which step fixed each token, one coloured panel per stage with a colour bar; grey = known."""
+    from matplotlib import colormaps
+
+    orders = reveal_order(steps, index)
+    stages = _stages(steps)
+    fig = _figure(3.4 * len(orders), 3.0)
+    axes = fig.subplots(1, len(orders), squeeze=False)[0]
+    for ax, (stage, order) in zip(axes, orders.items()):
+        total = stages[stage][-1].total
+        grid = np.where(order > 0, order, np.nan).astype(np.float64)
+        _map_panel(ax, fig, grid, colormaps["viridis"], f"{STAGE_NAMES.get(stage, stage)}: reveal order",
+                   "step that fixed the token", discrete=total)
+    return _to_image(fig)
+
+
+def confidence_map(steps: Sequence["DecodeStep"], index: int = 0, critic: Optional[bool] = None) -> Image.Image:
+    """Heat map of the keep score each token had when it was fixed, one panel per stage."""
+    from matplotlib import colormaps
+
+    maps = confidence_at_reveal(steps, index)
+    what = {True: "critic confidence", False: "log-probability", None: "keep score"}[critic]
+    fig = _figure(3.4 * len(maps), 3.0)
+    axes = fig.subplots(1, len(maps), squeeze=False)[0]
+    for ax, (stage, conf) in zip(axes, maps.items()):
+        _map_panel(ax, fig, conf, colormaps["magma"], f"{STAGE_NAMES.get(stage, stage)}: {what} when fixed",
+                   f"{what} (+ noise); higher = surer")
+    return _to_image(fig)
+
+
+def schedule_plot(schedule: ScheduleLike, timesteps: int, token_counts: Union[Sequence[int], dict[str, int]] = (64, 256),
+                  title: Optional[str] = None) -> Image.Image:
+    """Masked tokens after each step for `schedule` and `timesteps`, one line per stage's token count."""
+    if isinstance(token_counts, dict):
+        items = [(f"{STAGE_NAMES.get(k, k)} ({n} tokens)", n) for k, n in token_counts.items()]
+    else:
+        items = [(f"{n} tokens", n) for n in token_counts]
+    fig = _figure(4.6, 3.0)
+    ax = fig.subplots()
+    name = schedule if isinstance(schedule, str) else getattr(schedule, "__name__", "custom")
+    for label, n in items:
+        counts = [n] + mask_counts(schedule, timesteps, n)
+        ax.plot(range(timesteps + 1), counts, marker="o", markersize=3 if timesteps > 24 else 4, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("tokens still masked")
+    ax.set_xlim(0, max(timesteps, 1))
+    ax.set_ylim(bottom=0)
+    if timesteps <= 16:
+        ax.set_xticks(range(timesteps + 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"{name} schedule, {timesteps} steps", fontsize=10)
+    return _to_image(fig)

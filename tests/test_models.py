@@ -1,0 +1,199 @@
+"""Networks, guidance, text encoder and weights I/O on tiny random models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from muse.config import TransformerConfig, VQConfig
+from muse.guidance import GuidedCritic, GuidedLogits, guidance_context
+from muse.hub import WeightsError
+from muse.text import TextEncoder, packaged_minilm
+from muse.transformer import MaskedTransformer
+from muse.vq import VQModel
+
+from .conftest import TINY_GEN, TINY_VQ
+
+
+def _context(model, b=2, length=5, seed=0, cond=None):
+    gen = torch.Generator().manual_seed(seed)
+    embeds = torch.randn(b, length, 384, generator=gen)
+    mask = torch.ones(b, length, dtype=torch.bool)
+    mask[1, 3:] = False
+    return model.prepare_context(embeds, mask, cond), embeds, mask
+
+
+def test_vq_shapes_at_both_resolutions():
+    vq = VQModel(TINY_VQ).eval()
+    for size in (32, 64):
+        images = torch.rand(2, 3, size, size)
+        ids = vq.encode(images)
+        assert ids.shape == (2, size // 4, size // 4) and ids.max() < 32
+        out = vq.decode(ids)
+        assert out.shape == (2, 3, size, size) and 0 <= out.min() and out.max() <= 1
+    with pytest.raises(ValueError, match="mask tokens"):
+        vq.decode(torch.full((1, 8, 8), 32))
+    with pytest.raises(ValueError, match="multiples"):
+        vq.encode(torch.rand(1, 3, 30, 30))
+
+
+def test_dead_codes_restart_onto_encoder_outputs():
+    vq = VQModel(TINY_VQ)
+    vq.quantizer.usage[:5] = 0.0
+    z = torch.randn(2, TINY_VQ.code_dim, 4, 4)
+    assert vq.quantizer.restart_dead_codes(z, threshold=0.5) == 5
+    assert (vq.quantizer.usage >= 0.5).all()
+
+
+def test_batched_guidance_equals_two_passes():
+    torch.manual_seed(0)
+    model = MaskedTransformer(TransformerConfig(seq_len=64, **TINY_GEN)).eval()
+    cond, embeds, mask = _context(model)
+    null = model.prepare_context(torch.zeros_like(embeds), torch.zeros_like(mask))
+    ids = torch.randint(0, 33, (2, 64))
+    with torch.no_grad():
+        c, _ = model(ids, cond)
+        u, _ = model(ids, null)
+        for scale in (0.0, 3.0, 7.5):
+            guided = GuidedLogits(model, guidance_context(cond, null, scale), scale)(ids)
+            assert torch.allclose(guided, u + (c - u) * scale, atol=1e-5)
+        one = GuidedLogits(model, guidance_context(cond, null, 1.0), 1.0)
+        assert one.context is cond  # scale 1 runs no unconditional half
+        assert torch.allclose(one(ids), c, atol=1e-6)
+
+
+def test_empty_context_attends_only_null_and_padding_is_ignored():
+    torch.manual_seed(0)
+    model = MaskedTransformer(TransformerConfig(seq_len=64, **TINY_GEN)).eval()
+    ids = torch.randint(0, 33, (1, 64))
+    a = model.prepare_context(torch.randn(1, 4, 384), torch.zeros(1, 4, dtype=torch.bool))
+    b = model.prepare_context(torch.randn(1, 9, 384), torch.zeros(1, 9, dtype=torch.bool))
+    with torch.no_grad():
+        assert torch.allclose(model(ids, a)[0], model(ids, b)[0], atol=1e-5)
+        # Padding after real tokens does not change the output.
+        e = torch.randn(1, 3, 384)
+        short = model.prepare_context(e, torch.ones(1, 3, dtype=torch.bool))
+        padded = model.prepare_context(torch.cat((e, torch.randn(1, 4, 384)), 1),
+                                       torch.tensor([[True] * 3 + [False] * 4]))
+        assert torch.allclose(model(ids, short)[0], model(ids, padded)[0], atol=1e-5)
+
+
+def test_superres_conditioning_ids_reach_the_transformer():
+    torch.manual_seed(0)
+    model = MaskedTransformer(TransformerConfig(seq_len=256, cond_seq_len=64, **TINY_GEN)).eval()
+    ids = torch.randint(0, 33, (2, 256))
+    cond_a = torch.randint(0, 32, (2, 64))
+    cond_b = cond_a.clone()
+    cond_b[:, 10] = (cond_b[:, 10] + 1) % 32
+    with torch.no_grad():
+        la = model(ids, _context(model, cond=cond_a)[0])[0]
+        lb = model(ids, _context(model, cond=cond_b)[0])[0]
+    assert not torch.allclose(la, lb)
+    with pytest.raises(ValueError, match="cond_ids"):
+        _context(model)
+
+
+def test_critic_and_self_critic_heads():
+    torch.manual_seed(0)
+    critic = MaskedTransformer(TransformerConfig(seq_len=64, kind="critic", **TINY_GEN)).eval()
+    gen = MaskedTransformer(TransformerConfig(seq_len=64, self_critic=True, self_cond=True, **TINY_GEN)).eval()
+    ids = torch.randint(0, 32, (2, 64))
+    with torch.no_grad():
+        ctx = _context(critic)[0]
+        assert GuidedCritic(critic, ctx, 1.0)(ids).shape == (2, 64)
+        ctx = _context(gen)[0]
+        assert GuidedCritic(gen, ctx, 1.0)(ids).shape == (2, 64)
+        fn = GuidedLogits(gen, ctx, 1.0)
+        first = fn(ids)
+        assert fn.self_cond_embed is not None and not torch.allclose(first, fn(ids))  # self-conditioning used
+
+
+def test_text_encoder_loads_packaged_minilm_offline_and_masks_padding(text_encoder, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert packaged_minilm() is not None and text_encoder.dim == 384
+    embeds, mask = text_encoder(["a red apple", "a grinning face with big eyes and a smile", ""])
+    assert mask[0].sum() < mask[1].sum() and not mask[2].any()
+    assert (embeds[0][~mask[0]] == 0).all() and (embeds[2] == 0).all()
+    alone, alone_mask = text_encoder(["a red apple"])
+    n = int(alone_mask.sum())
+    assert torch.allclose(alone[0, :n], embeds[0, :n], atol=1e-4)
+    long, long_mask = text_encoder(["word " * 100_000])
+    assert long.shape[1] == text_encoder.max_length  # truncated to the encoder's limit
+
+
+def test_text_encoder_unknown_name_offline_is_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="could not load text encoder"):
+        TextEncoder("nobody/no-such-encoder")
+
+
+# ----- weights I/O -------------------------------------------------------------------------
+
+def _components():
+    torch.manual_seed(1)
+    return {
+        "vq": VQModel(TINY_VQ),
+        "generator": MaskedTransformer(TransformerConfig(seq_len=64, self_critic=True, self_cond=True, **TINY_GEN)),
+        "superres": MaskedTransformer(TransformerConfig(seq_len=256, cond_seq_len=64, **TINY_GEN)),
+        "critic": MaskedTransformer(TransformerConfig(seq_len=64, kind="critic", **TINY_GEN)),
+    }
+
+
+@pytest.mark.parametrize("name", ["vq", "generator", "superres", "critic"])
+def test_save_load_round_trip_is_bit_identical(name, tmp_path):
+    model = _components()[name]
+    model.save_pretrained(tmp_path)
+    loaded = type(model).from_pretrained(tmp_path)
+    assert loaded.config == model.config
+    a, b = model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "config.json").read_text())["config_class"] == type(model.config).__name__
+
+
+def test_pickle_file_is_refused(tmp_path):
+    model = _components()["critic"]
+    model.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "model.safetensors")
+    with pytest.raises(WeightsError, match="pickle"):
+        MaskedTransformer.from_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(WeightsError, match="pickle formats are never loaded"):
+        MaskedTransformer.from_pretrained(tmp_path)
+
+
+def test_wrong_shape_and_truncated_files_are_refused(tmp_path):
+    parts = _components()
+    parts["critic"].save_pretrained(tmp_path / "a")
+    parts["generator"].save_pretrained(tmp_path / "b")
+    # Config of one model, weights of another: a loud error, never a partial load.
+    (tmp_path / "b" / "config.json").write_text((tmp_path / "a" / "config.json").read_text())
+    with pytest.raises(WeightsError, match="do not match"):
+        MaskedTransformer.from_pretrained(tmp_path / "b")
+    data = (tmp_path / "a" / "model.safetensors").read_bytes()
+    (tmp_path / "a" / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="truncated|corrupt"):
+        MaskedTransformer.from_pretrained(tmp_path / "a")
+
+
+def test_absurd_config_is_refused_before_allocating(tmp_path):
+    cfg = {"config_class": "TransformerConfig", "num_tokens": 512, "seq_len": 64, "dim": 16384, "depth": 256}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(WeightsError, match="parameters|must be"):
+        MaskedTransformer.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"config_class": "VQConfig", "codebook_size": -3}))
+    with pytest.raises(WeightsError, match="codebook_size"):
+        VQModel.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"config_class": "VQConfig", "evil": 1}))
+    with pytest.raises(WeightsError, match="unknown keys"):
+        VQModel.from_pretrained(tmp_path)
+
+
+def test_missing_model_and_offline_hub_are_clear_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError, match="no model folder"):
+        VQModel.from_pretrained(tmp_path / "nothing" / "here")
+    with pytest.raises(WeightsError, match="HF_HUB_OFFLINE"):
+        VQModel.from_pretrained("nobody/no-such-muse-model")

@@ -1,0 +1,160 @@
+"""The pipeline end to end on tiny random weights: streaming, stages, inpainting, super-res, loading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from muse import load_pipeline
+from muse.hub import WeightsError
+from muse.images import mask_to_grid, pil_to_tensor
+
+
+def test_stream_yields_every_step_of_both_stages(tiny_pipe):
+    steps = list(tiny_pipe.stream("a cat", timesteps=5, seed=0))
+    assert [(s.stage, s.step, s.total) for s in steps] == [("base", k, 5) for k in range(1, 6)] + \
+        [("superres", k, 5) for k in range(1, 6)]
+    assert all(s.canvas and s.prediction for s in steps)
+    assert steps[-1].is_final and not any(s.is_final for s in steps[:-1])
+    assert steps[0].canvas[0].size == (32, 32) and steps[-1].canvas[0].size == (64, 64)
+    assert steps[2].label.startswith("base 3/5 · ") and steps[2].label.endswith(" of 64 tokens fixed")
+    assert steps[-1].num_fixed == 256 and not steps[-1].masked.any()
+    # Still-masked tokens are visibly greyed on the canvas.
+    s = steps[0]
+    canvas = np.asarray(s.canvas[0]).astype(int)
+    cell = s.masked[0].nonzero()[0].tolist()
+    block = canvas[cell[0] * 4:cell[0] * 4 + 4, cell[1] * 4:cell[1] * 4 + 4]
+    assert np.abs(block - 128).max() <= 0.25 * 128 + 1
+
+
+def test_call_returns_images_and_is_reproducible(tiny_pipe):
+    a = tiny_pipe(["a cat", "a dog"], seed=3, num_images=2)
+    b = tiny_pipe(["a cat", "a dog"], seed=3, num_images=2)
+    assert len(a) == 4 and all(im.size == (64, 64) for im in a)
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
+    c = tiny_pipe(["a cat", "a dog"], seed=4, num_images=2)
+    assert any(not np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, c))
+    small = tiny_pipe("a cat", seed=0, superres=False)
+    assert small[0].size == (32, 32)
+    # Previews do not change the result.
+    streamed = list(tiny_pipe.stream(["a cat", "a dog"], seed=3, num_images=2))[-1].canvas
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, streamed))
+
+
+def test_negative_prompt_changes_only_the_unconditional_half(tiny_pipe):
+    models = [tiny_pipe.base_model]
+    plain = tiny_pipe._contexts(["a cat"], None, 1, models, None, 3.0)[0]
+    negative = tiny_pipe._contexts(["a cat"], "a dog", 1, models, None, 3.0)[0]
+    # The negative prompt is padded to the prompt's length, so compare the shared prefix of keys.
+    for (kp, _), (kn, _) in zip(plain.kv, negative.kv):
+        n = min(kp.shape[2], kn.shape[2])
+        assert torch.allclose(kp[:1, :, :n][:, :, plain.mask[0, 0, 0, :n]], kn[:1, :, :n][:, :, negative.mask[0, 0, 0, :n]])
+        assert not torch.allclose(kp[1:, :, :n], kn[1:, :, :n])
+    assert torch.equal(plain.mask[:1].sum(), negative.mask[:1].sum())
+    assert not plain.mask[1:, ..., 1:].any() and negative.mask[1:, ..., 1:].any()
+    a = tiny_pipe("a cat", seed=0)[0]
+    b = tiny_pipe("a cat", negative_prompt="a dog", seed=0)[0]
+    assert not np.array_equal(np.asarray(a), np.asarray(b))
+    # At cond_scale 1 there is no unconditional half, so a negative prompt has nothing to change.
+    c = tiny_pipe("a cat", cond_scale=1.0, seed=0)[0]
+    d = tiny_pipe("a cat", negative_prompt="a dog", cond_scale=1.0, seed=0)[0]
+    assert np.array_equal(np.asarray(c), np.asarray(d))
+
+
+def _picture(size=(80, 50), mode="RGB"):
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(arr).convert(mode)
+
+
+def test_inpaint_keeps_known_tokens_and_pixels(tiny_pipe):
+    image = _picture((64, 64))
+    mask = Image.new("L", (64, 64))
+    mask.paste(255, (0, 0, 32, 32))
+    steps = list(tiny_pipe.stream_inpaint(image, mask, "a cat", timesteps=4, seed=0))
+    base_region, sr_region = mask_to_grid(mask, 8), mask_to_grid(mask, 16)
+    # Known tokens are the image's own, encoded with the region blanked so nothing under it leaks.
+    small = pil_to_tensor([image.resize((32, 32), Image.Resampling.BOX)])
+    known_base = tiny_pipe.vq.encode(tiny_pipe._blank(small, base_region))
+    known_sr = tiny_pipe.vq.encode(tiny_pipe._blank(pil_to_tensor([image]), sr_region))
+    assert int(base_region.sum()) == 16 and int(sr_region.sum()) == 64
+    for s in steps:
+        known, region = (known_base, base_region) if s.stage == "base" else (known_sr, sr_region)
+        assert torch.equal(s.ids[0][~region], known[0][~region])
+        assert s.num_tokens == int(region.sum())
+    out = np.asarray(steps[-1].canvas[0])
+    assert np.array_equal(out[32:, :], np.asarray(image)[32:, :])  # outside the mask: original pixels
+    assert steps[-1].is_final and not steps[-1].masked.any()
+
+
+def test_inpaint_fill_does_not_see_original_content(tiny_pipe):
+    """Two images that differ only under the mask give the same fill."""
+    a = _picture((64, 64))
+    arr = np.asarray(a).copy()
+    arr[:32, :32] = 255 - arr[:32, :32]
+    b = Image.fromarray(arr)
+    mask = Image.new("L", (64, 64))
+    mask.paste(255, (0, 0, 32, 32))
+    fa = tiny_pipe.inpaint(a, mask, "a cat", timesteps=4, seed=1)[0]
+    fb = tiny_pipe.inpaint(b, mask, "a cat", timesteps=4, seed=1)[0]
+    assert np.array_equal(np.asarray(fa)[:32, :32], np.asarray(fb)[:32, :32])
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P", "I;16", "CMYK"])
+def test_inpaint_and_superres_take_any_mode_and_size(tiny_pipe, mode):
+    image = _picture((90, 40), "RGB").convert(mode) if mode != "I;16" else Image.new("I;16", (90, 40), 30000)
+    mask = Image.new("RGBA", (300, 300), (0, 0, 0, 0))
+    mask.paste((255, 255, 255, 255), (0, 0, 150, 300))
+    assert tiny_pipe.inpaint(image, mask, "x", timesteps=2, seed=0)[0].size == (64, 64)
+    assert tiny_pipe.superres(image, "x", timesteps=2, seed=0)[0].size == (64, 64)
+
+
+def test_inpaint_empty_mask_is_a_clear_error(tiny_pipe):
+    with pytest.raises(ValueError, match="mask is empty"):
+        tiny_pipe.inpaint(_picture(), Image.new("L", (10, 10)), "x")
+
+
+def test_superres_streams_one_stage(tiny_pipe):
+    steps = list(tiny_pipe.stream_superres(_picture((32, 32)), "a cat", timesteps=3, seed=0))
+    assert [s.stage for s in steps] == ["superres"] * 3 and steps[-1].is_final
+    # The conditioning image matters.
+    a = tiny_pipe.superres(_picture((32, 32)), "a cat", timesteps=3, seed=0)[0]
+    b = tiny_pipe.superres(Image.new("RGB", (32, 32), "white"), "a cat", timesteps=3, seed=0)[0]
+    assert not np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("bad, error", [
+    (dict(timesteps=0), ValueError), (dict(timesteps=10_000), ValueError), (dict(cond_scale=float("nan")), ValueError),
+    (dict(temperature=-1.0), ValueError), (dict(topk_filter_thres=1.5), ValueError), (dict(schedule="zigzag"), ValueError),
+    (dict(num_images=99), ValueError), (dict(seed=-1), ValueError), (dict(use_critic="yes"), ValueError),
+    (dict(guidance=2), TypeError),
+])
+def test_bad_settings_are_clear_errors(tiny_pipe, bad, error):
+    with pytest.raises(error):
+        tiny_pipe("a cat", **bad)
+
+
+def test_bad_prompts(tiny_pipe):
+    with pytest.raises(TypeError):
+        tiny_pipe(123)
+    with pytest.raises(TypeError):
+        tiny_pipe([])
+    assert tiny_pipe("", timesteps=2, seed=0)[0].size == (64, 64)  # empty text = unconditional
+
+
+def test_load_pipeline_from_folder_matches(tiny_pipe, tiny_weights):
+    loaded = load_pipeline(tiny_weights, device="cpu")
+    a = tiny_pipe("a cat", seed=9)[0]
+    b = loaded("a cat", seed=9)[0]
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert loaded.config.defaults == {"timesteps": 4}
+
+
+def test_load_pipeline_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError, match="not a muse pipeline"):
+        load_pipeline(tmp_path)
+    with pytest.raises(WeightsError):
+        load_pipeline("nobody/missing-model")
