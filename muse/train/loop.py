@@ -129,6 +129,14 @@ def plot_losses(metrics_file: Path, out_png: Path, title: str) -> None:
     plt.close(fig)
 
 
+def make_optimizer(model: nn.Module, cfg: LoopConfig) -> torch.optim.AdamW:
+    """AdamW; no weight decay on gains, biases and other vectors."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+                              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+                             lr=cfg.lr, betas=(0.9, 0.96))
+
+
 def train_loop(model: nn.Module, step_fn: StepFn, cfg: LoopConfig, device: torch.device, dist_info: Dist,
                desc: str, every_steps: Optional[Callable[[int], None]] = None) -> nn.Module:
     """Run `step_fn` until cfg.steps or cfg.minutes; resume from cfg.out_dir/checkpoint when present."""
@@ -137,11 +145,8 @@ def train_loop(model: nn.Module, step_fn: StepFn, cfg: LoopConfig, device: torch
     if cfg.steps is None and cfg.minutes is None:
         raise ValueError("give steps or minutes")
     model.to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.96))
+    optimizer = make_optimizer(model, cfg)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     ckpt = cfg.out_dir / "checkpoint"
     info = {"step": 0, "elapsed_s": 0.0}
     if (ckpt / "state.json").is_file():
