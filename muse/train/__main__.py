@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import stages
 
-STAGES = ("tokenizer", "base", "superres", "critics", "all", "export")
+STAGES = ("tokenizer", "tokenizer_decoder", "base", "superres", "critics", "all", "export")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         if stage == "tokenizer":
             stages.train_tokenizer(args)
             stages.tokenize(args)
+        elif stage == "tokenizer_decoder":
+            stages.train_tokenizer(args, decoder_only=True)
         else:
             stages._transformer_stage(args, stage)
     return 0

@@ -174,7 +174,8 @@ def train_loop(model: nn.Module, step_fn: StepFn, cfg: LoopConfig, device: torch
         return min(1.0, max(step / total_steps if total_steps < math.inf else 0.0,
                             elapsed / budget_s if budget_s < math.inf else 0.0))
 
-    while step < total_steps and elapsed < budget_s:
+    stop_file = cfg.out_dir / "STOP"  # `touch STOP` ends the stage early, with a checkpoint
+    while step < total_steps and elapsed < budget_s and not stop_file.exists():
         t0 = time.time()
         lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup)) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress())))
         for group in optimizer.param_groups:
@@ -206,6 +207,9 @@ def train_loop(model: nn.Module, step_fn: StepFn, cfg: LoopConfig, device: torch
             save_checkpoint(ckpt, model, optimizer, {"step": step, "elapsed_s": elapsed})
             last_ckpt = time.time()
     bar.close()
+    if stop_file.exists() and dist_info.main:
+        stop_file.unlink()
+        print(f"[{desc}] stopped early at step {step} (STOP file)")
     if dist_info.main:
         save_checkpoint(ckpt, model, optimizer, {"step": step, "elapsed_s": elapsed})
         if metrics_file.is_file():

@@ -107,13 +107,24 @@ def model_from_run(run: Path, stage: str, cls=MaskedTransformer):
     return cls.from_pretrained(run / stage / "checkpoint" / "model")
 
 
-def train_tokenizer(args: StageArgs) -> VQModel:
+def train_tokenizer(args: StageArgs, decoder_only: bool = False) -> VQModel:
+    """Train the VQ autoencoder; with decoder_only, fine-tune the decoder of the trained tokenizer.
+
+    Decoder-only fine-tuning (stage folder `tokenizer_decoder`) keeps the encoder and codebook, so
+    every token id stays valid: it can run while the transformers train on those ids, and it
+    raises reconstruction quality without retraining anything downstream.
+    """
     dist, device = init_distributed(args.device)
     preset = make_preset(args.preset)
     _save_preset(args, preset)
     data = load_dataset(args.data, SUPERRES_SIZE)
     images = _images_tensor(data, device)
-    vq = VQModel(preset.vq)
+    if decoder_only:
+        vq = model_from_run(args.run, "tokenizer", VQModel)
+        vq.encoder.requires_grad_(False)
+        vq.quantizer.requires_grad_(False)
+    else:
+        vq = VQModel(preset.vq)
     cpu_gen = torch.Generator().manual_seed(args.seed + dist.rank)
     last_z: dict = {}
 
@@ -133,10 +144,14 @@ def train_tokenizer(args: StageArgs) -> VQModel:
         return loss, metrics, batch.shape[0]
 
     def restart(step: int) -> None:
-        if step % 50 == 0 and step < 100_000:
+        if step % 50 == 0 and not decoder_only:
             vq.quantizer.restart_dead_codes(last_z["z"].float(), threshold=0.03, generator=cpu_gen)
 
-    return train_loop(vq, step_fn, _loop_cfg(args, "tokenizer", 1e-3), device, dist, "tokenizer", restart)
+    stage = "tokenizer_decoder" if decoder_only else "tokenizer"
+    vq = train_loop(vq, step_fn, _loop_cfg(args, stage, 1e-3), device, dist, stage, restart)
+    if decoder_only:
+        vq.quantizer.train(False)
+    return vq
 
 
 @torch.no_grad()
@@ -215,7 +230,8 @@ def export(run: Path, out: Path, text_encoder: str = DEFAULT_TEXT_ENCODER, defau
 
     half: store weights as float16 (loaded back into float32 models); halves the shipped size.
     """
-    parts = {"vq": model_from_run(run, "tokenizer", VQModel)}
+    decoder_tuned = (run / "tokenizer_decoder" / "checkpoint" / "model").is_dir()
+    parts = {"vq": model_from_run(run, "tokenizer_decoder" if decoder_tuned else "tokenizer", VQModel)}
     for name in ("base", "superres", "base_critic", "superres_critic"):
         if (run / name / "checkpoint" / "model").is_dir():
             parts[name] = model_from_run(run, name)
@@ -238,7 +254,7 @@ def export(run: Path, out: Path, text_encoder: str = DEFAULT_TEXT_ENCODER, defau
 def stage_summary(run: Path) -> dict:
     """Steps, training time and last metrics of each stage in a run (for the model card)."""
     summary = {}
-    for stage in ("tokenizer", "base", "superres", "base_critic", "superres_critic"):
+    for stage in ("tokenizer", "tokenizer_decoder", "base", "superres", "base_critic", "superres_critic"):
         state = run / stage / "checkpoint" / "state.json"
         if state.is_file():
             info = json.loads(state.read_text())
