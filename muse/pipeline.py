@@ -411,15 +411,13 @@ class MusePipeline:
         sr_known = self.vq.encode(self._blank(large, sr_region)).expand(b, -1, -1)
         steps = self._two_stage(prompts, negative_prompt, s, previews, base_known,
                                 base_region.expand(b, -1, -1), sr_known, sr_region.expand(b, -1, -1))
-        use_sr = s.superres and self.superres_model is not None
-        original = large if use_sr else small
-        region = sr_region if use_sr else base_region
         for step in steps:
-            if step.is_final:
-                # Outside the region, keep the original pixels exactly (tokens there were fixed anyway).
-                keep = ~region.repeat_interleave(f, 0).repeat_interleave(f, 1)
-                result = pil_to_tensor(step.canvas).to(self.device)
-                result = torch.where(keep, original, result)
+            if step.canvas is not None:
+                # Outside the region, show and return the original pixels exactly (the tokens there are
+                # fixed anyway; their decode is only the tokenizer's approximation of them).
+                stage_region, stage_original = (base_region, small) if step.stage == "base" else (sr_region, large)
+                keep = ~stage_region.repeat_interleave(f, 0).repeat_interleave(f, 1)
+                result = torch.where(keep, stage_original, pil_to_tensor(step.canvas).to(self.device))
                 step = dataclasses.replace(step, canvas=tensor_to_pil(result))
             yield step
 

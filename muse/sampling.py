@@ -19,8 +19,9 @@ from .schedules import ScheduleLike, get_schedule, num_masked
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]  # (B, N) ids -> (B, N, V) logits
 CriticFn = Callable[[torch.Tensor], torch.Tensor]  # (B, N) ids -> (B, N) "this token is wrong" scores
 
-# Scores of positions that cannot be remasked; finite so ranks stay well defined.
-_NEVER = 1e9
+# Score of positions that cannot be remasked (known, or fixed earlier); finite so ranks stay well
+# defined. Candidate scores are clamped to +-NEVER_SCORE / 2, so anything above that is this marker.
+NEVER_SCORE = 1e9
 
 
 @dataclass(frozen=True)
@@ -138,8 +139,8 @@ def decode(
             log_probs = logits.log_softmax(dim=-1).gather(-1, filled[..., None]).squeeze(-1)
             noise = gumbel_noise(log_probs.shape, generator, log_probs.device)
             keep = log_probs + noise * settings.choice_temperature * remaining
-        keep = torch.nan_to_num(keep, nan=-_NEVER, posinf=_NEVER, neginf=-_NEVER).clamp(-_NEVER / 2, _NEVER / 2)
-        keep = torch.where(candidates, keep, torch.full_like(keep, _NEVER))
+        keep = torch.nan_to_num(keep, nan=-NEVER_SCORE, posinf=NEVER_SCORE, neginf=-NEVER_SCORE).clamp(-NEVER_SCORE / 2, NEVER_SCORE / 2)
+        keep = torch.where(candidates, keep, torch.full_like(keep, NEVER_SCORE))
 
         remask = select_remask(keep, counts_per_step[step]) & candidates
         new_ids = torch.where(remask, torch.full_like(filled, mask_id), filled)

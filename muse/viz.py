@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Optional, Sequence, Union
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .sampling import NEVER_SCORE
 from .schedules import ScheduleLike, mask_counts
 
 if TYPE_CHECKING:  # only for annotations: viz needs no model code at run time
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # only for annotations: viz needs no model code at run time
 
 HIGHLIGHT = (255, 196, 0)  # outline of the tokens fixed at this step
 KNOWN_GRAY = (0.86, 0.86, 0.86)  # tokens a stage did not generate (inpainting: kept tokens)
-SENTINEL = 1e8  # the sampler marks positions it did not choose from with +-1e9 (clamped to 5e8)
+SENTINEL = NEVER_SCORE / 10  # |score| above this: a position the sampler did not choose from
 STAGE_NAMES = {"base": "base", "superres": "super-res"}
 
 
@@ -109,9 +110,14 @@ def caption(image: Image.Image, text: str, height: Optional[int] = None) -> Imag
     out = Image.new("RGB", (image.width, image.height + height), (255, 255, 255))
     out.paste(image.convert("RGB"), (0, 0))
     font = _font(max(9, int(height * 0.7)))
-    draw = ImageDraw.Draw(out)
-    draw.text((4, image.height + height // 2), text, fill=(20, 20, 20), font=font, anchor="lm")
+    _text_middle_left(ImageDraw.Draw(out), (4, image.height + height // 2), text, font)
     return out
+
+
+def _text_middle_left(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, font) -> None:
+    """Text whose left edge is at x and vertical middle at y (bitmap fonts have no anchors)."""
+    top, bottom = draw.textbbox((0, 0), text, font=font)[1::2]
+    draw.text((xy[0], xy[1] - (top + bottom) // 2), text, fill=(20, 20, 20), font=font)
 
 
 # ----- the run as a sequence ----------------------------------------------------------------
@@ -146,8 +152,8 @@ def timeline_strip(steps: Sequence["DecodeStep"], size: int = 64, gap: int = 2) 
             x = c * (size + gap)
             im = highlight_tokens(s.canvas[0], s.revealed[0], size) if not s.is_final else upscale(s.canvas[0], size)
             sheet.paste(im, (x, y))
-            draw.text((x + 2, y + size + label_h // 2), f"{STAGE_NAMES.get(stage, stage)} {s.step}/{s.total}",
-                      fill=(20, 20, 20), font=font, anchor="lm")
+            _text_middle_left(draw, (x + 2, y + size + label_h // 2),
+                              f"{STAGE_NAMES.get(stage, stage)} {s.step}/{s.total}", font)
     return sheet
 
 
@@ -272,12 +278,13 @@ def confidence_map(steps: Sequence["DecodeStep"], index: int = 0, critic: Option
     fig = _figure(3.4 * len(maps), 3.0)
     axes = fig.subplots(1, len(maps), squeeze=False)[0]
     for ax, (stage, conf) in zip(axes, maps.items()):
-        _map_panel(ax, fig, conf, colormaps["magma"], f"{STAGE_NAMES.get(stage, stage)}: {what} when fixed",
-                   f"{what} (+ noise); higher = surer")
+        _map_panel(ax, fig, conf, colormaps["magma"], f"{STAGE_NAMES.get(stage, stage)}: confidence when fixed",
+                   f"{what} (higher = surer)")
     return _to_image(fig)
 
 
-def schedule_plot(schedule: ScheduleLike, timesteps: int, token_counts: Union[Sequence[int], dict[str, int]] = (64, 256),
+def schedule_plot(schedule: ScheduleLike, timesteps: int,
+                  token_counts: Union[Sequence[int], dict[str, int]] = (64, 256),
                   title: Optional[str] = None) -> Image.Image:
     """Masked tokens after each step for `schedule` and `timesteps`, one line per stage's token count."""
     if isinstance(token_counts, dict):

@@ -1,0 +1,381 @@
+"""The playground's handlers called directly (no server), and the pictures in muse.viz."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from muse import viz
+from muse.images import square
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="module")
+def app(tiny_weights):
+    """app.py with MUSE_WEIGHTS at the tiny random pipeline."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MUSE_WEIGHTS", str(tiny_weights))
+        import app as module
+
+        yield module
+
+
+def request(**overrides):
+    """Keyword arguments of a quick, reproducible request."""
+    kwargs = dict(prompt="red heart", negative_prompt="", timesteps=4, cond_scale=3.0, temperature=1.0,
+                  critic_noise_scale=1.0, topk_filter_thres=0.9, use_critic=True, schedule="cosine",
+                  superres=True, seed=7, randomize_seed=False, num_images=1, previews=True)
+    kwargs.update(overrides)
+    return kwargs
+
+
+def stream_outputs():
+    import app as module
+
+    return module.OUTPUTS
+
+
+def is_skip(value) -> bool:
+    return isinstance(value, dict) and value.get("__type__") == "update" and len(value) == 1
+
+
+def collect(stream, check_final_files=True):
+    """Run a handler; check the files of the final update while they still exist (they are cleaned up
+    when the stream closes)."""
+    out = []
+    for u in stream:
+        u = dict(zip(stream_outputs(), u))
+        if check_final_files and u["files"] is not None and not is_skip(u["files"]):
+            for path in u["files"]:
+                assert Path(path).is_file() and Path(path).stat().st_size > 0
+            png = [p for p in u["files"] if p.endswith(".png")]
+            assert png and Image.open(png[0]).format == "PNG"
+            gifs = [p for p in u["files"] if p.endswith(".gif")]
+            if gifs:
+                with Image.open(gifs[0]) as gif:
+                    assert gif.format == "GIF" and gif.n_frames >= 2
+        out.append(u)
+    return out
+
+
+# ----- the model is loaded lazily ----------------------------------------------------------------
+
+def test_import_builds_the_page_without_a_model(tmp_path):
+    code = ("import app, sys; assert app.MODEL._pipe is None; "
+            "names = {f.api_name for f in app.demo.fns.values()}; "
+            "assert {'generate', 'inpaint', 'superres'} <= names, names")
+    env = {**os.environ, "MUSE_WEIGHTS": str(tmp_path / "nothing-here"), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not (ROOT / "app.pyi").exists()  # Gradio writes stubs for component subclasses unless stopped
+
+
+def test_missing_weights_give_a_clear_error_then_recover(app, tiny_weights, monkeypatch):
+    monkeypatch.setenv("MUSE_WEIGHTS", str(tiny_weights.parent / "no-such-model"))
+    with pytest.raises(gr.Error, match="model is not available"):
+        collect(app.generate(**request()))
+    monkeypatch.setenv("MUSE_WEIGHTS", str(tiny_weights))
+    assert collect(app.generate(**request(timesteps=1, superres=False)))[-1]["status"].startswith("done")
+
+
+def test_missing_shipped_weights_give_a_clear_error(app, tmp_path, monkeypatch):
+    import muse.pipeline
+
+    monkeypatch.delenv("MUSE_WEIGHTS")
+    monkeypatch.setattr(muse.pipeline, "DEFAULT_WEIGHTS", tmp_path / "weights")  # as before training
+    with pytest.raises(gr.Error, match="shipped model is missing"):
+        collect(app.generate(**request()))
+
+
+def test_endpoints_share_one_worker_and_a_bounded_queue(app):
+    fns = {f.api_name: f for f in app.demo.fns.values()}
+    heavy = [fns[name] for name in ("generate", "inpaint", "superres")]
+    assert all(f.concurrency_limit == 1 for f in heavy)
+    assert len({f.concurrency_id for f in heavy}) == 1
+    assert app.demo._queue.max_size == app.QUEUE_SIZE > 0
+    assert all(f.api_visibility == "public" for f in heavy)
+
+
+def test_gpu_decorator_is_a_no_op_without_spaces(app):
+    try:
+        import spaces  # noqa: F401
+    except ImportError:
+        fn = lambda: None  # noqa: E731
+        assert app.gpu(fn) is fn
+
+
+# ----- streaming ---------------------------------------------------------------------------------
+
+def test_generate_yields_one_update_per_step_per_stage(app):
+    ups = collect(app.generate(**request()))
+    assert len(ups) == 2 * 4
+    expected = [f"{stage} {i}/4" for stage in ("base", "superres") for i in range(1, 5)]
+    for u, label in zip(ups, expected):
+        assert label in u["status"]
+        assert isinstance(u["canvas"], Image.Image) and u["canvas"].size == (app.DISPLAY_SIZE,) * 2
+        assert isinstance(u["prediction"], Image.Image)
+    assert "base 1/4 · " in ups[0]["status"] and "of 64 tokens fixed" in ups[0]["status"]
+    # the first update clears the previous run's pictures; later ones leave them alone
+    assert ups[0]["seed"] == 7 and ups[0]["timeline"] == [] and ups[0]["files"] is None
+    assert all(is_skip(u["files"]) for u in ups[1:-1])
+    final = ups[-1]
+    assert final["status"].startswith("done") and "256 of 256 tokens fixed" in final["status"]
+    assert final["seed"] == 7
+    assert isinstance(final["canvas"], Image.Image)
+    assert len(final["timeline"]) == 8 and final["timeline"][0][1].startswith("base 1/4")
+    for name in ("reveal_map", "heat_map", "schedule_plot"):
+        assert isinstance(final[name], Image.Image)
+    assert final["animation"].endswith(".gif")
+    assert final["before_after"] is None
+
+
+def test_same_seed_same_image_and_randomize_reports_the_seed(app):
+    a = collect(app.generate(**request(seed=11, superres=False)))[-1]["canvas"]
+    b = collect(app.generate(**request(seed=11, superres=False)))[-1]["canvas"]
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    first = collect(app.generate(**request(randomize_seed=True, seed=11, timesteps=1, superres=False)))[0]
+    assert isinstance(first["seed"], int) and f"seed {first['seed']}" in first["status"]
+
+
+def test_base_only_and_previews_off(app):
+    ups = collect(app.generate(**request(superres=False, previews=False, num_images=2)))
+    assert len(ups) == 4
+    assert all(u["canvas"] is None or is_skip(u["canvas"]) for u in ups[:-1])
+    final = ups[-1]
+    assert final["canvas"].size == (2 * app.DISPLAY_SIZE, app.DISPLAY_SIZE)  # two images side by side
+    assert final["timeline"] == [] and final["animation"] is None  # nothing to animate without previews
+    assert "64 of 64 tokens fixed" in final["status"]
+
+
+def gradient(size=(96, 64)) -> Image.Image:
+    x = np.linspace(0, 255, size[0], dtype=np.float32)
+    y = np.linspace(0, 255, size[1], dtype=np.float32)
+    rgb = np.stack(np.broadcast_arrays(x[None, :], y[:, None], 128 + 0 * x[None, :]), -1)
+    return Image.fromarray(rgb.astype(np.uint8))
+
+
+def test_inpaint_keeps_the_unmasked_region(app):
+    image = gradient((64, 64))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))  # regenerate the left half
+    ups = collect(app.inpaint({"background": image, "layers": [mask], "composite": None}, **request()))
+    assert len(ups) == 8
+    assert "of 128 tokens fixed" in ups[-1]["status"]
+    final = np.asarray(ups[-1]["canvas"])[::4, ::4]  # back to the model's 64 px
+    original = np.asarray(square(image, 64))
+    assert np.array_equal(final[:, 40:], original[:, 40:])  # well outside the painted half: untouched
+    before, after = ups[-1]["before_after"]
+    assert before.size == after.size
+
+
+def test_inpaint_from_browser_layers_uses_alpha_against_the_background(app):
+    background = gradient((120, 80)).convert("RGBA")
+    layer = Image.new("RGBA", (240, 160), (0, 0, 0, 0))  # a canvas-sized layer: mapped onto the background
+    layer.paste((255, 45, 122, 255), (0, 0, 120, 160))  # the left half painted, opaque brush
+    rgb, mask = app.editor_to_image_and_mask({"background": background, "layers": [layer], "composite": None})
+    assert rgb.mode == "RGB" and mask.size == background.size
+    m = np.asarray(mask) > 0
+    assert m[:, :55].all() and not m[:, 65:].any()
+    ups = collect(app.inpaint({"background": background, "layers": [layer], "composite": None},
+                              **request(superres=False)))
+    assert len(ups) == 4
+
+
+def test_mask_rules(app):
+    image = gradient()
+    black, white = Image.new("L", image.size, 0), Image.new("L", image.size, 255)
+    with pytest.raises(gr.Error, match="mask is empty"):
+        app.editor_to_image_and_mask({"background": image, "layers": [black]})
+    with pytest.raises(gr.Error, match="mask is empty"):
+        app.editor_to_image_and_mask({"background": image, "layers": [Image.new("RGBA", image.size)]})
+    with pytest.raises(gr.Error, match="no mask layer"):
+        app.editor_to_image_and_mask({"background": image, "layers": []})
+    with pytest.raises(gr.Error, match="Upload an image"):
+        app.editor_to_image_and_mask({"background": None, "layers": [white]})
+    _, mask = app.editor_to_image_and_mask({"background": image, "layers": [white]})
+    assert (np.asarray(mask) == 255).all()
+    ups = collect(app.inpaint({"background": image, "layers": [white]}, **request(superres=False)))
+    assert "64 of 64 tokens fixed" in ups[-1]["status"]  # all white: the whole image regenerated
+
+
+def test_superres_streams_the_superres_stage(app):
+    ups = collect(app.superres(gradient((20, 20)), **{k: v for k, v in request().items() if k != "superres"}))
+    assert len(ups) == 4 and all("superres" in u["status"] for u in ups)
+    assert ups[-1]["canvas"].size == (app.DISPLAY_SIZE,) * 2
+    assert ups[-1]["before_after"] is not None
+    with pytest.raises(gr.Error, match="Upload a low-resolution image"):
+        collect(app.superres(None, "x"))
+
+
+# ----- input checking ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(prompt=""), "Type a prompt"),
+    (dict(prompt="   \n"), "Type a prompt"),
+    (dict(prompt=None), "Type a prompt"),
+    (dict(prompt=123), "prompt must be text"),
+    (dict(prompt="x" * 600), "under 500"),
+    (dict(timesteps=0), "timesteps must be a whole number from 1 to 64"),
+    (dict(timesteps=10_000), "timesteps must be"),
+    (dict(timesteps=2.5), "timesteps must be"),
+    (dict(timesteps=math.nan), "timesteps must be"),
+    (dict(timesteps="many"), "timesteps must be"),
+    (dict(timesteps=True), "timesteps must be"),
+    (dict(cond_scale=-1), "cond_scale must be"),
+    (dict(cond_scale=math.inf), "cond_scale must be"),
+    (dict(temperature=math.nan), "temperature must be"),
+    (dict(critic_noise_scale=4), "critic_noise_scale must be"),
+    (dict(topk_filter_thres=1.0), "topk_filter_thres must be"),
+    (dict(schedule="bogus"), "schedule must be one of"),
+    (dict(num_images=0), "num_images must be"),
+    (dict(num_images=5), "num_images must be"),
+    (dict(seed=-1), "seed must be"),
+    (dict(seed=2**40), "seed must be"),
+    (dict(seed=None), "Give a seed"),
+    (dict(use_critic="maybe"), "use_critic must be true or false"),
+    (dict(previews=None), "previews must be true or false"),
+])
+def test_bad_settings_get_a_named_error(app, bad, message):
+    with pytest.raises(gr.Error, match=message):
+        collect(app.generate(**request(**bad)))
+
+
+def test_numbers_from_the_api_are_accepted_in_any_json_form(app):
+    ups = collect(app.generate(**request(timesteps=2.0, num_images="1", seed="3", superres="false",
+                                         use_critic=0)))
+    assert len(ups) == 2 and ups[-1]["seed"] == 3
+
+
+def save(image: Image.Image, path: Path) -> Path:
+    image.save(path)
+    return path
+
+
+def test_open_image_reads_any_mode_and_size(app, tmp_path):
+    big = app.open_image(save(Image.new("RGB", (6000, 6000), (200, 30, 30)), tmp_path / "big.png"))
+    assert max(big.size) == app.WORK_SIZE and big.mode == "RGB"
+    assert app.open_image(save(Image.new("L", (50, 70), 128), tmp_path / "gray.png")).mode == "RGB"
+    assert app.open_image(save(Image.new("RGBA", (40, 40), (255, 0, 0, 90)), tmp_path / "rgba.png")).mode == "RGBA"
+    assert app.open_image(save(Image.new("P", (40, 40), 3), tmp_path / "pal.png")).mode in ("RGB", "RGBA")
+    deep = Image.fromarray(np.full((30, 30), 40_000, np.uint16))
+    rgb = app.open_image(save(deep, tmp_path / "deep.png"))
+    assert rgb.mode == "RGB" and 150 < np.asarray(rgb).mean() < 160  # 40000/65535 of white, not clipped
+    assert app.open_image(save(Image.new("RGB", (30, 20)), tmp_path / "x.jpg")).size == (30, 20)
+    (tmp_path / "notes.png").write_text("not an image at all")
+    with pytest.raises(gr.Error, match="not a readable image"):
+        app.open_image(tmp_path / "notes.png")
+    with pytest.raises(gr.Error, match="not a readable image"):
+        app.open_image(b"\x89PNG\r\n\x1a\n truncated")
+
+
+def test_open_image_refuses_huge_images_before_decoding(app, tmp_path, monkeypatch):
+    monkeypatch.setattr(app, "MAX_UPLOAD_PIXELS", 1000)
+    with pytest.raises(gr.Error, match="megapixels"):
+        app.open_image(save(Image.new("L", (40, 40)), tmp_path / "a.png"))
+
+
+def test_unexpected_failures_are_logged_not_shown(app, monkeypatch, caplog):
+    def boom(*args, **kwargs):
+        raise RuntimeError("secret internal detail")
+
+    pipe = app.get_pipeline()
+    monkeypatch.setattr(pipe, "stream", boom)
+    with pytest.raises(gr.Error) as err:
+        collect(app.generate(**request()))
+    assert "secret" not in str(err.value) and "RuntimeError" in str(err.value)
+    assert "secret internal detail" in caplog.text
+
+
+def test_schedule_preview(app):
+    assert isinstance(app.schedule_preview("arccos", 8, True), Image.Image)
+    assert is_skip(app.schedule_preview("arccos", 0, True))
+    assert is_skip(app.schedule_preview("nope", 8, True))
+
+
+# ----- muse.viz ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def steps(tiny_pipe):
+    return list(tiny_pipe.stream("red heart", timesteps=4, seed=3, num_images=2))
+
+
+@pytest.fixture(scope="module")
+def inpaint_steps(tiny_pipe):
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    return list(tiny_pipe.stream_inpaint(gradient((64, 64)), mask, "cat face", timesteps=3, seed=1))
+
+
+def test_upscale_is_nearest_and_tile_makes_a_grid():
+    small = Image.fromarray(np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8))  # 2x1
+    big = viz.upscale(small, 8)
+    assert big.size == (8, 4)
+    assert set(np.unique(np.asarray(big))) == {0, 255}
+    assert viz.tile([small] * 4).size == (4, 2)
+    assert viz.tile([small] * 3, columns=3).size == (6, 1)
+    with pytest.raises(ValueError):
+        viz.tile([])
+
+
+def test_highlight_outlines_the_revealed_tokens(steps):
+    step = steps[1]
+    out = viz.highlight_tokens(step.canvas[0], step.revealed[0], 256)
+    arr = np.asarray(out)
+    hits = (arr == viz.HIGHLIGHT).all(-1)
+    cells = hits.reshape(8, 32, 8, 32).any(axis=(1, 3))  # base grid: 8x8 tokens of 32 px
+    assert np.array_equal(cells, step.revealed[0].numpy())
+    assert viz.step_canvas(step, 128).size == (256, 128)  # two images tiled
+
+
+def test_reveal_order_and_confidence(steps, inpaint_steps):
+    order = viz.reveal_order(steps, index=1)
+    assert set(order) == {"base", "superres"}
+    assert order["base"].shape == (8, 8) and order["superres"].shape == (16, 16)
+    for grid in order.values():
+        assert grid.min() >= 1 and grid.max() == 4  # every token fixed at some step
+    conf = viz.confidence_at_reveal(steps)
+    assert all(np.isfinite(c).all() and (np.abs(c) < viz.SENTINEL).all() for c in conf.values())
+
+    inpaint_order = viz.reveal_order(inpaint_steps)["superres"]
+    region = inpaint_steps[-1].region[0].numpy()
+    assert (inpaint_order[~region] == 0).all() and (inpaint_order[region] >= 1).all()
+    inpaint_conf = viz.confidence_at_reveal(inpaint_steps)["superres"]
+    assert np.isnan(inpaint_conf[~region]).all() and np.isfinite(inpaint_conf[region]).all()
+    for image in (viz.reveal_order_map(inpaint_steps), viz.confidence_map(inpaint_steps, critic=True)):
+        assert image.mode == "RGB" and image.width > image.height
+
+
+def test_schedule_plot_and_timeline(steps):
+    assert viz.schedule_plot("cosine", 12, {"base": 64, "superres": 256}).mode == "RGB"
+    assert viz.schedule_plot("linear", 1, (64,)).size[0] > 0
+    frames = viz.timeline(steps, 64)
+    assert len(frames) == 8 and frames[-1][1] == steps[-1].label
+    strip = viz.timeline_strip(steps, size=32)
+    assert strip.width >= 4 * 32 and strip.height > 2 * 32
+
+
+def test_decoding_gif(steps, tmp_path):
+    path = viz.decoding_gif(steps, tmp_path / "sub" / "run.gif")
+    with Image.open(path) as gif:
+        assert gif.format == "GIF" and gif.n_frames == len(steps)
+        durations = []
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            durations.append(gif.info["duration"])
+    assert durations[-1] == max(durations) > durations[0]  # the final frame is held
+    no_canvas = [dataclasses.replace(s, canvas=None) for s in steps]
+    with pytest.raises(ValueError, match="previews"):
+        viz.decoding_gif(no_canvas, tmp_path / "none.gif")

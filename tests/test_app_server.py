@@ -1,0 +1,239 @@
+"""The playground as a server: `python app.py` on 127.0.0.1, driven through gradio_client."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(weights: Path, log_path: Path, timeout: float = 180.0) -> Iterator[str]:
+    """Start `python app.py` on a free port with MUSE_WEIGHTS=weights; yield its URL; stop it."""
+    port = free_port()
+    env = {**os.environ, "MUSE_WEIGHTS": str(weights), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+           "PYTHONUNBUFFERED": "1"}
+    url = f"http://127.0.0.1:{port}/"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"app.py did not answer on {url}:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server_log(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("server") / "app.log"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_weights, server_log) -> Iterator[str]:
+    with running_app(tiny_weights, server_log) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(server, tmp_path_factory):
+    from gradio_client import Client
+
+    return Client(server, verbose=False, analytics_enabled=False,
+                  download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
+QUICK = dict(timesteps=4, seed=5, randomize_seed=False)
+OUT = {name: i for i, name in enumerate(("canvas", "prediction", "status", "seed", "before_after", "timeline",
+                                         "reveal_map", "heat_map", "schedule_plot", "animation", "files"))}
+
+
+def assert_final_image(outputs, size=256):
+    assert outputs[OUT["status"]].startswith("done"), outputs[OUT["status"]]
+    with Image.open(outputs[OUT["canvas"]]) as im:
+        assert im.format == "PNG" and im.size == (size, size)
+    files = outputs[OUT["files"]]
+    assert any(f.endswith(".png") for f in files)
+
+
+def normal_request_works(client):
+    out = client.predict(prompt="red heart", timesteps=2, superres=False, api_name="/generate")
+    assert out[OUT["status"]].startswith("done")
+
+
+def image_file(tmp_path, name, image: Image.Image):
+    from gradio_client import handle_file
+
+    path = tmp_path / name
+    image.save(path)
+    return handle_file(str(path))
+
+
+def editor(background, mask=None):
+    return {"background": background, "layers": [mask] if mask is not None else [], "composite": None, "id": None}
+
+
+def test_api_names_and_parameters(client):
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/generate", "/inpaint", "/superres"} <= set(info)
+    names = [p["parameter_name"] for p in info["/generate"]["parameters"]]
+    assert names[:10] == ["prompt", "negative_prompt", "timesteps", "cond_scale", "temperature",
+                          "critic_noise_scale", "topk_filter_thres", "use_critic", "schedule", "superres"]
+    assert {"seed", "randomize_seed", "num_images", "previews"} <= set(names)
+    assert [p["parameter_name"] for p in info["/inpaint"]["parameters"]][:2] == ["image", "prompt"]
+
+
+def test_generate_streams_every_step(client):
+    job = client.submit(prompt="grinning face", **QUICK, api_name="/generate")
+    statuses = [update[OUT["status"]] for update in job]
+    assert len(statuses) >= QUICK["timesteps"]
+    assert statuses[0].startswith("base 1/4") and "superres 2/4" in " ".join(statuses)
+    final = job.outputs()[-1]
+    assert_final_image(final)
+    assert final[OUT["seed"]] == 5
+    assert any(f.endswith(".gif") for f in final[OUT["files"]])
+    assert len(final[OUT["timeline"]]) == 8
+
+
+def test_inpaint_with_image_and_mask(client, tmp_path):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8))
+    mask = Image.new("L", (80, 80), 0)
+    mask.paste(255, (0, 0, 40, 80))
+    job = client.submit(image=editor(image_file(tmp_path, "img.png", image), image_file(tmp_path, "mask.png", mask)),
+                        prompt="red heart", **QUICK, api_name="/inpaint")
+    statuses = [update[OUT["status"]] for update in job]
+    assert len(statuses) == 8 and "of 128 tokens fixed" in statuses[-1]
+    final = job.outputs()[-1]
+    assert_final_image(final)
+    assert final[OUT["before_after"]] is not None
+
+
+def test_superres(client, tmp_path):
+    low = Image.new("RGB", (24, 24), (200, 40, 40))
+    out = client.predict(image_file(tmp_path, "low.png", low), prompt="red heart", **QUICK, api_name="/superres")
+    assert_final_image(out)
+    assert "superres 4/4" in out[OUT["status"]]
+
+
+def big_image():
+    return Image.new("RGB", (6000, 6000), (30, 160, 90))
+
+
+def half_mask(size=(64, 64)):
+    m = Image.new("L", size, 0)
+    m.paste(255, (0, 0, size[0] // 2, size[1]))
+    return m
+
+
+# (endpoint, kwargs maker, expected error substring or None for a sane result)
+BAD = {
+    "empty prompt": ("/generate", lambda tmp: dict(prompt="  "), "Type a prompt"),
+    "timesteps 0": ("/generate", lambda tmp: dict(prompt="x", timesteps=0), "timesteps must be"),
+    "timesteps 10000": ("/generate", lambda tmp: dict(prompt="x", timesteps=10_000), "timesteps must be"),
+    "cond_scale 1e9": ("/generate", lambda tmp: dict(prompt="x", cond_scale=1e9), "cond_scale must be"),
+    "bad schedule": ("/generate", lambda tmp: dict(prompt="x", schedule="zigzag"), "schedule must be"),
+    "seed text": ("/generate", lambda tmp: dict(prompt="x", seed="abc", randomize_seed=False), "seed must be"),
+    "6000x6000 superres": ("/superres", lambda tmp: dict(image=image_file(tmp, "big.png", big_image()),
+                                                          prompt="x"), None),
+    "6000x6000 inpaint": ("/inpaint", lambda tmp: dict(
+        image=editor(image_file(tmp, "big.png", big_image()), image_file(tmp, "m.png", half_mask((6000, 6000)))),
+        prompt="x"), None),
+    "grayscale": ("/superres", lambda tmp: dict(image=image_file(tmp, "g.png", Image.new("L", (40, 30), 90)),
+                                                 prompt="x"), None),
+    "RGBA": ("/inpaint", lambda tmp: dict(
+        image=editor(image_file(tmp, "a.png", Image.new("RGBA", (64, 64), (255, 0, 0, 80))),
+                     image_file(tmp, "m.png", half_mask())), prompt="x"), None),
+    "16-bit": ("/superres", lambda tmp: dict(image=image_file(
+        tmp, "d.png", Image.fromarray(np.full((20, 20), 50_000, np.uint16))), prompt="x"), None),
+    "all-black mask": ("/inpaint", lambda tmp: dict(
+        image=editor(image_file(tmp, "i.png", Image.new("RGB", (64, 64), "blue")),
+                     image_file(tmp, "m.png", Image.new("L", (64, 64), 0))), prompt="x"), "mask is empty"),
+    "all-white mask": ("/inpaint", lambda tmp: dict(
+        image=editor(image_file(tmp, "i.png", Image.new("RGB", (64, 64), "blue")),
+                     image_file(tmp, "m.png", Image.new("L", (64, 64), 255))), prompt="x"), None),
+    "no mask": ("/inpaint", lambda tmp: dict(
+        image=editor(image_file(tmp, "i.png", Image.new("RGB", (64, 64), "blue"))), prompt="x"), "no mask layer"),
+    "not an image (superres)": ("/superres", lambda tmp: dict(image=text_file(tmp), prompt="x"),
+                                "not a readable image"),
+    "not an image (inpaint)": ("/inpaint", lambda tmp: dict(
+        image=editor(text_file(tmp), image_file(tmp, "m.png", half_mask())), prompt="x"), "not a readable image"),
+}
+
+
+def text_file(tmp):
+    from gradio_client import handle_file
+
+    path = tmp / "notes.png"
+    path.write_text("this is not an image")
+    return handle_file(str(path))
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_inputs_get_a_clear_error_or_a_sane_result(client, tmp_path, case):
+    from gradio_client.exceptions import AppError
+
+    api, make, message = BAD[case]
+    kwargs = {**QUICK, "timesteps": 2, **make(tmp_path)}
+    if message is None:
+        out = client.predict(**kwargs, api_name=api)
+        assert_final_image(out)
+        if case == "all-white mask":
+            assert "256 of 256 tokens fixed" in out[OUT["status"]]  # the whole image regenerated
+    else:
+        with pytest.raises(AppError) as err:
+            client.predict(**kwargs, api_name=api)
+        text = str(err.value)
+        assert message in text and "Traceback" not in text and 'File "' not in text
+    normal_request_works(client)  # and the server keeps serving
+
+
+def test_stop_cancels_a_running_request(client):
+    job = client.submit(prompt="rocket", timesteps=64, seed=1, randomize_seed=False, api_name="/generate")
+    deadline = time.monotonic() + 60
+    while job.status().code.name not in ("ITERATING", "PROCESSING") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.cancel()
+    normal_request_works(client)
+
+
+def test_no_request_crashed_the_handlers(client, server_log):
+    """Every bad input above was caught by validation: nothing reached the 'unexpected error' path."""
+    normal_request_works(client)
+    assert "request failed" not in server_log.read_text(errors="replace")
