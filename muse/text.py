@@ -91,27 +91,3 @@ class TextEncoder(torch.nn.Module):
         empty = torch.tensor([not t.strip() for t in texts], device=mask.device)
         mask = mask & ~empty[:, None]
         return hidden.float() * mask[..., None], mask
-
-
-class CachedTextEncoder:
-    """Memoises per-caption encodings for training, where the same captions recur every epoch."""
-
-    def __init__(self, encoder: TextEncoder, dtype: torch.dtype = torch.float16):
-        self.encoder, self.dtype, self.cache = encoder, dtype, {}
-
-    def __call__(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        missing = sorted({t for t in texts if t not in self.cache})
-        if missing:
-            embeds, mask = self.encoder(missing)
-            for text, e, m in zip(missing, embeds, mask):
-                length = int(m.sum()) or 1
-                self.cache[text] = (e[:length].to(self.dtype).cpu(), m[:length].cpu())
-        items = [self.cache[t] for t in texts]
-        longest = max(e.shape[0] for e, _ in items)
-        device = self.encoder.device
-        embeds = torch.zeros(len(items), longest, items[0][0].shape[1])
-        mask = torch.zeros(len(items), longest, dtype=torch.bool)
-        for i, (e, m) in enumerate(items):
-            embeds[i, : e.shape[0]] = e.float()
-            mask[i, : m.shape[0]] = m
-        return embeds.to(device), mask.to(device)

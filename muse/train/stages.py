@@ -18,11 +18,13 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from ..config import TransformerConfig, VQConfig
 from ..data import CaptionedImages, load_dataset
 from ..pipeline import MusePipeline, PipelineConfig
-from ..text import DEFAULT_TEXT_ENCODER, CachedTextEncoder, TextEncoder
+from ..data.captions import exact_name
+from ..text import DEFAULT_TEXT_ENCODER, TextEncoder
 from ..transformer import MaskedTransformer
 from ..vq import VQModel
 from .loop import Dist, LoopConfig, init_distributed, train_loop
@@ -47,7 +49,7 @@ def make_preset(name: str, text_dim: int = 384) -> Preset:
         vq = VQConfig(base_channels=32, channel_mult=(1, 2, 4), res_blocks=1, mid_blocks=2, codebook_size=512,
                       code_dim=32)
         gen = dict(dim=256, depth=4, heads=4, dim_head=64, ff_mult=4)
-        sr = dict(dim=192, depth=4, heads=4, dim_head=48, ff_mult=4)
+        sr = dict(dim=128, depth=3, heads=4, dim_head=32, ff_mult=4)  # a local task: upsampling given low-res ids
         crit = dict(dim=128, depth=2, heads=4, dim_head=32, ff_mult=4)
     elif name == "tiny":
         vq = VQConfig(base_channels=8, channel_mult=(1, 2, 2), res_blocks=1, mid_blocks=1, codebook_size=32, code_dim=8)
@@ -175,8 +177,59 @@ def tokenize(args: StageArgs) -> dict[str, torch.Tensor]:
     return tokens
 
 
-def _text_encoder(args: StageArgs, device: torch.device) -> CachedTextEncoder:
-    return CachedTextEncoder(TextEncoder(args.text_encoder, device=device))
+class CaptionBank:
+    """A fixed set of encoded captions per image, shared by every transformer stage of a run.
+
+    Encoding captions is the text encoder's forward pass, which on a CPU costs as much as a
+    training step; drawing each step's captions from a bank encoded once (sorted by length, so
+    batches carry little padding) removes that cost from every stage.
+    """
+
+    def __init__(self, embeds: torch.Tensor, offsets: torch.Tensor, choices: torch.Tensor):
+        self.embeds, self.offsets, self.choices = embeds, offsets, choices  # (T, D) fp16, (U+1,), (N, K)
+
+    @classmethod
+    def build(cls, data: CaptionedImages, encoder: TextEncoder, per_image: int, seed: int) -> "CaptionBank":
+        rng = random.Random(seed)
+        rows = []
+        for i, record in enumerate(data.records):
+            caps = [exact_name(record)] if "name" in record else []  # the evaluation prompt, always
+            caps += [data.caption(i, rng) for _ in range(per_image - len(caps))]
+            rows.append(caps)
+        unique = sorted({c for row in rows for c in row}, key=lambda c: (len(c), c))
+        index = {c: j for j, c in enumerate(unique)}
+        pieces: list[torch.Tensor] = []
+        for start in tqdm(range(0, len(unique), 256), desc="encoding captions", mininterval=5):
+            embeds, mask = encoder(unique[start:start + 256])
+            pieces += [e[m].to(torch.float16).cpu() for e, m in zip(embeds, mask)]
+        lengths = torch.tensor([max(1, p.shape[0]) for p in pieces])
+        pieces = [p if p.shape[0] else torch.zeros(1, encoder.dim, dtype=torch.float16) for p in pieces]
+        offsets = torch.cat((torch.zeros(1, dtype=torch.long), lengths.cumsum(0)))
+        choices = torch.tensor([[index[c] for c in row] for row in rows])
+        return cls(torch.cat(pieces), offsets, choices)
+
+    @classmethod
+    def load_or_build(cls, path: Path, data: CaptionedImages, args: StageArgs, per_image: int = 3) -> "CaptionBank":
+        if path.is_file():
+            t = load_file(str(path))
+            return cls(t["embeds"], t["offsets"], t["choices"])
+        bank = cls.build(data, TextEncoder(args.text_encoder, device=args.device), per_image, args.seed)
+        save_file({"embeds": bank.embeds, "offsets": bank.offsets, "choices": bank.choices}, str(path))
+        return bank
+
+    def __call__(self, image_indices: torch.Tensor, generator: torch.Generator,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """One random caption per image: (B, L, D) float embeddings and (B, L) mask."""
+        pick = torch.randint(0, self.choices.shape[1], (len(image_indices),), generator=generator)
+        ids = self.choices[image_indices, pick]
+        starts, ends = self.offsets[ids], self.offsets[ids + 1]
+        longest = int((ends - starts).max())
+        embeds = torch.zeros(len(ids), longest, self.embeds.shape[1])
+        mask = torch.zeros(len(ids), longest, dtype=torch.bool)
+        for row, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
+            embeds[row, : b - a] = self.embeds[a:b].float()
+            mask[row, : b - a] = True
+        return embeds.to(device), mask.to(device)
 
 
 def _transformer_stage(args: StageArgs, stage: str) -> MaskedTransformer:
@@ -185,18 +238,17 @@ def _transformer_stage(args: StageArgs, stage: str) -> MaskedTransformer:
     data = load_dataset(args.data, SUPERRES_SIZE)
     tokens = tokenize(args)
     ids32, ids64 = tokens["ids32"].to(device), tokens["ids64"].to(device)
-    text = _text_encoder(args, device)
+    text = CaptionBank.load_or_build(args.run / "captions.safetensors", data, args)
     is_critic = stage.endswith("critic")
     superres = stage.startswith("superres")
     config = getattr(preset, stage)
     model = MaskedTransformer(config)
     generator_model = model_from_run(args.run, stage.replace("_critic", "")).to(device) if is_critic else None
     cpu_gen = torch.Generator().manual_seed(args.seed + 7 + dist.rank)
-    rng = random.Random(args.seed + dist.rank)
 
     def step_fn(net, generator):
         idx = torch.randint(0, len(data), (args.batch_size,), generator=cpu_gen)
-        embeds, mask = text([data.caption(i, rng) for i in idx.tolist()])
+        embeds, mask = text(idx, cpu_gen, device)
         idx = idx.to(device)
         ids = (ids64 if superres else ids32)[idx].flatten(1)
         cond = ids32[idx].flatten(1) if superres else None
