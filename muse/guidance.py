@@ -14,15 +14,23 @@ from .transformer import MaskedTransformer, PreparedContext
 
 
 def guidance_context(cond: PreparedContext, uncond: PreparedContext, cond_scale: float) -> PreparedContext:
-    """The context the guided functions run on: (B) rows, or (2B) when an unconditional half is needed."""
-    return cond if cond_scale == 1 else PreparedContext.cat([cond, uncond])
+    """The context the guided functions run on: (B) rows, or (2B) when an unconditional half is needed.
+
+    A null unconditional half (no text, no conditioning ids) attends only the null key: it is kept
+    as `null_rows`, which the cross-attention answers with a constant instead of computing it.
+    """
+    if cond_scale == 1:
+        return cond
+    if uncond.batch == cond.batch and uncond.is_null:
+        return PreparedContext(cond.kv, cond.mask, null_rows=uncond.batch)
+    return PreparedContext.cat([cond, uncond])
 
 
 def combine(out: torch.Tensor, cond_scale: float) -> torch.Tensor:
     """(2B, ...) -> null + (cond - null) * cond_scale: (B, ...); identity at scale 1."""
     if cond_scale == 1:
         return out
-    cond, null = out.chunk(2)
+    cond, null = out.float().chunk(2)  # in float32: reduced-precision weights leave a small difference to scale up
     return null + (cond - null) * cond_scale
 
 

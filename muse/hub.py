@@ -125,7 +125,9 @@ class PretrainedMixin:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / CONFIG_NAME).write_text(json.dumps(config_to_dict(self.config), indent=2) + "\n")
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        # Stored in float32 whatever the module runs in (inference may cast to bfloat16).
+        state = {k: (v.detach().float() if v.is_floating_point() else v.detach()).contiguous().cpu()
+                 for k, v in self.state_dict().items()}
         save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "muse": type(self).__name__})
         return folder
 

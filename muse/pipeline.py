@@ -22,7 +22,7 @@ from .hub import PathLike, WeightsError, push_folder_to_hub, resolve_folder
 from .images import ImageLike, mask_to_grid, pil_to_tensor, square, tensor_to_pil, to_rgb
 from .sampling import SamplerSettings, decode
 from .text import DEFAULT_TEXT_ENCODER, TextEncoder
-from .transformer import MaskedTransformer, PreparedContext
+from .transformer import MaskedTransformer, PreparedContext, inference_dtype, native_bf16
 from .vq import VQModel
 
 PIPELINE_NAME = "pipeline.json"
@@ -188,11 +188,14 @@ class MusePipeline:
     def device(self) -> torch.device:
         return next(self.base_model.parameters()).device
 
-    def to(self, device: Union[str, torch.device]) -> "MusePipeline":
+    def to(self, device: Union[str, torch.device], dtype: Optional[torch.dtype] = None) -> "MusePipeline":
+        """Move every component to `device`; `dtype` also casts the transformers (the tokenizer stays float32)."""
         for attr in COMPONENTS.values():
             model = getattr(self, attr)
             if model is not None:
                 model.to(device)
+                if dtype is not None and attr != "vq":
+                    model.to(dtype)
         self.text_encoder.to(device)
         return self
 
@@ -208,8 +211,12 @@ class MusePipeline:
 
     @classmethod
     def from_pretrained(cls, source: Optional[PathLike] = None, device: Union[str, torch.device, None] = None,
-                        revision: Optional[str] = None, text_encoder: Optional[TextEncoder] = None) -> "MusePipeline":
-        """Load from a folder or a Hub repo id; None means the shipped `weights/`."""
+                        revision: Optional[str] = None, text_encoder: Optional[TextEncoder] = None,
+                        dtype: Union[str, torch.dtype, None] = "auto") -> "MusePipeline":
+        """Load from a folder or a Hub repo id; None means the shipped `weights/`.
+
+        dtype "auto" runs the transformers in bfloat16 where the device computes it natively, else float32
+        (see `muse.transformer.inference_dtype`); None keeps the stored float32."""
         if source is None:
             source = DEFAULT_WEIGHTS
             if not (DEFAULT_WEIGHTS / PIPELINE_NAME).is_file():
@@ -234,7 +241,9 @@ class MusePipeline:
         pipe = cls(text_encoder=text_encoder, config=config, **parts)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        return pipe.to(device)
+        if dtype == "auto":
+            dtype = inference_dtype(device)
+        return pipe.to(device, dtype)
 
     def push_to_hub(self, repo_id: str, *, private: bool = True, token: Optional[str] = None) -> str:
         return push_folder_to_hub(self.save_pretrained, repo_id, private=private, token=token,
@@ -288,11 +297,18 @@ class MusePipeline:
             out.append(guidance_context(cond, uncond, cond_scale))
         return out
 
-    def _render(self, ids: torch.Tensor, pred_ids: torch.Tensor, masked: torch.Tensor) -> tuple[list, list]:
-        """Decode the canvas (masked tokens greyed over the prediction) and the prediction, in one call."""
+    def _render(self, ids: torch.Tensor, pred_ids: torch.Tensor, masked: torch.Tensor,
+                preview: bool = False) -> tuple[list, list]:
+        """Decode the canvas (masked tokens greyed over the prediction) and the prediction, in one call.
+
+        Previews decode in bfloat16 where the device computes it natively (about 1.5x faster on CPU,
+        a difference of a few 8-bit levels); the final image always decodes in float32.
+        """
         b = ids.shape[0]
         canvas_ids = torch.where(masked, pred_ids, ids)
-        images = self.vq.decode(torch.cat((canvas_ids, pred_ids)))  # (2B, 3, H, W)
+        fast = preview and native_bf16(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=fast):
+            images = self.vq.decode(torch.cat((canvas_ids, pred_ids))).float()  # (2B, 3, H, W)
         canvas, prediction = images[:b], images[b:]
         f = self.vq.config.downsample
         cover = masked[:, None].float().repeat_interleave(f, 2).repeat_interleave(f, 3)  # (B, 1, H, W)
@@ -323,7 +339,7 @@ class MusePipeline:
             final = last and state.step == state.total
             canvas = prediction = None
             if previews or final:
-                canvas, prediction = self._render(ids, pred, masked)
+                canvas, prediction = self._render(ids, pred, masked, preview=not final)
             yield DecodeStep(stage=stage, stage_index=index, num_stages=num_stages, step=state.step,
                              total=state.total, ids=ids, pred_ids=pred, masked=masked,
                              revealed=state.revealed.view(shape), scores=state.scores.view(shape),
@@ -458,6 +474,6 @@ class MusePipeline:
 
 
 def load_pipeline(source: Optional[PathLike] = None, device: Union[str, torch.device, None] = None,
-                  revision: Optional[str] = None) -> MusePipeline:
+                  revision: Optional[str] = None, dtype: Union[str, torch.dtype, None] = "auto") -> MusePipeline:
     """The shipped model (None), a local folder, or a Hub repo id."""
-    return MusePipeline.from_pretrained(source, device=device, revision=revision)
+    return MusePipeline.from_pretrained(source, device=device, revision=revision, dtype=dtype)

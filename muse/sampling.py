@@ -85,6 +85,17 @@ def gumbel_sample(logits: torch.Tensor, temperature: float, generator: torch.Gen
     return (logits / temperature + noise).argmax(dim=-1)
 
 
+def top_k_sample(logits: torch.Tensor, thres: float, temperature: float, generator: torch.Generator) -> torch.Tensor:
+    """`gumbel_sample(top_k_filter(logits, thres), temperature, generator)` without the full-vocabulary noise:
+    the Gumbel-max draw runs over the k kept candidates only (same distribution, k/V of the work): (..., V) -> (...)."""
+    k = max(1, math.ceil((1.0 - thres) * logits.shape[-1]))
+    if temperature <= 0 or k >= logits.shape[-1]:
+        return gumbel_sample(logits, temperature, generator)  # argmax, or nothing filtered
+    values, indices = logits.topk(k, dim=-1, sorted=False)  # (..., k)
+    choice = gumbel_sample(values, temperature, generator)
+    return indices.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
+
+
 def select_remask(keep_scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Mark the `counts[b]` lowest-scored positions of each row: (B, N), (B,) -> bool (B, N)."""
     order = keep_scores.argsort(dim=-1, stable=True)
@@ -125,13 +136,14 @@ def decode(
     for step in range(total):
         logits = logits_fn(ids).float()  # (B, N, V)
         remaining = (total - 1 - step) / total  # annealing factor, 0 at the last step
-        pred_ids = gumbel_sample(top_k_filter(logits, settings.topk_filter_thres),
-                                 settings.temperature * remaining, generator)  # (B, N)
+        pred_ids = top_k_sample(logits, settings.topk_filter_thres, settings.temperature * remaining,
+                                generator)  # (B, N)
         filled = torch.where(masked, pred_ids, ids)
 
         # Which positions may be masked again after this step.
         candidates = region if settings.can_remask_prev_masked else masked
-        if critic_fn is not None:
+        # The last step reveals every remaining position whatever the scores: no critic pass for it.
+        if critic_fn is not None and step < total - 1:
             critic = critic_fn(filled).float()  # (B, N), higher = more likely wrong
             noise = torch.rand(critic.shape, generator=generator, device=critic.device) - 0.5
             keep = -(critic + noise * settings.critic_noise_scale * remaining)

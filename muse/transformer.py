@@ -6,8 +6,10 @@ is projected once per request (`prepare_context`), not once per decoding step.
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,34 @@ from torch import nn
 
 from .config import TransformerConfig
 from .hub import PretrainedMixin
+
+
+def native_bf16(device: Union[str, torch.device]) -> bool:
+    """Whether `device` computes bfloat16 natively: a CUDA GPU with bf16, an x86 CPU with AVX512-BF16 or AMX."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and _cpu_native_bf16()
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_native_bf16() -> bool:
+    try:
+        caps = torch.cpu.get_capabilities()
+    except (AttributeError, RuntimeError):
+        return False
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def inference_dtype(device: Union[str, torch.device]) -> torch.dtype:
+    """The transformers' dtype for inference on `device`: bfloat16 where it is native (about twice the
+    matrix throughput of float32 there), else float32. MUSE_DTYPE=float32 (or bfloat16) overrides."""
+    forced = os.environ.get("MUSE_DTYPE", "").strip().lower()
+    if forced:
+        if forced not in ("float32", "bfloat16"):
+            raise ValueError(f"MUSE_DTYPE must be 'float32' or 'bfloat16', got {forced!r}")
+        return getattr(torch, forced)
+    return torch.bfloat16 if native_bf16(device) else torch.float32
 
 
 def l2norm(t: torch.Tensor) -> torch.Tensor:
@@ -79,8 +109,18 @@ class Attention(nn.Module):
         return l2norm(k) * self.k_scale, v
 
     def forward(self, x: torch.Tensor, kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x: (B, N, D); kv: precomputed context keys/values; mask: bool (B, 1, 1, 1 + L)."""
+                mask: Optional[torch.Tensor] = None, null_rows: int = 0) -> torch.Tensor:
+        """x: (B, N, D); kv: precomputed context keys/values; mask: bool (B, 1, 1, 1 + L).
+
+        The last `null_rows` rows of x attend only the null key (the null context of guidance): kv and
+        mask hold the other rows only. A softmax over one key is 1, so those rows' output is the null
+        value whatever the query: their projections and attention are skipped.
+        """
+        if null_rows:
+            b = x.shape[0] - null_rows
+            head = self.forward(x[:b], kv, mask) if b else x[:0]
+            null = self.to_out(self.null_kv[1].reshape(1, 1, -1).to(x.dtype))  # (1, 1, D), heads merged
+            return torch.cat((head, null.expand(null_rows, x.shape[1], -1)))
         b, n, _ = x.shape
         x = self.norm(x)
         q = l2norm(self._split(self.to_q(x))) * self.q_scale
@@ -98,9 +138,10 @@ class Block(nn.Module):
         self.cross_attn = Attention(cfg.dim, cfg.heads, cfg.dim_head, cfg.attn_scale, cross=True)
         self.ff = feed_forward(cfg.dim, cfg.ff_mult)
 
-    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor,
+                null_rows: int = 0) -> torch.Tensor:
         x = x + self.attn(x)
-        x = x + self.cross_attn(x, kv=kv, mask=mask)
+        x = x + self.cross_attn(x, kv=kv, mask=mask, null_rows=null_rows)
         return x + self.ff(x)
 
 
@@ -108,21 +149,31 @@ class Block(nn.Module):
 class PreparedContext:
     """Per-request cross-attention inputs: every layer's keys/values and the attention mask."""
 
-    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer, two (B, H, 1 + L, Dh)
-    mask: torch.Tensor  # bool (B, 1, 1, 1 + L), True = attend
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer, two (B - null_rows, H, 1 + L, Dh)
+    mask: torch.Tensor  # bool (B - null_rows, 1, 1, 1 + L), True = attend
+    null_rows: int = 0  # trailing rows that attend only the null key: no keys/values stored for them
 
     @property
     def batch(self) -> int:
-        return self.mask.shape[0]
+        return self.mask.shape[0] + self.null_rows
+
+    @property
+    def is_null(self) -> bool:
+        """Every row attends only the null key (one host sync: call once per request, not per step)."""
+        return not bool(self.mask[..., 1:].any())
 
     def repeat(self, times: int) -> "PreparedContext":
         """Each row repeated `times` times (row-major), for several images per prompt."""
+        if self.null_rows:
+            raise ValueError("repeat the contexts before combining them for guidance")
         return PreparedContext([(k.repeat_interleave(times, 0), v.repeat_interleave(times, 0)) for k, v in self.kv],
                                self.mask.repeat_interleave(times, 0))
 
     @staticmethod
     def cat(contexts: list["PreparedContext"]) -> "PreparedContext":
         """Stack along the batch; all must have the same context length."""
+        if any(c.null_rows for c in contexts):
+            raise ValueError("cannot stack contexts that already hold null rows")
         kv = [(torch.cat([c.kv[i][0] for c in contexts]), torch.cat([c.kv[i][1] for c in contexts]))
               for i in range(len(contexts[0].kv))]
         return PreparedContext(kv, torch.cat([c.mask for c in contexts]))
@@ -199,8 +250,10 @@ class MaskedTransformer(nn.Module, PretrainedMixin):
         x = self.token_emb(ids) + self.pos_emb.weight  # (B, N, D)
         if self.config.self_cond:
             x = x + self.self_cond_to_init_embed(self_cond_embed if self_cond_embed is not None else torch.zeros_like(x))
+        if ids.shape[0] != context.batch:
+            raise ValueError(f"{ids.shape[0]} rows of ids for a context of {context.batch} rows")
         for block, kv in zip(self.blocks, context.kv):
-            x = block(x, kv, context.mask)
+            x = block(x, kv, context.mask, context.null_rows)
         embed = self.norm(x)
         out = self.to_logits(embed)
         if self.config.kind == "critic":

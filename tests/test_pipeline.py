@@ -10,6 +10,7 @@ from PIL import Image
 from muse import load_pipeline
 from muse.hub import WeightsError
 from muse.images import mask_to_grid, pil_to_tensor
+from muse.transformer import MaskedTransformer, inference_dtype
 
 
 def test_stream_yields_every_step_of_both_stages(tiny_pipe):
@@ -51,9 +52,10 @@ def test_negative_prompt_changes_only_the_unconditional_half(tiny_pipe):
     for (kp, _), (kn, _) in zip(plain.kv, negative.kv):
         n = min(kp.shape[2], kn.shape[2])
         assert torch.allclose(kp[:1, :, :n][:, :, plain.mask[0, 0, 0, :n]], kn[:1, :, :n][:, :, negative.mask[0, 0, 0, :n]])
-        assert not torch.allclose(kp[1:, :, :n], kn[1:, :, :n])
+    # The null half attends only the null key: it is carried as null_rows, with no keys of its own.
+    assert plain.null_rows == 1 and plain.kv[0][0].shape[0] == 1
+    assert negative.null_rows == 0 and negative.kv[0][0].shape[0] == 2 and negative.mask[1:, ..., 1:].any()
     assert torch.equal(plain.mask[:1].sum(), negative.mask[:1].sum())
-    assert not plain.mask[1:, ..., 1:].any() and negative.mask[1:, ..., 1:].any()
     a = tiny_pipe("a cat", seed=0)[0]
     b = tiny_pipe("a cat", negative_prompt="a dog", seed=0)[0]
     assert not np.array_equal(np.asarray(a), np.asarray(b))
@@ -145,11 +147,29 @@ def test_bad_prompts(tiny_pipe):
 
 
 def test_load_pipeline_from_folder_matches(tiny_pipe, tiny_weights):
-    loaded = load_pipeline(tiny_weights, device="cpu")
+    loaded = load_pipeline(tiny_weights, device="cpu", dtype=None)  # as stored: float32, like tiny_pipe
     a = tiny_pipe("a cat", seed=9)[0]
     b = loaded("a cat", seed=9)[0]
     assert np.array_equal(np.asarray(a), np.asarray(b))
     assert loaded.config.defaults == {"timesteps": 4}
+
+
+def test_load_pipeline_picks_the_inference_dtype(tiny_weights, tmp_path, monkeypatch):
+    auto = load_pipeline(tiny_weights, device="cpu")
+    assert auto.base_model.token_emb.weight.dtype == inference_dtype("cpu")
+    assert auto.vq.decoder[0].weight.dtype == torch.float32  # the tokenizer stays float32
+    first, again = auto("a cat", seed=9)[0], auto("a cat", seed=9)[0]
+    assert np.array_equal(np.asarray(first), np.asarray(again))
+    bf16 = load_pipeline(tiny_weights, device="cpu", dtype=torch.bfloat16)
+    assert bf16("a cat", seed=9)[0].size == (64, 64)
+    # Saving a reduced-precision pipeline still stores float32.
+    bf16.base_model.save_pretrained(tmp_path / "base")
+    assert MaskedTransformer.from_pretrained(tmp_path / "base").token_emb.weight.dtype == torch.float32
+    monkeypatch.setenv("MUSE_DTYPE", "float32")
+    assert inference_dtype("cpu") == torch.float32
+    monkeypatch.setenv("MUSE_DTYPE", "float16")
+    with pytest.raises(ValueError, match="MUSE_DTYPE"):
+        inference_dtype("cpu")
 
 
 def test_load_pipeline_errors(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import stages
 
-STAGES = ("tokenizer", "tokenizer_decoder", "base", "superres", "critics", "all", "export")
+STAGES = ("tokenizer", "tokenizer_decoder", "base", "superres", "base_critic", "superres_critic", "critics", "all", "export")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

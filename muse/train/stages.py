@@ -276,12 +276,8 @@ def train_critics(args: StageArgs) -> None:
     _transformer_stage(args, "superres_critic")
 
 
-def export(run: Path, out: Path, text_encoder: str = DEFAULT_TEXT_ENCODER, defaults: Optional[dict] = None,
-           half: bool = True) -> Path:
-    """Write a pipeline folder (what `load_pipeline` reads) from a run's latest checkpoints.
-
-    half: store weights as float16 (loaded back into float32 models); halves the shipped size.
-    """
+def export(run: Path, out: Path, text_encoder: str = DEFAULT_TEXT_ENCODER, defaults: Optional[dict] = None) -> Path:
+    """Write a pipeline folder (what `load_pipeline` reads) from a run's latest checkpoints."""
     decoder_tuned = (run / "tokenizer_decoder" / "checkpoint" / "model").is_dir()
     parts = {"vq": model_from_run(run, "tokenizer_decoder" if decoder_tuned else "tokenizer", VQModel)}
     for name in ("base", "superres", "base_critic", "superres_critic"):
@@ -293,13 +289,7 @@ def export(run: Path, out: Path, text_encoder: str = DEFAULT_TEXT_ENCODER, defau
     stand_in = SimpleNamespace(dim=parts["base"].config.text_dim)
     pipe = MusePipeline(parts["vq"], parts["base"], stand_in, parts.get("superres"), parts.get("base_critic"),
                         parts.get("superres_critic"), config)
-    if half:
-        for model in parts.values():
-            model.half()
     pipe.save_pretrained(out)
-    if half:
-        for model in parts.values():
-            model.float()
     return out
 
 
