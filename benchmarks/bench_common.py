@@ -1,0 +1,150 @@
+"""Helpers shared by the benchmark scripts: statistics, tables, machine facts, test pipelines.
+
+Top-level imports are the standard library only: `vs_reference.py` runs part of itself inside the
+reference's virtual environment, where neither muse nor its dependencies exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def median(values: Sequence[float]) -> float:
+    if not values:
+        raise ValueError("median of no values")
+    return float(statistics.median(values))
+
+
+def summary(values: Sequence[float]) -> dict[str, Any]:
+    """Median, min, max and the raw values (seconds)."""
+    return {"median": median(values), "min": float(min(values)), "max": float(max(values)),
+            "runs": [float(v) for v in values]}
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain-text table with right-aligned columns, as the scripts print it."""
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on (load average included: other work skews timings)."""
+    info: dict[str, Any] = {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "machine": platform.machine(),
+                            "system": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
+    try:
+        info["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    return info
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def set_threads(threads: Optional[int]) -> int:
+    """Fix torch's intra-op threads (None keeps torch's default); returns the count in force."""
+    import torch
+
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+# ----- pipelines for stream_overhead.py and latency.py ------------------------------------------
+
+def load_pipeline(weights: Optional[str], preset: Optional[str], device: str, seed: int = 0):
+    """The shipped model (both None), a saved pipeline folder or repo id (`weights`), or a pipeline of
+    the named training preset's architecture with random weights (`preset`, e.g. "emoji": the shipped
+    model's sizes, for timing before the trained weights exist; speed does not depend on weight values)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import muse
+
+    if weights is not None and preset is not None:
+        raise ValueError("pass either --weights or --preset, not both")
+    if preset is None:
+        return muse.load_pipeline(weights, device=device)
+    import torch
+
+    from muse.pipeline import MusePipeline, PipelineConfig
+    from muse.text import TextEncoder
+    from muse.train.stages import make_preset
+    from muse.transformer import MaskedTransformer
+    from muse.vq import VQModel
+
+    text_encoder = TextEncoder()
+    p = make_preset(preset, text_dim=text_encoder.dim)
+    torch.manual_seed(seed)
+    pipe = MusePipeline(VQModel(p.vq), MaskedTransformer(p.base), text_encoder, MaskedTransformer(p.superres),
+                        MaskedTransformer(p.base_critic), MaskedTransformer(p.superres_critic), PipelineConfig())
+    # Saved and loaded back, so the model goes through the same loading path (device, dtype) as shipped weights.
+    with tempfile.TemporaryDirectory() as folder:
+        pipe.save_pretrained(folder)
+        return muse.load_pipeline(folder, device=device)
+
+
+def describe_pipeline(pipe) -> dict[str, Any]:
+    """Component sizes, so a results file says which model it timed."""
+    out: dict[str, Any] = {"defaults": dict(pipe.config.defaults)}
+    for name in ("base_model", "base_critic", "superres_model", "superres_critic"):
+        model = getattr(pipe, name, None)
+        if model is not None:
+            c = model.config
+            out[name] = {"dim": c.dim, "depth": c.depth, "heads": c.heads, "dim_head": c.dim_head,
+                         "seq_len": c.seq_len, "num_tokens": c.num_tokens,
+                         "parameters": sum(p.numel() for p in model.parameters()),
+                         "dtype": str(next(model.parameters()).dtype).replace("torch.", "")}
+    out["vq_parameters"] = sum(p.numel() for p in pipe.vq.parameters())
+    return out
+
+
+def sync(device: str) -> None:
+    """Wait for queued GPU work so wall-clock timings are complete."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    out = {"torch": torch.__version__}
+    try:
+        import muse
+
+        out["muse"] = getattr(muse, "__version__", "?")
+    except ImportError:
+        pass
+    return out
+
+
+def command_line() -> str:
+    return " ".join([Path(sys.executable).name, *sys.argv])
