@@ -71,7 +71,7 @@ def _to_array(images) -> np.ndarray:
     return np.stack([np.asarray(im.convert("RGB").resize((64, 64))) for im in images])
 
 
-def adherence(pipe, data: CaptionedImages, prompts: list[tuple[str, str]], batch: int = 25,
+def adherence(pipe, data: CaptionedImages, prompts: list[tuple[str, str]], batch: int = 16,
               **settings) -> tuple[dict[str, float], np.ndarray]:
     """Generate one image per prompt (seed 0 for every batch) and score retrieval accuracy."""
     images = []
