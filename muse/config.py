@@ -7,7 +7,7 @@ refused with a clear error instead of exhausting memory.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 # Generous ceilings: far above any model this toolkit trains, far below what would exhaust a host.
@@ -147,4 +147,4 @@ def replace(cfg: Any, **changes: Any) -> Any:
     return dataclasses.replace(cfg, **changes)
 
 
-__all__ = ["VQConfig", "TransformerConfig", "ConfigError", "config_to_dict", "config_from_dict", "field"]
+__all__ = ["VQConfig", "TransformerConfig", "ConfigError", "config_to_dict", "config_from_dict"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional
@@ -307,4 +307,4 @@ def stage_summary(run: Path) -> dict:
 
 
 __all__ = ["Preset", "make_preset", "StageArgs", "train_tokenizer", "tokenize", "train_base", "train_superres",
-           "train_critics", "export", "stage_summary", "asdict"]
+           "train_critics", "export", "stage_summary", "CaptionBank"]
