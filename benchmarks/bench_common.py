@@ -12,6 +12,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -144,6 +145,15 @@ def versions() -> dict[str, str]:
     except ImportError:
         pass
     return out
+
+
+def time_final(pipe, prompt: str, seed: int, device: str) -> float:
+    """Seconds for one plain generation (final image only, both stages)."""
+    t0 = time.perf_counter()
+    images = pipe(prompt, seed=seed)
+    sync(device)
+    assert images
+    return time.perf_counter() - t0
 
 
 def command_line() -> str:

@@ -28,14 +28,6 @@ import bench_common as bc  # noqa: E402
 DEFAULT_PROMPT = "a smiling face with heart eyes"
 
 
-def time_end_to_end(pipe, prompt: str, seed: int, device: str) -> float:
-    t0 = time.perf_counter()
-    images = pipe(prompt, seed=seed)
-    bc.sync(device)
-    assert images
-    return time.perf_counter() - t0
-
-
 def time_stream(pipe, prompt: str, seed: int, device: str) -> tuple[float, float, int]:
     """(seconds to the first decoded preview, seconds to the end of the stream, steps)."""
     t0 = time.perf_counter()
@@ -85,17 +77,17 @@ def main(argv: Optional[list[str]] = None) -> tuple[float, float]:
     pipe = bc.load_pipeline(args.weights, args.preset, args.device)
     bc.sync(args.device)
     load_s = time.perf_counter() - t0
-    cold_s = time_end_to_end(pipe, args.prompt, 0, args.device)
+    cold_s = bc.time_final(pipe, args.prompt, 0, args.device)
     for i in range(args.warmup):
         time_stream(pipe, args.prompt, 1000 + i, args.device)
-        time_end_to_end(pipe, args.prompt, 1000 + i, args.device)
+        bc.time_final(pipe, args.prompt, 1000 + i, args.device)
     e2e, first, streamed = [], [], []
     steps = 0
     for i in range(args.runs):
         order = ("e2e", "stream") if i % 2 == 0 else ("stream", "e2e")
         for kind in order:
             if kind == "e2e":
-                e2e.append(time_end_to_end(pipe, args.prompt, i, args.device))
+                e2e.append(bc.time_final(pipe, args.prompt, i, args.device))
             else:
                 f, s, steps = time_stream(pipe, args.prompt, i, args.device)
                 first.append(f)

@@ -36,14 +36,6 @@ def time_preview(pipe, prompt: str, seed: int, device: str) -> tuple[float, int]
     return time.perf_counter() - t0, steps
 
 
-def time_final(pipe, prompt: str, seed: int, device: str) -> float:
-    t0 = time.perf_counter()
-    images = pipe(prompt, seed=seed)
-    bc.sync(device)
-    assert images
-    return time.perf_counter() - t0
-
-
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,7 +60,7 @@ def main(argv: Optional[list[str]] = None) -> float:
     pipe = bc.load_pipeline(args.weights, args.preset, args.device)
     for _ in range(args.warmup):
         time_preview(pipe, args.prompt, args.seed, args.device)
-        time_final(pipe, args.prompt, args.seed, args.device)
+        bc.time_final(pipe, args.prompt, args.seed, args.device)
     preview, final = [], []
     steps = 0
     for i in range(args.runs):
@@ -77,7 +69,7 @@ def main(argv: Optional[list[str]] = None) -> float:
                 seconds, steps = time_preview(pipe, args.prompt, args.seed, args.device)
                 preview.append(seconds)
             else:
-                final.append(time_final(pipe, args.prompt, args.seed, args.device))
+                final.append(bc.time_final(pipe, args.prompt, args.seed, args.device))
     p, f = bc.summary(preview), bc.summary(final)
     ratio = p["median"] / f["median"]
     per_step = (p["median"] - f["median"]) / max(steps - 1, 1)
