@@ -23,15 +23,14 @@ import secrets
 import tempfile
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import gradio as gr
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from muse import viz
+from muse import images, viz
 from muse.hub import WeightsError
 from muse.images import square, to_rgb
 from muse.pipeline import DEFAULT_WEIGHTS, PIPELINE_NAME, DecodeStep, MusePipeline, load_pipeline
@@ -55,7 +54,7 @@ CRITIC_NOISE = (0.0, 3.0)
 TOPK = (0.0, 0.99)
 NUM_IMAGES = (1, 4)
 SEED_MAX = 2**32 - 1
-MAX_PROMPT_CHARS = 500
+MAX_PROMPT_CHARS = 100_000  # longer text is cut here; the encoder then keeps its first max_length tokens
 MAX_UPLOAD_PIXELS = 64_000_000  # larger files are refused before they are decoded
 WORK_SIZE = 512  # uploads are reduced to this many pixels on the long side (the model sees 32-64 px)
 DISPLAY_SIZE = 256  # each image on the page, nearest-upscaled
@@ -239,15 +238,13 @@ def _prompt(value: Any, name: str = "prompt", required: bool = True) -> Optional
         value = ""
     if not isinstance(value, str):
         raise gr.Error(f"{name} must be text, got {type(value).__name__}.")
-    value = " ".join(value.split())
+    value = " ".join(value[:4 * MAX_PROMPT_CHARS].split())
     if not value:
         if required:
             raise gr.Error("Type a prompt first, for example “red heart” or “grinning face”.",
                            title="Empty prompt")
         return None
-    if len(value) > MAX_PROMPT_CHARS:
-        raise gr.Error(f"{name} is {len(value)} characters long; keep it under {MAX_PROMPT_CHARS}.")
-    return value
+    return value[:MAX_PROMPT_CHARS]
 
 
 def _settings(negative_prompt, timesteps, cond_scale, temperature, critic_noise_scale, topk_filter_thres,
@@ -281,38 +278,14 @@ def _settings(negative_prompt, timesteps, cond_scale, temperature, critic_noise_
 # ----- uploads -------------------------------------------------------------------------------
 
 def open_image(source: Any, what: str = "image") -> Image.Image:
-    """An uploaded file (path, bytes or file object) as a decoded PIL image at most WORK_SIZE px on
-    its long side. Alpha is kept; 16-bit, float, palette and CMYK images become 8-bit RGB(A).
-    Raises gr.Error when the file is not a readable image or is far too large."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        source = io.BytesIO(bytes(source))
-    unreadable = f"The {what} is not a readable image file. Upload a PNG, JPEG, WebP, GIF or BMP file."
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # decompression-bomb and EXIF warnings: the size is checked below
-        try:
-            image = Image.open(source)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            raise gr.Error(unreadable, title="Not an image") from None
-        if image.width * image.height > MAX_UPLOAD_PIXELS:
-            raise gr.Error(f"The {what} is {image.width}x{image.height} pixels; the limit is "
-                           f"{MAX_UPLOAD_PIXELS // 1_000_000} megapixels.", title="Image too large")
-        try:
-            image.draft("RGB", (WORK_SIZE, WORK_SIZE))  # JPEG: decode at a reduced scale
-            image = ImageOps.exif_transpose(image)
-            image.load()
-            if image.mode in ("RGBA", "LA", "PA", "P") or "transparency" in image.info:
-                image = image.convert("RGBA")
-            elif image.mode != "RGB":
-                image = to_rgb(image)  # L, 1, I;16, I, F, CMYK, YCbCr ... -> RGB
-            if max(image.size) > WORK_SIZE:
-                image.thumbnail((WORK_SIZE, WORK_SIZE), Image.Resampling.BOX)
-        except gr.Error:
-            raise
-        except Exception:
-            raise gr.Error(f"The {what} file is damaged or in an unsupported format.", title="Not an image") from None
-    if image.width < 1 or image.height < 1:
-        raise gr.Error(f"The {what} is empty.")
-    return image
+    """An uploaded file (path, bytes or file object) as a decoded PIL image (RGB, or RGBA with
+    transparency) at most WORK_SIZE px on its long side; gr.Error for anything unreadable or too large
+    (decompression bombs are refused from the header, before decoding). See `muse.images.open_image`."""
+    try:
+        return images.open_image(source, what, max_pixels=MAX_UPLOAD_PIXELS, max_side=WORK_SIZE)
+    except images.ImageError as err:
+        title = "Image too large" if "megapixels" in str(err) else "Not an image"
+        raise gr.Error(str(err), title=title) from None
 
 
 def _open_upload(file: Any, what: str) -> Optional[Image.Image]:
@@ -428,7 +401,14 @@ def editor_to_image_and_mask(value: Any) -> tuple[Image.Image, Image.Image]:
     mask = np.zeros((background.height, background.width), dtype=bool)
     for layer in layers:
         painted = Image.fromarray(painted_mask(layer).astype(np.uint8) * 255)
-        if painted.size != background.size:  # a canvas-sized layer: map it onto the background
+        if painted.size != background.size:
+            # A layer at another scale (a canvas-sized layer) maps onto the background; one of another
+            # shape cannot be placed without guessing, so it is refused.
+            if abs(painted.width * background.height - painted.height * background.width) > \
+                    max(painted.size + background.size):
+                raise gr.Error(f"The mask is {painted.width}x{painted.height} pixels but the image is "
+                               f"{background.width}x{background.height}: give a mask of the image's size.",
+                               title="Mask size")
             painted = painted.resize(background.size, Image.Resampling.NEAREST)
         mask |= np.asarray(painted) > 0
     if not mask.any():
@@ -458,10 +438,19 @@ def _user_errors(handler: Callable[..., Iterator]) -> Callable[..., Iterator]:
     return wrapper
 
 
+def _truncation_note(pipe: MusePipeline, prompt: str, negative_prompt: Optional[str]) -> str:
+    """A status suffix when the text encoder will cut a prompt (it reads only its first max_length tokens)."""
+    cut = [name for name, text in (("prompt", prompt), ("negative prompt", negative_prompt))
+           if text and pipe.text_encoder.truncates(text)]
+    if not cut:
+        return ""
+    return f" · {' and '.join(cut)} cut to the text encoder's {pipe.text_encoder.max_length} tokens"
+
+
 def _stream(steps: Iterator[DecodeStep], *, seed: int, kwargs: dict[str, Any], has_critic: bool,
-            before: Optional[Image.Image] = None) -> Iterator[tuple]:
+            before: Optional[Image.Image] = None, note: str = "") -> Iterator[tuple]:
     """One update per decoding step of each stage (see OUTPUTS); the last one holds the final
-    image and the pictures of the decoding."""
+    image and the pictures of the decoding. `note` is appended to every status line."""
     skip = gr.skip()
     history: list[DecodeStep] = []
     started = time.perf_counter()
@@ -470,9 +459,9 @@ def _stream(steps: Iterator[DecodeStep], *, seed: int, kwargs: dict[str, Any], h
             history.append(step)
             if step.is_final:
                 elapsed = time.perf_counter() - started
-                yield _final_update(history, seed, kwargs, has_critic, before, Path(tmp), elapsed)
+                yield _final_update(history, seed, kwargs, has_critic, before, Path(tmp), elapsed, note)
                 continue
-            status = f"{step.label} · seed {seed}"
+            status = f"{step.label} · seed {seed}{note}"
             canvas = viz.step_canvas(step, DISPLAY_SIZE) if step.canvas is not None else (None if i == 0 else skip)
             prediction = viz.step_prediction(step, DISPLAY_SIZE) if step.prediction is not None else \
                 (None if i == 0 else skip)
@@ -483,7 +472,7 @@ def _stream(steps: Iterator[DecodeStep], *, seed: int, kwargs: dict[str, Any], h
 
 
 def _final_update(history: list[DecodeStep], seed: int, kwargs: dict[str, Any], has_critic: bool,
-                  before: Optional[Image.Image], tmp: Path, elapsed: float) -> tuple:
+                  before: Optional[Image.Image], tmp: Path, elapsed: float, note: str = "") -> tuple:
     last = history[-1]
     final = viz.tile([viz.upscale(im, DISPLAY_SIZE) for im in last.canvas])
     png = tmp / f"muse-{seed}.png"
@@ -500,7 +489,7 @@ def _final_update(history: list[DecodeStep], seed: int, kwargs: dict[str, Any], 
         counts.setdefault(s.stage, s.num_tokens)
     schedule = viz.schedule_plot(kwargs["schedule"], kwargs["timesteps"], counts)
     before_after = (viz.tile([before] * len(last.canvas)), final) if before is not None else None
-    status = f"done in {elapsed:.1f} s · {last.label} · seed {seed}"
+    status = f"done in {elapsed:.1f} s · {last.label} · seed {seed}{note}"
     return (final, viz.step_prediction(last, DISPLAY_SIZE), status, seed, before_after, gallery,
             viz.reveal_order_map(history), viz.confidence_map(history, critic=has_critic), schedule, animation, files)
 
@@ -522,7 +511,8 @@ def generate(prompt: str, negative_prompt: Optional[str] = None, timesteps: int 
                                        num_images, previews, superres)
     pipe = get_pipeline()
     steps = pipe.stream(prompt, previews=previews, **kwargs)
-    yield from _stream(steps, seed=seed, kwargs=kwargs, has_critic=_has_critic(pipe, kwargs["use_critic"]))
+    yield from _stream(steps, seed=seed, kwargs=kwargs, has_critic=_has_critic(pipe, kwargs["use_critic"]),
+                       note=_truncation_note(pipe, prompt, kwargs["negative_prompt"]))
 
 
 @gpu
@@ -544,7 +534,7 @@ def inpaint(image: Any, prompt: str, negative_prompt: Optional[str] = None, time
     before = viz.upscale(square(rgb, size), DISPLAY_SIZE)
     steps = pipe.stream_inpaint(rgb, mask, prompt, previews=previews, **kwargs)
     yield from _stream(steps, seed=seed, kwargs=kwargs, has_critic=_has_critic(pipe, kwargs["use_critic"]),
-                       before=before)
+                       before=before, note=_truncation_note(pipe, prompt, kwargs["negative_prompt"]))
 
 
 @gpu
@@ -570,7 +560,8 @@ def superres(image: Any, prompt: str, negative_prompt: Optional[str] = None, tim
     before = viz.upscale(square(rgb, pipe.config.base_size), DISPLAY_SIZE)
     steps = pipe.stream_superres(rgb, prompt, previews=previews, **kwargs)
     yield from _stream(steps, seed=seed, kwargs={**kwargs, "superres": True},
-                       has_critic=_has_critic(pipe, kwargs["use_critic"]), before=before)
+                       has_critic=_has_critic(pipe, kwargs["use_critic"]), before=before,
+                       note=_truncation_note(pipe, prompt, kwargs["negative_prompt"]))
 
 
 def schedule_preview(schedule: str, timesteps: Any, superres: Any = True) -> Any:

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 
 def _settings_args(p: argparse.ArgumentParser) -> None:
@@ -51,32 +51,40 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _open(path: Path) -> Image.Image:
-    try:
-        image = Image.open(path)
-        image.load()
-        return image
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
+def _check_outputs(a: argparse.Namespace) -> None:
+    """Refuse an output name PIL cannot write before any work is done."""
+    Image.init()
+    for path, kind in ((a.out, "-o/--out"), (a.gif, "--gif")):
+        if path is None:
+            continue
+        if path.suffix.lower() not in Image.EXTENSION:
+            raise ValueError(f"{kind} {path}: unknown image extension {path.suffix!r} (use .png, .jpg, .webp ...)")
+        if path.is_dir():
+            raise ValueError(f"{kind} {path} is a folder; give a file name")
+    if a.gif is not None and a.gif.suffix.lower() != ".gif":
+        raise ValueError(f"--gif {a.gif}: the animation is written as GIF; name it .gif")
 
 
 def run(a: argparse.Namespace) -> list[Path]:
     from muse import load_pipeline
+    from muse.pipeline import GenerationSettings
 
     keys = ("seed", "timesteps", "cond_scale", "temperature", "topk_filter_thres", "critic_noise_scale", "schedule",
             "use_critic", "superres", "num_images")
     kwargs = {k: getattr(a, k) for k in keys if getattr(a, k, None) is not None}
     if a.command == "superres":
         kwargs.pop("superres", None)
+    _check_outputs(a)
+    GenerationSettings(**kwargs)  # fail fast, before the model loads
     pipe = load_pipeline(a.weights, device=a.device)
     previews = a.gif is not None
     if a.command == "generate":
         steps = pipe.stream(a.prompt, negative_prompt=a.negative_prompt, previews=previews, **kwargs)
     elif a.command == "inpaint":
-        steps = pipe.stream_inpaint(_open(a.image), _open(a.mask), a.prompt, negative_prompt=a.negative_prompt,
+        steps = pipe.stream_inpaint(a.image, a.mask, a.prompt, negative_prompt=a.negative_prompt,
                                     previews=previews, **kwargs)
     else:
-        steps = pipe.stream_superres(_open(a.image), a.prompt, negative_prompt=a.negative_prompt,
+        steps = pipe.stream_superres(a.image, a.prompt, negative_prompt=a.negative_prompt,
                                      previews=previews, **kwargs)
     history = list(steps)
     final = history[-1]
@@ -99,9 +107,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run(a)
-    except (ValueError, TypeError, WeightsError) as err:
+    except (ValueError, TypeError, WeightsError) as err:  # ImageError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # e.g. the output folder cannot be written
+        print(f"error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -22,6 +22,12 @@ class ConfigError(ValueError):
     """A config.json that cannot describe a valid model."""
 
 
+def _check_float(cfg: Any, name: str, lo: float, hi: float) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo <= value <= hi):  # NaN fails too
+        raise ConfigError(f"{type(cfg).__name__}.{name} must be a number in [{lo}, {hi}], got {value!r}")
+
+
 def _check_int(cfg: Any, name: str, lo: int, hi: int) -> None:
     value = getattr(cfg, name)
     if not isinstance(value, int) or isinstance(value, bool) or not (lo <= value <= hi):
@@ -49,9 +55,12 @@ class VQConfig:
         _check_int(self, "mid_blocks", 0, 64)
         _check_int(self, "codebook_size", 2, MAX_VOCAB)
         _check_int(self, "code_dim", 1, 4096)
+        _check_float(self, "commitment", 0.0, 100.0)
         if not (1 <= len(self.channel_mult) <= 6) or not all(
                 isinstance(m, int) and 1 <= m * self.base_channels <= MAX_WIDTH for m in self.channel_mult):
             raise ConfigError(f"VQConfig.channel_mult must hold 1-6 positive integers, got {self.channel_mult!r}")
+        if self.num_parameters() > MAX_PARAMETERS:
+            raise ConfigError(f"config asks for ~{self.num_parameters():,} parameters (limit {MAX_PARAMETERS:,})")
 
     @property
     def downsample(self) -> int:
@@ -90,6 +99,10 @@ class TransformerConfig:
                              ("depth", 1, MAX_DEPTH), ("heads", 1, 1024), ("dim_head", 1, 4096),
                              ("ff_mult", 1, 64), ("text_dim", 1, MAX_WIDTH), ("cond_seq_len", 0, MAX_SEQ)):
             _check_int(self, name, lo, hi)
+        _check_float(self, "attn_scale", 1e-3, 1e3)
+        for name in ("self_cond", "self_critic"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"TransformerConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if self.kind not in ("generator", "critic"):
             raise ConfigError(f"TransformerConfig.kind must be 'generator' or 'critic', got {self.kind!r}")
         if self.kind == "critic" and self.self_critic:

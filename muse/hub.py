@@ -24,6 +24,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 PathLike = Union[str, os.PathLike]
 MAX_CONFIG_BYTES = 1 << 20
+MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own limit
 
 
 class WeightsError(ValueError):
@@ -77,6 +78,10 @@ def read_config(folder: Path, expected: type) -> Any:
 
 def check_safetensors_header(file: Path) -> None:
     """Refuse anything that is not a safetensors file before a library parses it."""
+    if not file.is_file():
+        other = sorted(p.name for p in file.parent.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+        extra = f" (found {other}: pickle formats are never loaded)" if other else ""
+        raise WeightsError(f"missing {file.name} in {file.parent}{extra}")
     size = file.stat().st_size
     with open(file, "rb") as handle:
         head = handle.read(9)
@@ -89,12 +94,53 @@ def check_safetensors_header(file: Path) -> None:
         raise WeightsError(f"{file} is not a valid safetensors file (bad or truncated header)")
 
 
+SAFETENSORS_FLOAT = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+
+
+def read_safetensors_header(file: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """{tensor name: (dtype, shape)} from a safetensors header, without reading the tensors."""
+    check_safetensors_header(file)
+    with open(file, "rb") as handle:
+        (header_len,) = struct.unpack("<Q", handle.read(8))
+        if header_len > MAX_HEADER_BYTES:
+            raise WeightsError(f"{file} has an implausibly large safetensors header ({header_len:,} bytes)")
+        try:
+            header = json.loads(handle.read(header_len).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise WeightsError(f"{file} is not a valid safetensors file (unreadable header)") from None
+    if not isinstance(header, dict):
+        raise WeightsError(f"{file} is not a valid safetensors file (the header is not an object)")
+    out = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("shape"), list) or "dtype" not in entry:
+            raise WeightsError(f"{file} is not a valid safetensors file (entry {name!r})")
+        out[name] = (str(entry["dtype"]), tuple(entry["shape"]))
+    return out
+
+
+def check_against_header(model: torch.nn.Module, file: Path, where: str) -> None:
+    """Compare a model built on the meta device (no memory) with a file's header: names, shapes and
+    float-ness must match before anything is read or allocated."""
+    header = read_safetensors_header(file)
+    own = model.state_dict()
+    wrong = [f"{k}: file {header[k][1]} vs model {tuple(own[k].shape)}"
+             for k in sorted(set(own) & set(header)) if header[k][1] != tuple(own[k].shape)]
+    wrong += [f"{k}: file {header[k][0]} vs model {own[k].dtype}" for k in sorted(set(own) & set(header))
+              if own[k].is_floating_point() != (header[k][0] in SAFETENSORS_FLOAT)]
+    _raise_mismatch(sorted(set(own) - set(header)), sorted(set(header) - set(own)), wrong, where)
+
+
+def _raise_mismatch(missing: list[str], unexpected: list[str], wrong: list[str], where: str) -> None:
+    if missing or unexpected or wrong:
+        parts = [f"missing {missing[:8]}" if missing else "", f"unexpected {unexpected[:8]}" if unexpected else "",
+                 f"wrong shapes or dtypes {wrong[:8]}" if wrong else ""]
+        raise WeightsError(f"weights in {where} do not match its config: " + "; ".join(p for p in parts if p))
+
+
 def load_safetensors(file: Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file on the CPU, with a clear error for anything else."""
-    if not file.is_file():
-        other = sorted(p.name for p in file.parent.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
-        extra = f" (found {other}: pickle formats are never loaded)" if other else ""
-        raise WeightsError(f"missing {file.name} in {file.parent}{extra}")
     check_safetensors_header(file)
     try:
         return load_file(str(file), device="cpu")
@@ -103,16 +149,17 @@ def load_safetensors(file: Path) -> dict[str, torch.Tensor]:
 
 
 def strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """load_state_dict that lists every missing, unexpected and wrong-shape tensor."""
+    """load_state_dict that lists every missing, unexpected and wrong-shape tensor, and refuses
+    NaN or infinite weights (they would only show up later as a silently broken image)."""
     own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        parts = [f"missing {missing[:8]}" if missing else "", f"unexpected {unexpected[:8]}" if unexpected else "",
-                 f"wrong shapes {wrong[:8]}" if wrong else ""]
-        raise WeightsError(f"weights in {where} do not match its config: " + "; ".join(p for p in parts if p))
+    wrong += [f"{k}: file {state[k].dtype} vs model {own[k].dtype}" for k in sorted(set(own) & set(state))
+              if own[k].is_floating_point() != state[k].is_floating_point()]
+    _raise_mismatch(sorted(set(own) - set(state)), sorted(set(state) - set(own)), wrong, where)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise WeightsError(f"weights in {where} hold NaN or infinite values in {bad[:8]}")
     module.load_state_dict(state, strict=True)
 
 
@@ -136,6 +183,8 @@ class PretrainedMixin:
                         device: Union[str, torch.device] = "cpu"):
         folder = resolve_folder(source, subfolder, revision)
         config = read_config(folder, cls.config_class)  # validated before any allocation
+        with torch.device("meta"):  # the model's names and shapes, without memory
+            check_against_header(cls(config), folder / WEIGHTS_NAME, str(folder))
         state = load_safetensors(folder / WEIGHTS_NAME)
         model = cls(config)
         strict_load(model, state, str(folder))

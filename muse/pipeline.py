@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from .guidance import GuidedCritic, GuidedLogits, guidance_context
-from .hub import PathLike, WeightsError, push_folder_to_hub, resolve_folder
-from .images import ImageLike, mask_to_grid, pil_to_tensor, square, tensor_to_pil, to_rgb
+from .hub import MAX_CONFIG_BYTES, PathLike, WeightsError, push_folder_to_hub, resolve_folder
+from .images import ImageError, ImageLike, as_mask, as_pil, mask_to_grid, pil_to_tensor, square, tensor_to_pil, to_rgb
 from .sampling import SamplerSettings, decode
 from .text import DEFAULT_TEXT_ENCODER, TextEncoder
 from .transformer import MaskedTransformer, PreparedContext, inference_dtype, native_bf16
@@ -47,6 +47,22 @@ class PipelineConfig:
     base_size: int = 32
     superres_size: int = 64
     defaults: dict[str, Any] = field(default_factory=dict)  # generation defaults tuned for these weights
+
+    def __post_init__(self) -> None:  # the file may come from an untrusted folder or repo
+        if not isinstance(self.text_encoder, str) or not 0 < len(self.text_encoder) <= 1000:
+            raise ValueError(f"text_encoder must be a Hub id or folder name, got {self.text_encoder!r}")
+        if self.text_max_length is not None and (not isinstance(self.text_max_length, int)
+                                                 or isinstance(self.text_max_length, bool)
+                                                 or not 1 <= self.text_max_length <= 8192):
+            raise ValueError(f"text_max_length must be null or an integer in [1, 8192], got {self.text_max_length!r}")
+        for name in ("base_size", "superres_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 4 <= value <= 4096:
+                raise ValueError(f"{name} must be an integer in [4, 4096], got {value!r}")
+        if not isinstance(self.defaults, dict):
+            raise ValueError(f"defaults must be a JSON object, got {self.defaults!r}")
+        known = {f.name for f in dataclasses.fields(GenerationSettings)}
+        GenerationSettings(**{k: v for k, v in self.defaults.items() if k in known})  # raises if out of range
 
 
 @dataclass
@@ -130,6 +146,23 @@ class DecodeStep:
     @property
     def label(self) -> str:
         return f"{self.stage} {self.step}/{self.total} · {self.num_fixed} of {self.num_tokens} tokens fixed"
+
+
+def _check_device(device: Union[str, torch.device, None]) -> torch.device:
+    """The device to run on (None: CUDA when present, else CPU); a clear error for one that is not here."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()}
+    if not available.get(device.type, True):
+        raise ValueError(f"device {str(device)!r} is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r} does not exist (this machine has {torch.cuda.device_count()} GPUs)")
+    return device
 
 
 def _prompts(prompt: Union[str, Sequence[str]]) -> list[str]:
@@ -217,6 +250,7 @@ class MusePipeline:
 
         dtype "auto" runs the transformers in bfloat16 where the device computes it natively, else float32
         (see `muse.transformer.inference_dtype`); None keeps the stored float32."""
+        device = _check_device(device)
         if source is None:
             source = DEFAULT_WEIGHTS
             if not (DEFAULT_WEIGHTS / PIPELINE_NAME).is_file():
@@ -225,10 +259,14 @@ class MusePipeline:
         spec = folder / PIPELINE_NAME
         if not spec.is_file():
             raise WeightsError(f"{folder} is not a muse pipeline: missing {PIPELINE_NAME}")
+        if spec.stat().st_size > MAX_CONFIG_BYTES:
+            raise WeightsError(f"{spec} is implausibly large for a pipeline config")
         try:
             raw = json.loads(spec.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict):
+                raise TypeError("it must hold a JSON object")
             config = PipelineConfig(**raw)
-        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
+        except (json.JSONDecodeError, TypeError, ValueError, UnicodeDecodeError) as err:
             raise WeightsError(f"{spec} is not a valid pipeline config: {err}") from None
         parts: dict[str, Any] = {}
         for name in COMPONENTS:
@@ -239,8 +277,6 @@ class MusePipeline:
             if required not in parts:
                 raise WeightsError(f"{folder} has no {required}/ component")
         pipe = cls(text_encoder=text_encoder, config=config, **parts)
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype == "auto":
             dtype = inference_dtype(device)
         return pipe.to(device, dtype)
@@ -412,13 +448,18 @@ class MusePipeline:
         self._check_batch(prompts, s)
         b = len(prompts) * s.num_images
         f = self.vq.config.downsample
+        image, mask = as_pil(image, "image"), as_mask(mask)
+        if mask.size != image.size:
+            raise ImageError(f"the mask is {mask.width}x{mask.height} pixels but the image is "
+                             f"{image.width}x{image.height}; give a mask of the image's size")
         rgb = to_rgb(image)
         sizes = (self.config.base_size, self.config.superres_size)
         small, large = (pil_to_tensor([square(rgb, n)]).to(self.device) for n in sizes)
         base_region = mask_to_grid(mask, sizes[0] // f).to(self.device)
         sr_region = mask_to_grid(mask, sizes[1] // f).to(self.device)
         if not bool(base_region.any()):
-            raise ValueError("the mask is empty: paint (in white) the part of the image to regenerate")
+            raise ImageError("the mask is empty: paint (in white) the part of the image to regenerate "
+                             "(uint8 masks: 255 = regenerate; bool and other integer masks: non-zero)")
         # Nothing under the mask may reach the fill: the region's pixels are blanked before encoding
         # (the encoder's receptive field would otherwise carry them into neighbouring known tokens),
         # masked positions enter the network as mask tokens, and super-res is conditioned on the

@@ -14,6 +14,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 DEFAULT_TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+CHARS_PER_TOKEN_BOUND = 64  # characters kept per token of the limit before tokenizing
 
 
 def packaged_minilm() -> Optional[Path]:
@@ -45,8 +46,12 @@ class TextEncoder(torch.nn.Module):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+        from transformers.utils import logging as hf_logging
+
         source, local = resolve_text_encoder(name)
         offline = local or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar per process start is noise in the CLI and logs
         try:
             config = AutoConfig.from_pretrained(source, local_files_only=offline)
             self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
@@ -62,6 +67,9 @@ class TextEncoder(torch.nn.Module):
         except OSError as err:
             raise ValueError(f"could not load text encoder {name!r}"
                              f"{' (offline and not cached)' if offline and not local else ''}: {err}") from None
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         self.model.eval().requires_grad_(False).to(device)
         self.name = name
         config = self.model.config
@@ -78,13 +86,23 @@ class TextEncoder(torch.nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def _clip(self, text: str) -> str:
+        # No token is this long, so the cut never changes what the encoder sees; it bounds the
+        # tokenizer's work on a pasted book (a 100,000-character prompt costs no more than a short one).
+        return text[: self.max_length * CHARS_PER_TOKEN_BOUND]
+
+    def truncates(self, text: str) -> bool:
+        """Whether `text` is longer than the encoder's limit (it is then cut to `max_length` tokens)."""
+        ids = self.tokenizer(self._clip(text), truncation=True, max_length=self.max_length + 1)["input_ids"]
+        return len(ids) > self.max_length
+
     @torch.inference_mode()
     def forward(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode a batch; long texts are truncated to the encoder's limit: (B, L, D), (B, L)."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise TypeError("texts must be a list of strings")
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt").to(self.device)
+        batch = self.tokenizer([self._clip(t) for t in texts], padding=True, truncation=True,
+                               max_length=self.max_length, return_tensors="pt").to(self.device)
         hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         mask = batch["attention_mask"].bool()
         # An empty string still yields [CLS][SEP]; MUSE treats "" as no text at all (null context only).
