@@ -134,11 +134,11 @@ class _LazyPipeline:
                 try:
                     self._pipe = load_pipeline(source)
                 except WeightsError as err:
-                    raise gr.Error(f"The model is not available ({where}): {err}. Set MUSE_WEIGHTS to a "
+                    raise UserError(f"The model is not available ({where}): {err}. Set MUSE_WEIGHTS to a "
                                    "model folder or a Hugging Face Hub repo id.", title="No model") from None
                 except Exception:
                     log.exception("loading the model from %s failed", where)
-                    raise gr.Error(f"The model ({where}) could not be loaded; the server log has the details.",
+                    raise UserError(f"The model ({where}) could not be loaded; the server log has the details.",
                                    title="No model") from None
                 self._source = source
                 log.info("loaded the model from %s on %s", where, self._pipe.device)
@@ -206,6 +206,20 @@ def _ui_defaults() -> dict[str, Any]:
 
 # ----- input checking ------------------------------------------------------------------------
 
+class UserError(gr.Error):
+    """A message about the user's input: shown on the page (or to the API client), not logged as a
+    server fault with a traceback."""
+
+    def __init__(self, message: str, title: str = "Error") -> None:
+        super().__init__(message, title=title, print_exception=False)
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """repr of a rejected value, cut short: an error message must not echo a 100,000-character input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
@@ -216,10 +230,10 @@ def _number(name: str, value: Any, lo: float, hi: float, integer: bool = False) 
         try:
             value = float(value.strip())
         except ValueError:
-            raise gr.Error(f"{name} must be {kind} from {_fmt(lo)} to {_fmt(hi)}, got {value!r}.") from None
+            raise UserError(f"{name} must be {kind} from {_fmt(lo)} to {_fmt(hi)}, got {_shown(value)}.") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or (integer and float(value) != int(value)) or not (lo <= value <= hi):
-        raise gr.Error(f"{name} must be {kind} from {_fmt(lo)} to {_fmt(hi)}, got {value!r}.")
+        raise UserError(f"{name} must be {kind} from {_fmt(lo)} to {_fmt(hi)}, got {_shown(value)}.")
     return int(value) if integer else float(value)
 
 
@@ -230,18 +244,18 @@ def _flag(name: str, value: Any) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise gr.Error(f"{name} must be true or false, got {value!r}.")
+    raise UserError(f"{name} must be true or false, got {_shown(value)}.")
 
 
 def _prompt(value: Any, name: str = "prompt", required: bool = True) -> Optional[str]:
     if value is None:
         value = ""
     if not isinstance(value, str):
-        raise gr.Error(f"{name} must be text, got {type(value).__name__}.")
+        raise UserError(f"{name} must be text, got {type(value).__name__}.")
     value = " ".join(value[:4 * MAX_PROMPT_CHARS].split())
     if not value:
         if required:
-            raise gr.Error("Type a prompt first, for example “red heart” or “grinning face”.",
+            raise UserError("Type a prompt first, for example “red heart” or “grinning face”.",
                            title="Empty prompt")
         return None
     return value[:MAX_PROMPT_CHARS]
@@ -252,7 +266,7 @@ def _settings(negative_prompt, timesteps, cond_scale, temperature, critic_noise_
               superres: Any = True) -> tuple[dict[str, Any], int, bool]:
     """Checked keyword arguments for `MusePipeline.stream*`, the seed to use, and the previews switch."""
     if not isinstance(schedule, str) or schedule not in SCHEDULES:
-        raise gr.Error(f"schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}.")
+        raise UserError(f"schedule must be one of {', '.join(SCHEDULES)}; got {_shown(schedule)}.")
     kwargs = dict(
         negative_prompt=_prompt(negative_prompt, "negative_prompt", required=False),
         timesteps=_number("timesteps", timesteps, *TIMESTEPS, integer=True),
@@ -268,7 +282,7 @@ def _settings(negative_prompt, timesteps, cond_scale, temperature, critic_noise_
     if _flag("randomize_seed", randomize_seed):
         seed = secrets.randbelow(SEED_MAX + 1)
     elif seed is None or seed == "":
-        raise gr.Error("Give a seed (a whole number) or turn on “randomize seed”.")
+        raise UserError("Give a seed (a whole number) or turn on “randomize seed”.")
     else:
         seed = _number("seed", seed, 0, SEED_MAX, integer=True)
     kwargs["seed"] = seed
@@ -285,7 +299,7 @@ def open_image(source: Any, what: str = "image") -> Image.Image:
         return images.open_image(source, what, max_pixels=MAX_UPLOAD_PIXELS, max_side=WORK_SIZE)
     except images.ImageError as err:
         title = "Image too large" if "megapixels" in str(err) else "Not an image"
-        raise gr.Error(str(err), title=title) from None
+        raise UserError(str(err), title=title) from None
 
 
 def _open_upload(file: Any, what: str) -> Optional[Image.Image]:
@@ -301,8 +315,8 @@ def _open_upload(file: Any, what: str) -> Optional[Image.Image]:
         try:
             return open_image(base64.b64decode(url.split(",", 1)[1]), what)
         except (ValueError, TypeError):
-            raise gr.Error(f"The {what} is not valid base64 image data.") from None
-    raise gr.Error(f"The {what} was not received; upload it again.")
+            raise UserError(f"The {what} is not valid base64 image data.") from None
+    raise UserError(f"The {what} was not received; upload it again.")
 
 
 @contextlib.contextmanager
@@ -325,12 +339,31 @@ def _no_stub_files() -> Iterator[None]:
         meta.create_or_modify_pyi = write
 
 
+def _checked_model(model: type, expected: str) -> type:
+    """A subclass of a component's pydantic data model whose validation failure (an API client sending
+    a number or a bare string where an uploaded file belongs) is a clear message, not Gradio's
+    message-less "the upstream app raised an exception"."""
+    from pydantic import ValidationError
+
+    class Checked(model):  # type: ignore[misc, valid-type]
+        @classmethod
+        def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().model_validate(obj, *args, **kwargs)
+            except ValidationError:
+                raise UserError(f"Expected {expected}; got {_shown(obj)}.", title="Not an image") from None
+
+    Checked.__name__ = Checked.__qualname__ = model.__name__
+    return Checked
+
+
 with _no_stub_files():
     class ImageInput(gr.Image):
         """gr.Image that decodes uploads itself: a non-image file becomes a clear gr.Error, big images are
         reduced before decoding, any mode is accepted. (Template: rendered by Gradio's Image frontend.)"""
 
         is_template = True
+        data_model = _checked_model(gr.Image.data_model, "an uploaded image file (from the API: handle_file(path))")
 
         def preprocess(self, payload):
             return _open_upload(payload, "image")
@@ -340,6 +373,8 @@ with _no_stub_files():
         images decoded like ImageInput (alpha of the layers kept: it is the painted mask)."""
 
         is_template = True
+        data_model = _checked_model(gr.ImageEditor.data_model, "the image and mask as {'background': "
+                                    "handle_file(image), 'layers': [handle_file(mask)], 'composite': None}")
 
         def preprocess(self, payload):
             if payload is None:
@@ -393,11 +428,11 @@ def painted_mask(layer: Image.Image) -> np.ndarray:
 def editor_to_image_and_mask(value: Any) -> tuple[Image.Image, Image.Image]:
     """The editor's value -> (RGB image, "L" mask of the background's size, white = regenerate)."""
     if not isinstance(value, dict) or (value.get("background") is None and value.get("composite") is None):
-        raise gr.Error("Upload an image to inpaint first.", title="No image")
+        raise UserError("Upload an image to inpaint first.", title="No image")
     background = value.get("background") or value.get("composite")
     layers = [im for im in value.get("layers") or [] if im is not None]
     if not layers:
-        raise gr.Error("Paint over the part of the image to regenerate (no mask layer was sent).", title="No mask")
+        raise UserError("Paint over the part of the image to regenerate (no mask layer was sent).", title="No mask")
     mask = np.zeros((background.height, background.width), dtype=bool)
     for layer in layers:
         painted = Image.fromarray(painted_mask(layer).astype(np.uint8) * 255)
@@ -406,13 +441,13 @@ def editor_to_image_and_mask(value: Any) -> tuple[Image.Image, Image.Image]:
             # shape cannot be placed without guessing, so it is refused.
             if abs(painted.width * background.height - painted.height * background.width) > \
                     max(painted.size + background.size):
-                raise gr.Error(f"The mask is {painted.width}x{painted.height} pixels but the image is "
+                raise UserError(f"The mask is {painted.width}x{painted.height} pixels but the image is "
                                f"{background.width}x{background.height}: give a mask of the image's size.",
                                title="Mask size")
             painted = painted.resize(background.size, Image.Resampling.NEAREST)
         mask |= np.asarray(painted) > 0
     if not mask.any():
-        raise gr.Error("The mask is empty: paint over the part of the image to regenerate "
+        raise UserError("The mask is empty: paint over the part of the image to regenerate "
                        "(or, from the API, send a mask layer that is white there).", title="Empty mask")
     return to_rgb(background), Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
 
@@ -429,10 +464,10 @@ def _user_errors(handler: Callable[..., Iterator]) -> Callable[..., Iterator]:
         except gr.Error:
             raise
         except ValueError as err:  # the library's validation messages (WeightsError too)
-            raise gr.Error(str(err)) from None
+            raise UserError(str(err)) from None
         except Exception as err:
             log.exception("request failed")
-            raise gr.Error(f"Something went wrong on the server ({type(err).__name__}); the server log has the "
+            raise UserError(f"Something went wrong on the server ({type(err).__name__}); the server log has the "
                            "details. Try again, perhaps with other settings.", title="Server error") from None
 
     return wrapper
@@ -454,11 +489,20 @@ def _stream(steps: Iterator[DecodeStep], *, seed: int, kwargs: dict[str, Any], h
     skip = gr.skip()
     history: list[DecodeStep] = []
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="muse-app-") as tmp:
+    finished = False
+    with tempfile.TemporaryDirectory(prefix="muse-app-") as tmp, contextlib.ExitStack() as stack:
+        @stack.callback
+        def _report() -> None:  # runs when the stream ends: finished, failed, or closed by a cancel
+            if not finished:
+                where = history[-1].label if history else "before the first step"
+                log.info("request stopped after %s (%.2f s)", where, time.perf_counter() - started)
+            steps.close()  # stop the decoding generator now, not when it is garbage-collected
+
         for i, step in enumerate(steps):
             history.append(step)
             if step.is_final:
                 elapsed = time.perf_counter() - started
+                finished = True
                 yield _final_update(history, seed, kwargs, has_critic, before, Path(tmp), elapsed, note)
                 continue
             status = f"{step.label} · seed {seed}{note}"
@@ -545,9 +589,9 @@ def superres(image: Any, prompt: str, negative_prompt: Optional[str] = None, tim
              randomize_seed: bool = True, num_images: int = 1, previews: bool = True) -> Iterator[tuple]:
     """The super-res stage alone, conditioned on a low-resolution image and a prompt, streamed."""
     if image is None:
-        raise gr.Error("Upload a low-resolution image first.", title="No image")
+        raise UserError("Upload a low-resolution image first.", title="No image")
     if not isinstance(image, Image.Image):
-        raise gr.Error("The image could not be read.", title="Not an image")
+        raise UserError("The image could not be read.", title="Not an image")
     prompt = _prompt(prompt)
     kwargs, seed, previews = _settings(negative_prompt, timesteps, cond_scale, temperature, critic_noise_scale,
                                        topk_filter_thres, use_critic, schedule, seed, randomize_seed,
@@ -555,7 +599,7 @@ def superres(image: Any, prompt: str, negative_prompt: Optional[str] = None, tim
     kwargs.pop("superres")
     pipe = get_pipeline()
     if pipe.superres_model is None:
-        raise gr.Error("This model has no super-res stage.")
+        raise UserError("This model has no super-res stage.")
     rgb = to_rgb(image)
     before = viz.upscale(square(rgb, pipe.config.base_size), DISPLAY_SIZE)
     steps = pipe.stream_superres(rgb, prompt, previews=previews, **kwargs)

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -19,46 +14,8 @@ from PIL import Image
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_app(weights: Path, log_path: Path, timeout: float = 180.0) -> Iterator[str]:
-    """Start `python app.py` on a free port with MUSE_WEIGHTS=weights; yield its URL; stop it."""
-    port = free_port()
-    env = {**os.environ, "MUSE_WEIGHTS": str(weights), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-           "PYTHONUNBUFFERED": "1"}
-    url = f"http://127.0.0.1:{port}/"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-                try:
-                    with urllib.request.urlopen(url, timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"app.py did not answer on {url}:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_common import running_app  # noqa: E402  (shared with benchmarks/robustness.py)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +25,8 @@ def server_log(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tiny_weights, server_log) -> Iterator[str]:
-    with running_app(tiny_weights, server_log) as url:
-        yield url
+    with running_app(tiny_weights, server_log) as live:
+        yield live.url
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # pytest's import mode may not add tests/
-from test_app_server import running_app  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from bench_common import running_app  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -49,8 +49,8 @@ def chromium_or_skip() -> str:
 @pytest.fixture(scope="module")
 def page_url(tiny_weights, tmp_path_factory):
     chromium_or_skip()
-    with running_app(tiny_weights, tmp_path_factory.mktemp("browser-server") / "app.log") as url:
-        yield url
+    with running_app(tiny_weights, tmp_path_factory.mktemp("browser-server") / "app.log") as live:
+        yield live.url
 
 
 @pytest.fixture()

@@ -1,0 +1,94 @@
+"""The playground as a public server under abuse: 300+ fuzzed requests, 8 streaming clients at once,
+a full queue, cancellation, raw-JSON NaN. Driven by benchmarks/robustness.py's functions (which also
+measure the shipped model); here on a tiny random model, asserting what a user would notice."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import robustness as rb  # noqa: E402
+from bench_common import LiveApp, running_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def live(tiny_weights, tmp_path_factory) -> Iterator[LiveApp]:
+    with running_app(tiny_weights, tmp_path_factory.mktemp("robust") / "app.log") as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    return rb.make_files(tmp_path_factory.mktemp("fuzz-files"))
+
+
+def test_300_fuzzed_requests_get_a_result_or_a_clear_error(live, files):
+    report = rb.run_fuzz(live.url, rb.fuzz_cases(300, files, seed=0), live.log_path)
+    assert report["requests"] == 300
+    assert report["failure"] == 0, json.dumps(report["failures"], indent=1)
+    assert report["ok"] >= 5 and report["clear"] >= 150  # both paths were really exercised
+    assert report["sent_as_raw_json_with_nan_or_infinity"] >= 10
+    assert report["normal_request_after"].startswith("done")  # and the server still serves
+    assert report["unexpected_errors_logged"] == 0 and report["server_tracebacks"] == 0
+
+
+def test_nan_in_raw_json_is_a_named_error(live):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    order = [p["parameter_name"] for p in Client(live.url, verbose=False).view_api(
+        print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]]
+    for name in ("cond_scale", "timesteps", "seed"):
+        with pytest.raises(AppError, match=f"{name} must be"):
+            rb.raw_generate(live.url, {**rb.BASE, name: float("nan"), "randomize_seed": False}, order)
+    out = rb.raw_generate(live.url, dict(rb.BASE), order)
+    assert out[2].startswith("done")
+
+
+def test_a_file_outside_the_upload_folder_is_refused_not_read(live):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(live.url, verbose=False)
+    secret = {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}
+    with pytest.raises(AppError) as err:
+        client.predict(image=secret, prompt="x", timesteps=2, api_name="/superres")
+    assert "root:" not in str(err.value) and "Traceback" not in str(err.value)
+
+
+def test_8_clients_streaming_at_once_each_get_their_own_images_and_memory_returns(live):
+    report = rb.run_load(live.url, live.pid, clients=8, timesteps=4)
+    assert report["failures"] == [] and report["completed"] == 8, report
+    assert report["all_own_images"] and report["all_own_status"]  # nobody saw another user's images
+    assert report["rss_after_over_before"] <= 1.10, report
+
+
+def test_past_the_queue_size_clients_are_told_the_queue_is_full(tiny_weights, tmp_path):
+    with running_app(tiny_weights, tmp_path / "app.log", env={"MUSE_QUEUE_SIZE": "2"}) as app:
+        report = rb.run_load(app.url, app.pid, clients=8, timesteps=4)
+        assert report["failures"] == []
+        assert report["completed"] >= 2 and report["queue_full"] >= 1
+        assert report["completed"] + report["queue_full"] == 8
+        assert report["all_own_images"]
+        with urllib.request.urlopen(app.url, timeout=10) as page:  # still up
+            assert page.status == 200
+
+
+def test_cancel_stops_decoding_within_a_step_and_frees_the_worker(live):
+    report = rb.run_cancel(live.url, live.log_path, repeats=3)
+    assert report["all_stopped_in_log"], report  # the decoding generator was closed, not left running
+    for row in report["rows"]:
+        assert row["server_step_at_stop"] < 64
+        # The run stops at the first step boundary after the cancel reaches the server: one step, plus
+        # the cancel request's own trip (generous, against scheduling noise on a busy 2-core machine).
+        assert row["stop_after_cancel_s"] <= 2 * row["server_step_s"] + 1.0, row
+        assert row["updates_after_cancel"] <= 1
