@@ -683,7 +683,7 @@ def build_demo() -> gr.Blocks:
                     prediction = gr.Image(label="Full prediction", format="png", interactive=False,
                                           elem_id="prediction", height=300, buttons=["fullscreen"])
                 gr.Markdown("Canvas: grey tokens are still masked, yellow outlines mark the tokens fixed at this "
-                            "step. Full prediction: what the model predicts for every token at this step.",
+                            "step. Full prediction: the image with every still-masked token set to the model's current guess.",
                             elem_classes="caption")
                 with gr.Row():
                     before_after = gr.ImageSlider(label="Before / after", format="png", interactive=False,

@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/stream_overhead.py --preset emoji     # shipped sizes, random weights
 
 "preview": `pipe.stream(prompt, previews=True, ...)` consumed to the end: at every step of both stages
-the canvas (still-masked tokens greyed) and the full prediction are decoded to PIL images, as the
+the token grid is decoded once into the canvas (still-masked tokens greyed) and the prediction, as the
 playground shows them. "final": `pipe(prompt, ...)`, which decodes the last step only. Same prompt,
 seed and settings (the weights' defaults: both stages, critics as configured). The two alternate
 (ABBA) after warm-up; the last line is `ratio preview/final: X` (medians).

@@ -91,7 +91,7 @@ def step_canvas(step: "DecodeStep", size: int = 256, highlight: bool = True) -> 
 
 
 def step_prediction(step: "DecodeStep", size: int = 256) -> Image.Image:
-    """The model's full prediction at this step, upscaled; a batch is tiled."""
+    """The model's full prediction at this step (masked tokens filled with its guess), upscaled; a batch is tiled."""
     if step.prediction is None:
         raise ValueError("this step has no prediction image: decode with previews=True")
     return tile([upscale(im, size) for im in step.prediction])

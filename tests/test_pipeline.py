@@ -28,6 +28,11 @@ def test_stream_yields_every_step_of_both_stages(tiny_pipe):
     cell = s.masked[0].nonzero()[0].tolist()
     block = canvas[cell[0] * 4:cell[0] * 4 + 4, cell[1] * 4:cell[1] * 4 + 4]
     assert np.abs(block - 128).max() <= 0.25 * 128 + 1
+    # The prediction is the same picture with the guesses showing: equal wherever nothing is masked.
+    for s in steps[:-1]:
+        fixed = ~s.masked[0].repeat_interleave(4, 0).repeat_interleave(4, 1).numpy()
+        assert np.array_equal(np.asarray(s.canvas[0])[fixed], np.asarray(s.prediction[0])[fixed])
+    assert np.array_equal(np.asarray(steps[-1].canvas[0]), np.asarray(steps[-1].prediction[0]))
 
 
 def test_call_returns_images_and_is_reproducible(tiny_pipe):
