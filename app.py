@@ -90,6 +90,9 @@ this at 64 px, conditioned on the base image's tokens.
 | **negative prompt** | what guidance steers away from (replaces the empty prompt of classifier-free guidance) |
 | **previews** | off: only the final image is drawn, which is faster |
 
+The step-by-step pictures come from a tiny *preview decoder* distilled from the tokenizer's decoder
+(about 15 times cheaper, so streaming every step costs little); the final image always comes from the full decoder.
+
 The reveal-order map shows the step that fixed each token; the heat map shows how sure the sampler was
 of each token when it kept it (higher is surer).
 """

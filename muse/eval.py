@@ -90,12 +90,13 @@ def random_floor(data: CaptionedImages, prompts: list[tuple[str, str]], seed: in
 
 
 @torch.no_grad()
-def tokenizer_metrics(vq, data: CaptionedImages, batch: int = 128) -> dict[str, float]:
-    """PSNR at 32 and 64 px over all images, and codebook usage (fraction used, perplexity)."""
+def tokenizer_metrics(vq, data: CaptionedImages, batch: int = 128, preview=None) -> dict[str, float]:
+    """PSNR at 32 and 64 px over all images, and codebook usage (fraction used, perplexity). With a
+    preview decoder, also its PSNR against the full decoder's images of the same ids (preview_psnr_*)."""
     out: dict[str, float] = {}
     counts = torch.zeros(vq.codebook_size)
     for size in (32, 64):
-        se, n = 0.0, 0
+        se, pse, n = 0.0, 0.0, 0
         for start in range(0, len(data), batch):
             x = torch.from_numpy(data.images[start:start + batch]).permute(0, 3, 1, 2).float() / 255.0
             if size != x.shape[-1]:
@@ -105,8 +106,12 @@ def tokenizer_metrics(vq, data: CaptionedImages, batch: int = 128) -> dict[str, 
             recon = vq.decode(ids)
             # PSNR on 8-bit images, as a user sees them.
             se += ((recon * 255).round() / 255 - x).pow(2).mean(dim=(1, 2, 3)).sum().item()
+            if preview is not None:
+                pse += ((preview.decode(vq, ids) * 255).round() / 255 - recon).pow(2).mean(dim=(1, 2, 3)).sum().item()
             n += x.shape[0]
         out[f"psnr_{size}"] = -10 * math.log10(max(se / n, 1e-12))
+        if preview is not None:
+            out[f"preview_psnr_{size}"] = -10 * math.log10(max(pse / n, 1e-12))
     p = counts / counts.sum()
     out["codebook_used"] = float((counts > 0).float().mean())
     out["codebook_perplexity"] = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
@@ -130,7 +135,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     results: dict = {}
     t0 = time.time()
     if a.what in ("tokenizer", "all"):
-        results["tokenizer"] = tokenizer_metrics(pipe.vq, data)
+        results["tokenizer"] = tokenizer_metrics(pipe.vq, data, preview=pipe.preview_decoder)
         print("tokenizer:", json.dumps({k: round(v, 4) for k, v in results["tokenizer"].items()}))
     if a.what in ("adherence", "all"):
         prompts = eval_prompts(data, a.count)

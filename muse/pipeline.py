@@ -23,13 +23,14 @@ from .images import ImageError, ImageLike, as_mask, as_pil, mask_to_grid, pil_to
 from .sampling import SamplerSettings, decode
 from .text import DEFAULT_TEXT_ENCODER, TextEncoder
 from .transformer import MaskedTransformer, PreparedContext, inference_dtype, native_bf16
+from .preview import PreviewDecoder
 from .vq import VQModel
 
 PIPELINE_NAME = "pipeline.json"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 # folder name -> attribute
 COMPONENTS = {"vq": "vq", "base": "base_model", "base_critic": "base_critic", "superres": "superres_model",
-              "superres_critic": "superres_critic"}
+              "superres_critic": "superres_critic", "preview": "preview_decoder"}
 MAX_IMAGES = 16  # per request: prompts x num_images
 MAX_TIMESTEPS = 256
 MAX_COND_SCALE = 100.0
@@ -178,8 +179,13 @@ class MusePipeline:
 
     def __init__(self, vq: VQModel, base: MaskedTransformer, text_encoder: Optional[TextEncoder] = None,
                  superres: Optional[MaskedTransformer] = None, base_critic: Optional[MaskedTransformer] = None,
-                 superres_critic: Optional[MaskedTransformer] = None, config: Optional[PipelineConfig] = None):
+                 superres_critic: Optional[MaskedTransformer] = None, config: Optional[PipelineConfig] = None,
+                 preview: Optional[PreviewDecoder] = None):
         self.config = config or PipelineConfig()
+        # Intermediate previews through the tiny distilled decoder when there is one (`muse.preview`);
+        # False decodes them with the full tokenizer decoder. Final images always use the full one.
+        self.preview_decoder = preview.eval() if preview else None
+        self.fast_previews = True
         self.vq, self.base_model = vq.eval(), base.eval()
         self.superres_model = superres.eval() if superres else None
         self.base_critic = base_critic.eval() if base_critic else None
@@ -192,6 +198,10 @@ class MusePipeline:
     def _check_compatible(self) -> None:
         f = self.vq.config.downsample
         k = self.vq.codebook_size
+        p = self.preview_decoder
+        if p is not None and (p.config.code_dim != self.vq.config.code_dim or p.config.downsample != f):
+            raise WeightsError(f"preview decoder (code_dim {p.config.code_dim}, downsample {p.config.downsample}) "
+                               f"does not fit the tokenizer (code_dim {self.vq.config.code_dim}, downsample {f})")
         stages = [("base", self.base_model, self.config.base_size, 0), ("base_critic", self.base_critic, self.config.base_size, 0)]
         if self.superres_model is not None:
             cond = (self.config.base_size // f) ** 2
@@ -222,12 +232,12 @@ class MusePipeline:
         return next(self.base_model.parameters()).device
 
     def to(self, device: Union[str, torch.device], dtype: Optional[torch.dtype] = None) -> "MusePipeline":
-        """Move every component to `device`; `dtype` also casts the transformers (the tokenizer stays float32)."""
+        """Move every component to `device`; `dtype` also casts the transformers (the decoders stay float32)."""
         for attr in COMPONENTS.values():
             model = getattr(self, attr)
             if model is not None:
                 model.to(device)
-                if dtype is not None and attr != "vq":
+                if dtype is not None and attr not in ("vq", "preview_decoder"):  # both tiny, kept float32
                     model.to(dtype)
         self.text_encoder.to(device)
         return self
@@ -271,7 +281,7 @@ class MusePipeline:
         parts: dict[str, Any] = {}
         for name in COMPONENTS:
             if (folder / name).is_dir():
-                model_cls = VQModel if name == "vq" else MaskedTransformer
+                model_cls = {"vq": VQModel, "preview": PreviewDecoder}.get(name, MaskedTransformer)
                 parts[name] = model_cls.from_pretrained(folder / name)
         for required in ("vq", "base"):
             if required not in parts:
@@ -336,16 +346,19 @@ class MusePipeline:
     def _render(self, ids: torch.Tensor, pred_ids: torch.Tensor, masked: torch.Tensor,
                 preview: bool = False) -> tuple[list, list]:
         """The canvas (still-masked tokens greyed) and the prediction (every still-masked token filled
-        with the model's current guess), from one decode: they are the same token grid, so previews
-        cost one tokenizer decode per step, not two.
+        with the model's current guess), from one decode: they are the same token grid.
 
-        Previews decode in bfloat16 where the device computes it natively (about 1.5x faster on CPU,
-        a difference of a few 8-bit levels); the final image always decodes in float32.
+        Previews decode with the tiny preview decoder when the pipeline has one (and fast_previews is
+        on), else with the tokenizer's decoder in bfloat16 where the device computes it natively; the
+        final image always decodes with the full decoder in float32.
         """
         filled = torch.where(masked, pred_ids, ids)
-        fast = preview and native_bf16(self.device)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=fast):
-            prediction = self.vq.decode(filled).float()  # (B, 3, H, W)
+        if preview and self.fast_previews and self.preview_decoder is not None:
+            prediction = self.preview_decoder.decode(self.vq, filled)  # (B, 3, H, W), ~1/15 of the cost
+        else:
+            fast = preview and native_bf16(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=fast):
+                prediction = self.vq.decode(filled).float()  # (B, 3, H, W)
         if not bool(masked.any()):
             images = tensor_to_pil(prediction)
             return images, images

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -183,3 +185,39 @@ def test_load_pipeline_errors(tmp_path, monkeypatch):
         load_pipeline(tmp_path)
     with pytest.raises(WeightsError):
         load_pipeline("nobody/missing-model")
+
+
+def test_previews_use_the_preview_decoder_and_the_final_image_the_full_one(tiny_pipe, tiny_weights, tmp_path,
+                                                                           monkeypatch):
+    import shutil
+
+    from muse.preview import PreviewConfig, PreviewDecoder
+
+    folder = Path(shutil.copytree(tiny_weights, tmp_path / "w"))
+    vq = tiny_pipe.vq.config
+    PreviewDecoder(PreviewConfig(code_dim=vq.code_dim, downsample=vq.downsample, hidden=8)).save_pretrained(
+        folder / "preview")
+    pipe = load_pipeline(folder, device="cpu", dtype=None)
+    assert pipe.preview_decoder is not None
+    calls = []
+    full = pipe.vq.decode
+    monkeypatch.setattr(pipe.vq, "decode", lambda ids: calls.append(ids.shape) or full(ids))
+    steps = list(pipe.stream("a cat", timesteps=3, seed=4))
+    assert len(calls) == 1 and all(s.canvas for s in steps)  # previews: preview decoder; final: the full one
+    plain = tiny_pipe("a cat", timesteps=3, seed=4)[0]  # same weights, no preview decoder
+    assert np.array_equal(np.asarray(steps[-1].canvas[0]), np.asarray(plain))  # the final image is exact
+    pipe.fast_previews = False
+    calls.clear()
+    list(pipe.stream("a cat", timesteps=3, seed=4))
+    assert len(calls) == 6  # every step through the full decoder
+
+
+def test_a_preview_decoder_that_does_not_fit_is_refused(tiny_weights, tmp_path):
+    import shutil
+
+    from muse.preview import PreviewConfig, PreviewDecoder
+
+    folder = Path(shutil.copytree(tiny_weights, tmp_path / "w"))
+    PreviewDecoder(PreviewConfig(code_dim=5, downsample=4, hidden=8)).save_pretrained(folder / "preview")
+    with pytest.raises(WeightsError, match="preview decoder"):
+        load_pipeline(folder, device="cpu")

@@ -52,6 +52,20 @@ def test_transformer_step_lowers_loss(cfg):
     assert after < before
 
 
+def test_preview_decoder_distils_towards_the_full_decoder():
+    from muse.preview import PreviewConfig, PreviewDecoder, distill_loss
+
+    torch.manual_seed(0)
+    vq = VQModel(TINY_VQ).eval()
+    ids = torch.randint(0, 32, (8, 8, 8))
+    with torch.no_grad():
+        codes, target = vq.quantizer.lookup(ids), vq.decode(ids)
+    preview = PreviewDecoder(PreviewConfig(code_dim=TINY_VQ.code_dim, downsample=TINY_VQ.downsample, hidden=16))
+    assert preview(codes).shape == target.shape == (8, 3, 32, 32)
+    before, after = _loss_drops(preview, lambda g: distill_loss(preview, codes, target), steps=10)
+    assert after < before
+
+
 def test_critic_step_lowers_loss():
     torch.manual_seed(0)
     gen = MaskedTransformer(TransformerConfig(seq_len=64, **TINY_GEN)).eval()

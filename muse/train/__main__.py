@@ -1,6 +1,7 @@
 """python -m muse.train STAGE --data data/emoji --run runs/emoji [--minutes M | --steps N] ...
 
-Stages: tokenizer, base, superres, critics, all (the four in order), export (run -> pipeline folder).
+Stages: tokenizer, tokenizer_decoder, base, superres, critics (base_critic, superres_critic), preview,
+all (tokenizer, base, superres, critics, preview in order), export (run -> pipeline folder).
 Every stage resumes from its checkpoint in the run folder. For several GPUs or machines:
   torchrun --nproc_per_node 8 -m muse.train base --device cuda ...
 """
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from . import stages
 
-STAGES = ("tokenizer", "tokenizer_decoder", "base", "superres", "base_critic", "superres_critic", "critics", "all", "export")
+STAGES = ("tokenizer", "tokenizer_decoder", "base", "superres", "base_critic", "superres_critic", "critics", "preview",
+          "all", "export")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                             minutes=a.minutes, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                             text_encoder=a.text_encoder, checkpoint_every_s=a.checkpoint_every)
     each = dict(item.split("=") for item in a.minutes_each.split(",")) if a.minutes_each else {}
-    order = {"all": ["tokenizer", "base", "superres", "base_critic", "superres_critic"],
+    order = {"all": ["tokenizer", "base", "superres", "base_critic", "superres_critic", "preview"],
              "critics": ["base_critic", "superres_critic"]}.get(a.stage, [a.stage])
     for stage in order:
         if stage in each:
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             stages.tokenize(args)
         elif stage == "tokenizer_decoder":
             stages.train_tokenizer(args, decoder_only=True)
+        elif stage == "preview":
+            stages.train_preview(args)
         else:
             stages._transformer_stage(args, stage)
     return 0

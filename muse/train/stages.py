@@ -4,6 +4,7 @@ Each stage reads the dataset and the earlier stages' results from one run folder
   run/tokenizer/checkpoint/model     run/tokens.safetensors (ids at 32 and 64 px)
   run/base/checkpoint/model          run/superres/checkpoint/model
   run/base_critic/checkpoint/model   run/superres_critic/checkpoint/model
+  run/preview/checkpoint/model       (a tiny preview decoder distilled from the tokenizer's decoder)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from ..config import TransformerConfig, VQConfig
 from ..data import CaptionedImages, load_dataset
 from ..pipeline import MusePipeline, PipelineConfig
+from ..preview import PreviewConfig, PreviewDecoder, distill_loss
 from ..data.captions import exact_name
 from ..text import DEFAULT_TEXT_ENCODER, TextEncoder
 from ..transformer import MaskedTransformer
@@ -276,19 +278,58 @@ def train_critics(args: StageArgs) -> None:
     _transformer_stage(args, "superres_critic")
 
 
+def run_tokenizer(run: Path) -> VQModel:
+    """The tokenizer a pipeline exported from this run uses (decoder fine-tuned when that stage ran)."""
+    decoder_tuned = (run / "tokenizer_decoder" / "checkpoint" / "model").is_dir()
+    return model_from_run(run, "tokenizer_decoder" if decoder_tuned else "tokenizer", VQModel)
+
+
+PREVIEW_TARGETS = 2048  # token grids whose full-decoder images are the distillation targets
+
+
+def train_preview(args: StageArgs) -> PreviewDecoder:
+    """Distil the tiny preview decoder from the run's tokenizer decoder (`muse.preview`).
+
+    Targets are the full decoder's images of the dataset's own token grids at both stages' sizes
+    (8x8 and 16x16), decoded once; batches alternate between the two sizes."""
+    dist, device = init_distributed(args.device)
+    vq = run_tokenizer(args.run).to(device).eval()
+    tokens = tokenize(args)
+    cpu_gen = torch.Generator().manual_seed(args.seed + dist.rank)
+    sets = []
+    for key in ("ids32", "ids64"):
+        ids = tokens[key][torch.randperm(len(tokens[key]), generator=cpu_gen)[:PREVIEW_TARGETS]]
+        with torch.inference_mode():
+            codes = torch.cat([vq.quantizer.lookup(ids[i:i + 256].to(device)) for i in range(0, len(ids), 256)])
+            targets = torch.cat([vq.decode(ids[i:i + 256].to(device)) for i in range(0, len(ids), 256)])
+        sets.append((codes.clone(), targets.clone()))  # out of inference mode, for autograd
+    preview = PreviewDecoder(PreviewConfig(code_dim=vq.config.code_dim, downsample=vq.config.downsample))
+    turn = [0]
+
+    def step_fn(net, generator):
+        codes, targets = sets[turn[0] % 2]
+        turn[0] += 1
+        idx = torch.randint(0, len(codes), (args.batch_size,), generator=cpu_gen)
+        loss, metrics = distill_loss(net, codes[idx], targets[idx])
+        return loss, metrics, len(idx)
+
+    return train_loop(preview, step_fn, _loop_cfg(args, "preview", 2e-3), device, dist, "preview")
+
+
 def export(run: Path, out: Path, text_encoder: str = DEFAULT_TEXT_ENCODER, defaults: Optional[dict] = None) -> Path:
     """Write a pipeline folder (what `load_pipeline` reads) from a run's latest checkpoints."""
-    decoder_tuned = (run / "tokenizer_decoder" / "checkpoint" / "model").is_dir()
-    parts = {"vq": model_from_run(run, "tokenizer_decoder" if decoder_tuned else "tokenizer", VQModel)}
+    parts = {"vq": run_tokenizer(run)}
     for name in ("base", "superres", "base_critic", "superres_critic"):
         if (run / name / "checkpoint" / "model").is_dir():
             parts[name] = model_from_run(run, name)
+    if (run / "preview" / "checkpoint" / "model").is_dir():
+        parts["preview"] = model_from_run(run, "preview", PreviewDecoder)
     config = PipelineConfig(text_encoder=text_encoder, base_size=BASE_SIZE, superres_size=SUPERRES_SIZE,
                             defaults=defaults or {})
     # Only the text encoder's width matters for the compatibility check; no need to load it here.
     stand_in = SimpleNamespace(dim=parts["base"].config.text_dim)
     pipe = MusePipeline(parts["vq"], parts["base"], stand_in, parts.get("superres"), parts.get("base_critic"),
-                        parts.get("superres_critic"), config)
+                        parts.get("superres_critic"), config, preview=parts.get("preview"))
     pipe.save_pretrained(out)
     return out
 
@@ -296,7 +337,7 @@ def export(run: Path, out: Path, text_encoder: str = DEFAULT_TEXT_ENCODER, defau
 def stage_summary(run: Path) -> dict:
     """Steps, training time and last metrics of each stage in a run (for the model card)."""
     summary = {}
-    for stage in ("tokenizer", "tokenizer_decoder", "base", "superres", "base_critic", "superres_critic"):
+    for stage in ("tokenizer", "tokenizer_decoder", "base", "superres", "base_critic", "superres_critic", "preview"):
         state = run / stage / "checkpoint" / "state.json"
         if state.is_file():
             info = json.loads(state.read_text())
@@ -307,4 +348,4 @@ def stage_summary(run: Path) -> dict:
 
 
 __all__ = ["Preset", "make_preset", "StageArgs", "train_tokenizer", "tokenize", "train_base", "train_superres",
-           "train_critics", "export", "stage_summary", "CaptionBank"]
+           "train_critics", "train_preview", "export", "stage_summary", "CaptionBank"]
