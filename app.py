@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
-import io
 import json
 import logging
 import math
@@ -138,11 +137,11 @@ class _LazyPipeline:
                     self._pipe = load_pipeline(source)
                 except WeightsError as err:
                     raise UserError(f"The model is not available ({where}): {err}. Set MUSE_WEIGHTS to a "
-                                   "model folder or a Hugging Face Hub repo id.", title="No model") from None
+                                    "model folder or a Hugging Face Hub repo id.", title="No model") from None
                 except Exception:
                     log.exception("loading the model from %s failed", where)
                     raise UserError(f"The model ({where}) could not be loaded; the server log has the details.",
-                                   title="No model") from None
+                                    title="No model") from None
                 self._source = source
                 log.info("loaded the model from %s on %s", where, self._pipe.device)
         return self._pipe
@@ -259,7 +258,7 @@ def _prompt(value: Any, name: str = "prompt", required: bool = True) -> Optional
     if not value:
         if required:
             raise UserError("Type a prompt first, for example “red heart” or “grinning face”.",
-                           title="Empty prompt")
+                            title="Empty prompt")
         return None
     return value[:MAX_PROMPT_CHARS]
 
@@ -445,13 +444,13 @@ def editor_to_image_and_mask(value: Any) -> tuple[Image.Image, Image.Image]:
             if abs(painted.width * background.height - painted.height * background.width) > \
                     max(painted.size + background.size):
                 raise UserError(f"The mask is {painted.width}x{painted.height} pixels but the image is "
-                               f"{background.width}x{background.height}: give a mask of the image's size.",
-                               title="Mask size")
+                                f"{background.width}x{background.height}: give a mask of the image's size.",
+                                title="Mask size")
             painted = painted.resize(background.size, Image.Resampling.NEAREST)
         mask |= np.asarray(painted) > 0
     if not mask.any():
         raise UserError("The mask is empty: paint over the part of the image to regenerate "
-                       "(or, from the API, send a mask layer that is white there).", title="Empty mask")
+                        "(or, from the API, send a mask layer that is white there).", title="Empty mask")
     return to_rgb(background), Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
 
 
@@ -471,7 +470,7 @@ def _user_errors(handler: Callable[..., Iterator]) -> Callable[..., Iterator]:
         except Exception as err:
             log.exception("request failed")
             raise UserError(f"Something went wrong on the server ({type(err).__name__}); the server log has the "
-                           "details. Try again, perhaps with other settings.", title="Server error") from None
+                            "details. Try again, perhaps with other settings.", title="Server error") from None
 
     return wrapper
 

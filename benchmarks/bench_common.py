@@ -128,6 +128,8 @@ def describe_pipeline(pipe) -> dict[str, Any]:
                          "parameters": sum(p.numel() for p in model.parameters()),
                          "dtype": str(next(model.parameters()).dtype).replace("torch.", "")}
     out["vq_parameters"] = sum(p.numel() for p in pipe.vq.parameters())
+    preview = getattr(pipe, "preview_decoder", None)
+    out["preview_decoder_parameters"] = sum(p.numel() for p in preview.parameters()) if preview is not None else None
     return out
 
 

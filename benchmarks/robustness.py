@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -375,7 +375,8 @@ def run_cancel(url: str, log_path: Path, repeats: int = 5, wait_updates: int = 4
             time.sleep(0.005)
         seen = len(job.outputs())
         sent, sent_perf = time.time(), time.perf_counter()
-        job.cancel()
+        job.cancel()  # returns once the server has taken the cancel
+        acked = time.time()
         nxt = client.submit(prompt="red heart", timesteps=2, superres=False, seed=1, randomize_seed=False,
                             api_name="/generate")
         while not nxt.outputs() and not nxt.done():
@@ -391,12 +392,16 @@ def run_cancel(url: str, log_path: Path, repeats: int = 5, wait_updates: int = 4
         step_s = took / max(step, 1)
         rows.append({"stopped_in_log": True, "server_step_at_stop": step, "server_step_s": step_s,
                      "stop_after_cancel_s": when - sent, "stop_after_cancel_steps": (when - sent) / step_s,
+                     "cancel_call_s": acked - sent, "stop_after_ack_s": when - acked,
+                     "stop_after_ack_steps": (when - acked) / step_s,
                      "next_request_first_update_s": first, "updates_after_cancel": len(job.outputs()) - seen})
     done = [r for r in rows if r["stopped_in_log"]]
     return {"repeats": repeats, "rows": rows, "all_stopped_in_log": len(done) == repeats,
             "median_stop_after_cancel_s": median([r["stop_after_cancel_s"] for r in done]) if done else None,
             "max_stop_after_cancel_s": max((r["stop_after_cancel_s"] for r in done), default=None),
             "max_stop_after_cancel_steps": max((r["stop_after_cancel_steps"] for r in done), default=None),
+            "median_cancel_call_s": median([r["cancel_call_s"] for r in done]) if done else None,
+            "max_stop_after_ack_steps": max((r["stop_after_ack_steps"] for r in done), default=None),
             "median_server_step_s": median([r["server_step_s"] for r in done]) if done else None,
             "median_next_request_first_update_s":
                 median([r["next_request_first_update_s"] for r in done]) if done else None}
@@ -412,44 +417,69 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--timesteps", type=int, default=12, help="steps per stage of each load-test request")
     p.add_argument("--small-queue", type=int, default=4, help="second load run with this queue size")
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "robustness.json")
+    p.add_argument("--only", choices=("fuzz", "load", "cancel", "queue"), action="append",
+                   help="run only these parts (repeatable); the others keep their figures from --out")
     a = p.parse_args(argv)
+    import json
     import tempfile
 
-    report: dict[str, Any] = {"command": command_line(), "machine": machine_info(), "versions": versions(),
-                              "weights": a.weights or "weights/ (shipped)"}
+    parts = set(a.only or ("fuzz", "load", "cancel", "queue"))
+    report: dict[str, Any] = json.loads(a.out.read_text()) if a.only and a.out.is_file() else {}
+    report.update({"command": command_line(), "machine": machine_info(), "versions": versions(),
+                   "weights": a.weights or "weights/ (shipped)"})
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        files = make_files(tmp / "files")
-        with running_app(a.weights, tmp / "app.log") as live:
-            report["fuzz"] = run_fuzz(live.url, fuzz_cases(a.fuzz, files), live.log_path)
-            write_json(a.out, report)  # each phase as it ends: a long run cut short keeps its figures
-            print(f"fuzz: {report['fuzz']['requests']} requests, {report['fuzz']['ok']} ok, "
-                  f"{report['fuzz']['clear']} clear errors, {report['fuzz']['failure']} failures")
-            report["load"] = run_load(live.url, live.pid, a.clients, a.timesteps)
-            write_json(a.out, report)
-            load = report["load"]
-            print(f"load: {load['completed']}/{load['clients']} clients completed, own images {load['all_own_images']}, "
-                  f"memory {load['rss_mb_before']:.0f} -> peak {load['rss_mb_peak']:.0f} -> "
-                  f"{load['rss_mb_after']:.0f} MiB ({(load['rss_after_over_before'] - 1) * 100:+.1f} %)")
-            report["cancel"] = run_cancel(live.url, live.log_path)
-            write_json(a.out, report)
-            c = report["cancel"]
-            print(f"cancel: decoding stopped {c['median_stop_after_cancel_s']:.3f} s after cancel (median; max "
-                  f"{c['max_stop_after_cancel_s']:.3f} s = {c['max_stop_after_cancel_steps']:.2f} steps of "
-                  f"{c['median_server_step_s']:.3f} s); next user's first step after "
-                  f"{c['median_next_request_first_update_s']:.3f} s")
-            report["server_tracebacks"] = live.log_path.read_text(errors="replace").count("Traceback")
-        with running_app(a.weights, tmp / "app-small-queue.log", env={"MUSE_QUEUE_SIZE": str(a.small_queue)}) as live:
-            report["load_small_queue"] = run_load(live.url, live.pid, a.clients, a.timesteps)
-            q = report["load_small_queue"]
-            report["load_small_queue"]["queue_size"] = a.small_queue
-            print(f"queue of {a.small_queue}: {q['completed']} completed, {q['queue_full']} told the queue is full, "
-                  f"{len(q['failures'])} failures")
+        if parts & {"fuzz", "load", "cancel"}:
+            with running_app(a.weights, tmp / "app.log") as live:
+                if "fuzz" in parts:
+                    report["fuzz"] = run_fuzz(live.url, fuzz_cases(a.fuzz, make_files(tmp / "files")), live.log_path)
+                    write_json(a.out, report)  # each part as it ends: a run cut short keeps its figures
+                if "load" in parts:
+                    report["load"] = run_load(live.url, live.pid, a.clients, a.timesteps)
+                    write_json(a.out, report)
+                if "cancel" in parts:
+                    report["cancel"] = run_cancel(live.url, live.log_path)
+                    write_json(a.out, report)
+                report["server_tracebacks"] = live.log_path.read_text(errors="replace").count("Traceback")
+        if "queue" in parts:
+            with running_app(a.weights, tmp / "app-small-queue.log",
+                             env={"MUSE_QUEUE_SIZE": str(a.small_queue)}) as live:
+                report["load_small_queue"] = {**run_load(live.url, live.pid, a.clients, a.timesteps),
+                                              "queue_size": a.small_queue}
     write_json(a.out, report)
+    print(summary(report))
     print(f"wrote {a.out}")
-    ok = (report["fuzz"]["failure"] == 0 and report["load"]["completed"] == a.clients
+    ok = (report["fuzz"]["failure"] == 0 and report["load"]["completed"] == report["load"]["clients"]
           and report["load"]["all_own_images"] and report["load"]["rss_after_over_before"] <= 1.10)
     return 0 if ok else 1
+
+
+def summary(report: dict[str, Any]) -> str:
+    """One line per part, as the script prints them."""
+    lines = []
+    if "fuzz" in report:
+        f = report["fuzz"]
+        lines.append(f"fuzz: {f['requests']} requests ({f['sent_as_raw_json_with_nan_or_infinity']} as raw JSON with "
+                     f"NaN/Infinity), {f['ok']} ok, {f['clear']} clear errors, {f['failure']} failures; "
+                     f"server tracebacks {f['server_tracebacks']}")
+    if "load" in report:
+        load = report["load"]
+        lines.append(f"load: {load['completed']}/{load['clients']} clients completed, own images "
+                     f"{load['all_own_images']}, memory {load['rss_mb_before']:.0f} -> peak {load['rss_mb_peak']:.0f} "
+                     f"-> {load['rss_mb_after']:.0f} MiB ({(load['rss_after_over_before'] - 1) * 100:+.1f} %)")
+    if "cancel" in report:
+        c = report["cancel"]
+        lines.append(f"cancel: decoding stopped {c['median_stop_after_cancel_s']:.3f} s after cancel was sent "
+                     f"(median; max {c['max_stop_after_cancel_s']:.3f} s = {c['max_stop_after_cancel_steps']:.2f} "
+                     f"steps of {c['median_server_step_s']:.3f} s), the cancel request itself taking "
+                     f"{c['median_cancel_call_s']:.3f} s; after the server took it, at most "
+                     f"{c['max_stop_after_ack_steps']:.2f} steps; next user's first step after "
+                     f"{c['median_next_request_first_update_s']:.3f} s")
+    if "load_small_queue" in report:
+        q = report["load_small_queue"]
+        lines.append(f"queue of {q['queue_size']}: {q['completed']} completed, {q['queue_full']} told the queue is "
+                     f"full, {len(q['failures'])} failures")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

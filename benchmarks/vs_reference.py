@@ -38,7 +38,6 @@ worst configuration's median ratio.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess

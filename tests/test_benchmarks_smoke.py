@@ -102,6 +102,9 @@ def test_stream_overhead_and_latency_on_a_tiny_pipeline(tiny_weights, tmp_path, 
     assert ratio > 0
     data = json.loads((tmp_path / "stream.json").read_text())
     assert data["steps"] == 8 and data["ratio"] == ratio  # 4 steps (the tiny defaults) in each of 2 stages
+    stream.main(["--weights", str(tiny_weights), "--runs", "1", "--warmup", "0", "--threads", "1", "--exact-previews",
+                 "--json", str(tmp_path / "exact.json")])
+    assert json.loads((tmp_path / "exact.json").read_text())["previews_decoded_by"] == "tokenizer decoder"
     latency = _load("latency")
     e2e, first = latency.main(["--weights", str(tiny_weights), "--runs", "1", "--warmup", "0", "--threads", "1",
                                "--json", str(tmp_path / "latency.json")])

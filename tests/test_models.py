@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from muse.config import TransformerConfig, VQConfig
+from muse.config import TransformerConfig
 from muse.guidance import GuidedCritic, GuidedLogits, guidance_context
 from muse.hub import WeightsError
 from muse.text import TextEncoder, packaged_minilm

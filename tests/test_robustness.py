@@ -88,7 +88,7 @@ def test_cancel_stops_decoding_within_a_step_and_frees_the_worker(live):
     assert report["all_stopped_in_log"], report  # the decoding generator was closed, not left running
     for row in report["rows"]:
         assert row["server_step_at_stop"] < 64
-        # The run stops at the first step boundary after the cancel reaches the server: one step, plus
-        # the cancel request's own trip (generous, against scheduling noise on a busy 2-core machine).
-        assert row["stop_after_cancel_s"] <= 2 * row["server_step_s"] + 1.0, row
-        assert row["updates_after_cancel"] <= 1
+        # The run stops at the first step boundary after the cancel reaches the server: by the time the
+        # server has answered the cancel request it has stopped, or is at most one step from it
+        # (plus 50 ms for the log's millisecond clock and scheduling on a busy 2-core machine).
+        assert row["stop_after_ack_s"] <= row["server_step_s"] + 0.05, row

@@ -29,7 +29,7 @@ from ..data.captions import exact_name
 from ..text import DEFAULT_TEXT_ENCODER, TextEncoder
 from ..transformer import MaskedTransformer
 from ..vq import VQModel
-from .loop import Dist, LoopConfig, init_distributed, train_loop
+from .loop import LoopConfig, init_distributed, train_loop
 from .losses import critic_loss, maskgit_loss, vq_loss
 
 BASE_SIZE, SUPERRES_SIZE = 32, 64
