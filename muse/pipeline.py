@@ -19,11 +19,12 @@ from PIL import Image
 
 from .guidance import GuidedCritic, GuidedLogits, guidance_context
 from .hub import MAX_CONFIG_BYTES, PathLike, WeightsError, push_folder_to_hub, resolve_folder
-from .images import ImageError, ImageLike, as_mask, as_pil, mask_to_grid, pil_to_tensor, square, tensor_to_pil, to_rgb
+from .images import (ImageError, ImageLike, as_mask, as_pil, mask_to_grid, pil_to_tensor, square, tensor_to_pil,
+                     to_rgb)
+from .preview import PreviewDecoder
 from .sampling import SamplerSettings, decode
 from .text import DEFAULT_TEXT_ENCODER, TextEncoder
 from .transformer import MaskedTransformer, PreparedContext, inference_dtype, native_bf16
-from .preview import PreviewDecoder
 from .vq import VQModel
 
 PIPELINE_NAME = "pipeline.json"

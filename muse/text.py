@@ -87,8 +87,8 @@ class TextEncoder(torch.nn.Module):
         return next(self.model.parameters()).device
 
     def _clip(self, text: str) -> str:
-        # No token is this long, so the cut never changes what the encoder sees; it bounds the
-        # tokenizer's work on a pasted book (a 100,000-character prompt costs no more than a short one).
+        # Tokens average a few characters, so 64 per token of the limit keeps far more text than the
+        # encoder reads; the cut only bounds the tokenizer's work on a pasted book.
         return text[: self.max_length * CHARS_PER_TOKEN_BOUND]
 
     def truncates(self, text: str) -> bool:
