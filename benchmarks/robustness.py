@@ -109,8 +109,8 @@ def fuzz_cases(n: int, files: dict[str, Path], seed: int = 0) -> list[Case]:
     from gradio_client import handle_file
 
     rng = random.Random(seed)
-    images = sorted(n for n in files if not n.startswith("mask"))
-    masks = sorted(n for n in files if n.startswith("mask")) + ["rgba.png", "text.png", "truncated.png"]
+    images = sorted(name for name in files if not name.startswith("mask"))
+    masks = sorted(name for name in files if name.startswith("mask")) + ["rgba.png", "text.png", "truncated.png"]
 
     def upload(name: str) -> Any:
         return handle_file(str(files[name]))
@@ -151,7 +151,7 @@ def fuzz_cases(n: int, files: dict[str, Path], seed: int = 0) -> list[Case]:
                                            "seed": [0, 2**32 - 1, 2**32], "cond_scale": [0, 1, 10, 10.01]}[name])
             else:
                 kwargs[name] = rng.choice(_weird_values(rng))
-        if kwargs.get("timesteps") in (64,) and kwargs.get("num_images") not in (None, 1):
+        if kwargs.get("timesteps") == 64 and kwargs.get("num_images") not in (None, 1):
             kwargs["num_images"] = 1  # keep the valid-but-slow corner quick enough
         cases.append(Case(endpoint, kwargs, f"{endpoint} {','.join(changed)}"))
     return cases

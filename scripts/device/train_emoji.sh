@@ -24,4 +24,5 @@ train tokenizer --minutes "$(m 2.2)" --batch-size 128 --lr 1e-3
 train base --minutes "$(m 1.8)" --batch-size 256 --lr 8e-4
 train superres --minutes "$(m 2.4)" --batch-size 256 --lr 8e-4
 train critics --minutes "$(m 0.5)" --batch-size 256 --lr 5e-4
+train preview --minutes "$(m 0.3)" --batch-size 256 --lr 2e-3
 echo "training done"
