@@ -6,6 +6,7 @@ reference's virtual environment, where neither muse nor its dependencies exist.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -65,6 +66,26 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     return info
+
+
+def model_parser(doc: str, runs: int, prompt: str, warmup_help: Optional[str] = None) -> argparse.ArgumentParser:
+    """The options every shipped-model benchmark shares: which model, how many runs, threads, device, prompt."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", help="pipeline folder or Hub repo id (default: the shipped weights/)")
+    p.add_argument("--preset", help="instead of weights: this training preset's sizes with random weights")
+    p.add_argument("--runs", type=int, default=runs)
+    p.add_argument("--warmup", type=int, default=1, help=warmup_help)
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--prompt", default=prompt)
+    return p
+
+
+def parse_model_args(p: argparse.ArgumentParser, argv: Optional[list[str]]) -> argparse.Namespace:
+    args = p.parse_args(argv)
+    if args.runs < 1 or args.warmup < 0:
+        p.error("--runs must be >= 1 and --warmup >= 0")
+    return args
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:

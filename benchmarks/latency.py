@@ -44,19 +44,9 @@ def time_stream(pipe, prompt: str, seed: int, device: str) -> tuple[float, float
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", help="pipeline folder or Hub repo id (default: the shipped weights/)")
-    p.add_argument("--preset", help="instead of weights: this training preset's sizes with random weights")
-    p.add_argument("--runs", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=1, help="untimed requests after the cold one")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--prompt", default=DEFAULT_PROMPT)
+    p = bc.model_parser(__doc__, runs=10, prompt=DEFAULT_PROMPT, warmup_help="untimed requests after the cold one")
     p.add_argument("--json", type=Path, help="default: benchmarks/results/latency_<device>.json")
-    args = p.parse_args(argv)
-    if args.runs < 1 or args.warmup < 0:
-        p.error("--runs must be >= 1 and --warmup >= 0")
+    args = bc.parse_model_args(p, argv)
     if args.json is None:
         args.json = bc.RESULTS_DIR / f"latency_{args.device.split(':')[0]}.json"
     return args

@@ -37,23 +37,13 @@ def time_preview(pipe, prompt: str, seed: int, device: str) -> tuple[float, int]
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", help="pipeline folder or Hub repo id (default: the shipped weights/)")
-    p.add_argument("--preset", help="instead of weights: this training preset's sizes with random weights")
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--prompt", default=DEFAULT_PROMPT)
+    p = bc.model_parser(__doc__, runs=5, prompt=DEFAULT_PROMPT)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--exact-previews", action="store_true",
                    help="decode every preview with the full tokenizer decoder, not the preview decoder")
     p.add_argument("--json", type=Path, help="default: results/stream_overhead.json "
                                               "(stream_overhead_exact.json with --exact-previews)")
-    args = p.parse_args(argv)
-    if args.runs < 1 or args.warmup < 0:
-        p.error("--runs must be >= 1 and --warmup >= 0")
+    args = bc.parse_model_args(p, argv)
     if args.json is None:
         args.json = bc.RESULTS_DIR / ("stream_overhead_exact.json" if args.exact_previews else "stream_overhead.json")
     return args
