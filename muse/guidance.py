@@ -35,27 +35,35 @@ def combine(out: torch.Tensor, cond_scale: float) -> torch.Tensor:
 
 
 class GuidedLogits:
-    """ids (B, N) -> guided logits (B, N, V); carries the self-conditioning embedding between steps."""
+    """ids (B, N) -> guided logits (B, N, V); carries the self-conditioning embedding between steps.
+
+    Called with positions (B, M), it returns the logits there alone, (B, M, V), computing less (see
+    `MaskedTransformer.forward`); a self-conditioned model needs every embedding, so it answers (B, N, V).
+    """
 
     def __init__(self, model: MaskedTransformer, context: PreparedContext, cond_scale: float):
         self.model, self.context, self.cond_scale = model, context, float(cond_scale)
         self.self_cond_embed: Optional[torch.Tensor] = None
+        self.repeat = 1 if self.cond_scale == 1 else 2  # guidance: conditional and unconditional rows
 
-    def _batch(self, ids: torch.Tensor) -> torch.Tensor:
-        return ids if self.cond_scale == 1 else torch.cat((ids, ids))
+    def _forward(self, ids: torch.Tensor, positions: Optional[torch.Tensor] = None,
+                 self_cond_embed: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(ids, self.context, self_cond_embed=self_cond_embed, positions=positions,
+                          repeat=self.repeat)
 
-    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
-        out, embed = self.model(self._batch(ids), self.context, self_cond_embed=self.self_cond_embed)
+    def __call__(self, ids: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.model.config.self_cond:
-            self.self_cond_embed = embed
+            out, self.self_cond_embed = self._forward(ids, self_cond_embed=self.self_cond_embed)
+        else:
+            out, _ = self._forward(ids, positions)
         return combine(out, self.cond_scale)
 
 
 class GuidedCritic(GuidedLogits):
     """ids (B, N) -> guided "this token is wrong" scores (B, N), from a TokenCritic or a self-critic head."""
 
-    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
-        out, embed = self.model(self._batch(ids), self.context)
+    def __call__(self, ids: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        out, embed = self._forward(ids)
         if self.model.config.kind == "generator":
             out = self.model.critic_scores(embed)
         return combine(out, self.cond_scale)

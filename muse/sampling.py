@@ -8,6 +8,7 @@ generator that yields one `DecodeState` per step; every random draw goes through
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
@@ -16,7 +17,8 @@ import torch
 
 from .schedules import ScheduleLike, get_schedule, num_masked
 
-LogitsFn = Callable[[torch.Tensor], torch.Tensor]  # (B, N) ids -> (B, N, V) logits
+# (B, N) ids -> (B, N, V) logits; or (ids, positions (B, M)) -> logits at those positions, (B, M, V) or (B, N, V)
+LogitsFn = Callable[..., torch.Tensor]
 CriticFn = Callable[[torch.Tensor], torch.Tensor]  # (B, N) ids -> (B, N) "this token is wrong" scores
 
 # Score of positions that cannot be remasked (known, or fixed earlier); finite so ranks stay well
@@ -59,7 +61,7 @@ class DecodeState:
     masked: torch.Tensor  # bool; still masked after this step
     revealed: torch.Tensor  # bool; fixed by this step
     scores: torch.Tensor  # float; keep scores used to choose (higher = kept)
-    pred_ids: torch.Tensor  # long; the model's sampled prediction at every position
+    pred_ids: torch.Tensor  # long; the model's sample wherever it was asked (every position masked before this step), ids elsewhere
 
 
 def gumbel_noise(shape: torch.Size | tuple, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -104,6 +106,22 @@ def select_remask(keep_scores: torch.Tensor, counts: torch.Tensor) -> torch.Tens
     return ranks < counts[:, None]
 
 
+def takes_positions(fn: Callable) -> bool:
+    """Whether `fn` can be called as fn(ids, positions)."""
+    try:
+        inspect.signature(fn).bind(None, None)
+    except (TypeError, ValueError):  # one-argument function, or a builtin without a signature
+        return False
+    return True
+
+
+def masked_positions(masked: torch.Tensor, count: int) -> torch.Tensor:
+    """The positions of a bool (B, N) grid with `count` True per row, ascending: long (B, count).
+
+    A stable sort instead of nonzero(): its output size is known, so the host never waits."""
+    return (~masked).to(torch.uint8).argsort(dim=1, stable=True)[:, :count]
+
+
 def decode(
     logits_fn: LogitsFn,
     init_ids: torch.Tensor,
@@ -117,6 +135,10 @@ def decode(
 
     Positions outside the region are known and never change; the number still masked after each
     step follows the schedule, counted from each row's region size; the last step leaves none.
+
+    Only the still-masked positions' logits are read (every region position's when
+    `can_remask_prev_masked`). A `logits_fn` taking (ids, positions) is told which, as long (B, M),
+    whenever every row has the same number masked (else positions is None), and may compute those alone.
     """
     if init_ids.shape != region.shape or init_ids.dim() != 2:
         raise ValueError(f"init_ids {tuple(init_ids.shape)} and region {tuple(region.shape)} must both be (B, N)")
@@ -132,13 +154,25 @@ def decode(
         prev = [num_masked(settings.schedule, step, total, n, p) for n, p in zip(sizes, prev)]
         count_rows.append(prev)
     counts_per_step = torch.tensor(count_rows, device=ids.device)  # (steps, B)
+    n = ids.shape[1]
+    ask_positions = takes_positions(logits_fn) and not settings.can_remask_prev_masked
 
     for step in range(total):
-        logits = logits_fn(ids).float()  # (B, N, V)
+        before = sizes if step == 0 else count_rows[step - 1]  # masked per row now, known on the host
+        positions = None
+        if ask_positions and len(set(before)) == 1 and 0 < before[0] < n:
+            positions = masked_positions(masked, before[0])  # (B, M)
+        logits = (logits_fn(ids, positions) if ask_positions else logits_fn(ids)).float()
+        if positions is not None and logits.shape[1] != positions.shape[1]:  # it answered every position
+            logits = logits.gather(1, positions[..., None].expand(-1, -1, logits.shape[-1]))
         remaining = (total - 1 - step) / total  # annealing factor, 0 at the last step
-        pred_ids = top_k_sample(logits, settings.topk_filter_thres, settings.temperature * remaining,
-                                generator)  # (B, N)
-        filled = torch.where(masked, pred_ids, ids)
+        pred = top_k_sample(logits, settings.topk_filter_thres, settings.temperature * remaining,
+                            generator)  # (B, M), or (B, N)
+        if positions is not None:
+            filled = ids.scatter(1, positions, pred)
+            pred_ids = filled
+        else:
+            filled, pred_ids = torch.where(masked, pred, ids), pred
 
         # Which positions may be masked again after this step.
         candidates = region if settings.can_remask_prev_masked else masked
@@ -148,10 +182,13 @@ def decode(
             noise = torch.rand(critic.shape, generator=generator, device=critic.device) - 0.5
             keep = -(critic + noise * settings.critic_noise_scale * remaining)
         else:
-            log_probs = logits.log_softmax(dim=-1).gather(-1, filled[..., None]).squeeze(-1)
+            chosen = pred if positions is not None else filled  # the sampled id at each logits row
+            log_probs = logits.log_softmax(dim=-1).gather(-1, chosen[..., None]).squeeze(-1)
             noise = gumbel_noise(log_probs.shape, generator, log_probs.device)
             keep = log_probs + noise * settings.choice_temperature * remaining
         keep = torch.nan_to_num(keep, nan=-NEVER_SCORE, posinf=NEVER_SCORE, neginf=-NEVER_SCORE).clamp(-NEVER_SCORE / 2, NEVER_SCORE / 2)
+        if keep.shape[1] != n:  # scores at the masked positions only: the rest are never candidates
+            keep = torch.full_like(ids, NEVER_SCORE, dtype=keep.dtype).scatter(1, positions, keep)
         keep = torch.where(candidates, keep, torch.full_like(keep, NEVER_SCORE))
 
         remask = select_remask(keep, counts_per_step[step]) & candidates

@@ -64,6 +64,43 @@ def test_batched_guidance_equals_two_passes():
         assert torch.allclose(one(ids), c, atol=1e-6)
 
 
+@pytest.mark.parametrize("depth", [1, 2])
+@pytest.mark.parametrize("self_cond", [False, True])
+def test_logits_at_positions_and_shared_first_layer_equal_the_full_forward(depth, self_cond):
+    """The sampler asks for the masked positions' logits only, and guidance runs its halves' first
+    self-attention once: both must give the full two-half forward's logits, whatever the depth,
+    with a null or a negative-prompt unconditional half, on consecutive self-conditioned steps."""
+    torch.manual_seed(0)
+    model = MaskedTransformer(TransformerConfig(seq_len=64, self_cond=self_cond, **dict(TINY_GEN, depth=depth))).eval()
+    cond, embeds, mask = _context(model)
+    null = model.prepare_context(torch.zeros_like(embeds), torch.zeros_like(mask))
+    negative, _, _ = _context(model, seed=1)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 33, (2, 64), generator=gen)
+    positions = torch.stack([torch.randperm(64, generator=gen)[:10].sort().values for _ in range(2)])
+    with torch.no_grad():
+        for scale, uncond in ((1.0, null), (3.0, null), (3.0, negative)):
+            context = guidance_context(cond, uncond, scale)
+            rows = 1 if scale == 1 else 2
+            # The plain way: every row of ids repeated for each half, every position computed.
+            plain, plain_embed = model(ids.repeat(rows, 1), context)
+            shared, shared_embed = model(ids, context, repeat=rows)
+            assert torch.allclose(shared, plain, atol=1e-5) and torch.allclose(shared_embed, plain_embed, atol=1e-5)
+            part, _ = model(ids, context, positions=positions, repeat=rows)
+            assert part.shape == (2 * rows, 10, 32)
+            assert torch.allclose(part, plain.gather(1, positions.repeat(rows, 1)[..., None].expand(-1, -1, 32)), atol=1e-5)
+
+            full_fn, part_fn = GuidedLogits(model, context, scale), GuidedLogits(model, context, scale)
+            for _ in range(2):  # the second step carries a self-conditioning embedding per half
+                full, part = full_fn(ids), part_fn(ids, positions)
+                if self_cond:  # it needs every embedding: it answers every position
+                    assert torch.allclose(part, full, atol=1e-5)
+                else:
+                    assert torch.allclose(part, full.gather(1, positions[..., None].expand(-1, -1, 32)), atol=1e-5)
+    with pytest.raises(ValueError, match="rows of ids"):
+        model(ids, guidance_context(cond, null, 3.0))  # two halves of context for one of ids
+
+
 def test_empty_context_attends_only_null_and_padding_is_ignored():
     torch.manual_seed(0)
     model = MaskedTransformer(TransformerConfig(seq_len=64, **TINY_GEN)).eval()

@@ -107,6 +107,42 @@ def test_confidence_selection_keeps_most_likely_without_noise():
         assert set(first.masked[row].nonzero().flatten().tolist()) == set((-logp[row]).topk(count).indices.tolist())
 
 
+def test_logits_fn_is_asked_for_the_masked_positions_only():
+    """A logits function taking (ids, positions) is told the still-masked positions; answering there
+    alone or everywhere gives the same ids; rows with different counts get asked for everything."""
+    base = fake_logits()
+    asked = []
+
+    def at_positions(ids, positions):
+        asked.append((ids.clone(), positions))
+        full = base(ids)
+        return full if positions is None else full.gather(1, positions[..., None].expand(-1, -1, V))
+
+    def everywhere(ids, positions=None):
+        return base(ids)
+
+    settings = SamplerSettings(timesteps=6)
+    states = list(decode(at_positions, torch.zeros(2, 64, dtype=torch.long), torch.ones(2, 64, dtype=torch.bool),
+                         MASK, settings, torch.Generator().manual_seed(3)))
+    assert asked[0][1] is None  # every position is masked: nothing to narrow
+    for ids, positions in asked[1:]:
+        assert positions.shape[1] < 64
+        for row in range(2):
+            assert positions[row].tolist() == (ids[row] == MASK).nonzero().flatten().tolist()
+    assert not states[-1].masked.any() and (states[-1].ids != MASK).all()
+    again = list(decode(everywhere, torch.zeros(2, 64, dtype=torch.long), torch.ones(2, 64, dtype=torch.bool),
+                        MASK, settings, torch.Generator().manual_seed(3)))
+    assert torch.equal(again[-1].ids, states[-1].ids)
+    for s in states:  # the prediction is the model's sample where it was asked, the ids elsewhere
+        assert ((s.pred_ids == s.ids) | s.masked | s.revealed).all()
+
+    asked.clear()
+    region = torch.ones(2, 64, dtype=torch.bool)
+    region[1, :20] = False  # rows of different sizes: one logits call covers all their positions
+    list(decode(at_positions, torch.zeros(2, 64, dtype=torch.long), region, MASK, settings, torch.Generator()))
+    assert all(positions is None for _, positions in asked)
+
+
 def test_top_k_and_temperature_zero():
     logits = torch.tensor([[1.0, 5.0, 3.0, 2.0]])
     filtered = top_k_filter(logits, 0.5)
