@@ -135,6 +135,8 @@ class _LazyPipeline:
                 where = source or "the shipped weights/ folder"
                 try:
                     self._pipe = load_pipeline(source)
+                    if os.environ.get("MUSE_COMPILE", "").strip() in ("1", "true", "yes"):
+                        self._pipe.compile()  # pays on a GPU: see muse.compiled
                 except WeightsError as err:
                     raise UserError(f"The model is not available ({where}): {err}. Set MUSE_WEIGHTS to a "
                                     "model folder or a Hugging Face Hub repo id.", title="No model") from None

@@ -78,6 +78,8 @@ def model_parser(doc: str, runs: int, prompt: str, warmup_help: Optional[str] = 
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--prompt", default=prompt)
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the transformers (the cold request and warm-up then include compiling)")
     return p
 
 
@@ -107,17 +109,20 @@ def set_threads(threads: Optional[int]) -> int:
 
 # ----- pipelines for stream_overhead.py and latency.py ------------------------------------------
 
-def load_pipeline(weights: Optional[str], preset: Optional[str], device: str, seed: int = 0):
+def load_pipeline(weights: Optional[str], preset: Optional[str], device: str, seed: int = 0,
+                  compile: bool = False):
     """The shipped model (both None), a saved pipeline folder or repo id (`weights`), or a pipeline of
     the named training preset's architecture with random weights (`preset`, e.g. "emoji": the shipped
-    model's sizes, for timing before the trained weights exist; speed does not depend on weight values)."""
+    model's sizes, for timing before the trained weights exist; speed does not depend on weight values).
+    compile: through `MusePipeline.compile`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import muse
 
     if weights is not None and preset is not None:
         raise ValueError("pass either --weights or --preset, not both")
     if preset is None:
-        return muse.load_pipeline(weights, device=device)
+        pipe = muse.load_pipeline(weights, device=device)
+        return pipe.compile() if compile else pipe
     import torch
 
     from muse.pipeline import MusePipeline, PipelineConfig
@@ -134,7 +139,8 @@ def load_pipeline(weights: Optional[str], preset: Optional[str], device: str, se
     # Saved and loaded back, so the model goes through the same loading path (device, dtype) as shipped weights.
     with tempfile.TemporaryDirectory() as folder:
         pipe.save_pretrained(folder)
-        return muse.load_pipeline(folder, device=device)
+        pipe = muse.load_pipeline(folder, device=device)
+    return pipe.compile() if compile else pipe
 
 
 def describe_pipeline(pipe) -> dict[str, Any]:
@@ -148,6 +154,9 @@ def describe_pipeline(pipe) -> dict[str, Any]:
                          "seq_len": c.seq_len, "num_tokens": c.num_tokens,
                          "parameters": sum(p.numel() for p in model.parameters()),
                          "dtype": str(next(model.parameters()).dtype).replace("torch.", "")}
+    from muse.compiled import is_compiled
+
+    out["compiled"] = is_compiled(pipe.base_model)
     out["vq_parameters"] = sum(p.numel() for p in pipe.vq.parameters())
     preview = getattr(pipe, "preview_decoder", None)
     out["preview_decoder_parameters"] = sum(p.numel() for p in preview.parameters()) if preview is not None else None

@@ -64,7 +64,7 @@ def main(argv: Optional[list[str]] = None) -> tuple[float, float]:
     args = parse_args(argv)
     threads = bc.set_threads(args.threads)
     t0 = time.perf_counter()
-    pipe = bc.load_pipeline(args.weights, args.preset, args.device)
+    pipe = bc.load_pipeline(args.weights, args.preset, args.device, compile=args.compile)
     bc.sync(args.device)
     load_s = time.perf_counter() - t0
     cold_s = bc.time_final(pipe, args.prompt, 0, args.device)

@@ -52,7 +52,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None) -> float:
     args = parse_args(argv)
     threads = bc.set_threads(args.threads)
-    pipe = bc.load_pipeline(args.weights, args.preset, args.device)
+    pipe = bc.load_pipeline(args.weights, args.preset, args.device, compile=args.compile)
     if args.exact_previews:
         pipe.fast_previews = False
     decoder = "tokenizer decoder" if pipe.preview_decoder is None or not pipe.fast_previews else "preview decoder"

@@ -19,6 +19,8 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gif", type=Path, help="also save an animated GIF of every decoding step")
     p.add_argument("--weights", help="model folder or Hub repo id (default: the shipped weights/)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the transformers (pays on a GPU; "
+                   "the first run compiles for about a minute)")
     p.add_argument("--negative-prompt")
     p.add_argument("--seed", type=int)
     p.add_argument("--timesteps", type=int)
@@ -77,6 +79,8 @@ def run(a: argparse.Namespace) -> list[Path]:
     _check_outputs(a)
     GenerationSettings(**kwargs)  # fail fast, before the model loads
     pipe = load_pipeline(a.weights, device=a.device)
+    if a.compile:
+        pipe.compile()
     previews = a.gif is not None
     if a.command == "generate":
         steps = pipe.stream(a.prompt, negative_prompt=a.negative_prompt, previews=previews, **kwargs)

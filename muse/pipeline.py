@@ -17,6 +17,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import torch
 from PIL import Image
 
+from .compiled import compile_forward
 from .guidance import GuidedCritic, GuidedLogits, guidance_context
 from .hub import MAX_CONFIG_BYTES, PathLike, WeightsError, push_folder_to_hub, resolve_folder
 from .images import (ImageError, ImageLike, as_mask, as_pil, mask_to_grid, pil_to_tensor, square, tensor_to_pil,
@@ -241,6 +242,16 @@ class MusePipeline:
                 if dtype is not None and attr not in ("vq", "preview_decoder"):  # both tiny, kept float32
                     model.to(dtype)
         self.text_encoder.to(device)
+        return self
+
+    def compile(self, backend: Any = "inductor", mode: Optional[str] = None) -> "MusePipeline":
+        """Run the transformers through `torch.compile` (see `muse.compiled`): worth it on a GPU, not
+        measured to pay on a CPU. The first request of each new shape compiles (about a minute per
+        model on a 2-core CPU); a compilation failure falls back to eager with a warning."""
+        for attr in ("base_model", "superres_model", "base_critic", "superres_critic"):
+            model = getattr(self, attr)
+            if model is not None:
+                compile_forward(model, backend=backend, mode=mode)
         return self
 
     def save_pretrained(self, folder: PathLike) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,12 @@ import torch
 from PIL import Image
 
 from muse import load_pipeline
+from muse.compiled import is_compiled
 from muse.hub import WeightsError
 from muse.images import mask_to_grid, pil_to_tensor
 from muse.transformer import MaskedTransformer, inference_dtype
+
+from .conftest import make_tiny_pipeline
 
 
 def test_stream_yields_every_step_of_both_stages(tiny_pipe):
@@ -221,3 +225,27 @@ def test_a_preview_decoder_that_does_not_fit_is_refused(tiny_weights, tmp_path):
     PreviewDecoder(PreviewConfig(code_dim=5, downsample=4, hidden=8)).save_pretrained(folder / "preview")
     with pytest.raises(WeightsError, match="preview decoder"):
         load_pipeline(folder, device="cpu")
+
+
+def _broken_backend(graph, example_inputs):
+    raise RuntimeError("no C++ compiler here")
+
+
+def test_compiled_pipeline_matches_eager_and_falls_back_when_it_cannot_compile(text_encoder, caplog):
+    """`pipe.compile()` changes no image; a backend that fails leaves a warning and the eager model.
+    (The "eager" backend traces with dynamo without generating code: the inductor compile itself
+    takes a minute on this CPU.)"""
+    want = [np.asarray(im) for im in make_tiny_pipeline(text_encoder)(["red heart", "cat"], seed=3, timesteps=4)]
+    traced = make_tiny_pipeline(text_encoder).compile(backend="eager")
+    assert is_compiled(traced.base_model) and is_compiled(traced.superres_critic)
+    for _ in range(2):  # the second request runs the traced graphs
+        got = traced(["red heart", "cat"], seed=3, timesteps=4)
+        assert all(np.array_equal(np.asarray(g), w) for g, w in zip(got, want))
+
+    broken = make_tiny_pipeline(text_encoder).compile(backend=_broken_backend)
+    with caplog.at_level(logging.WARNING, logger="muse.compiled"):
+        got = broken(["red heart", "cat"], seed=3, timesteps=4)
+    assert all(np.array_equal(np.asarray(g), w) for g, w in zip(got, want))
+    assert "torch.compile failed, running eagerly" in caplog.text and "no C++ compiler" in caplog.text
+    with pytest.raises(ValueError, match="expected 64 tokens"):  # the model's own errors still reach the caller
+        broken.base_model(torch.zeros(1, 5, dtype=torch.long), None)
