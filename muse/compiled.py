@@ -11,6 +11,7 @@ import logging
 from typing import Any, Callable, Optional
 
 import torch
+import torch._dynamo
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,21 @@ class CompiledForward:
         return self.eager(*args, **kwargs)
 
 
+# Dynamo's cache limit is per code object, and every transformer of every pipeline in the process
+# shares `MaskedTransformer.forward`, each with a few variants (guidance or not, positions or not).
+# Past the limit (8 by default) dynamo runs eagerly without saying so: a second compiled pipeline did.
+RECOMPILE_LIMIT = 64
+
+
 def compile_forward(module: nn.Module, backend: Any = "inductor", mode: Optional[str] = None) -> nn.Module:
     """Route `module`'s calls through a compiled forward (in place; weights and state dict unchanged)."""
     if isinstance(module.__dict__.get("forward"), CompiledForward):
         return module  # already compiled
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):  # the name changed between torch versions
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
+            break
     module.forward = CompiledForward(module, backend=backend, mode=mode)
     return module
 

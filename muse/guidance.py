@@ -63,7 +63,8 @@ class GuidedCritic(GuidedLogits):
     """ids (B, N) -> guided "this token is wrong" scores (B, N), from a TokenCritic or a self-critic head."""
 
     def __call__(self, ids: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
-        out, embed = self._forward(ids)
+        """ids (B, N) -> scores (B, N), or (B, M) at positions (B, M)."""
+        out, embed = self._forward(ids, positions)
         if self.model.config.kind == "generator":
             out = self.model.critic_scores(embed)
         return combine(out, self.cond_scale)

@@ -19,7 +19,7 @@ from .schedules import ScheduleLike, get_schedule, num_masked
 
 # (B, N) ids -> (B, N, V) logits; or (ids, positions (B, M)) -> logits at those positions, (B, M, V) or (B, N, V)
 LogitsFn = Callable[..., torch.Tensor]
-CriticFn = Callable[[torch.Tensor], torch.Tensor]  # (B, N) ids -> (B, N) "this token is wrong" scores
+CriticFn = Callable[..., torch.Tensor]  # (B, N) ids -> (B, N) "this token is wrong" scores; positions as LogitsFn
 
 # Score of positions that cannot be remasked (known, or fixed earlier); finite so ranks stay well
 # defined. Candidate scores are clamped to +-NEVER_SCORE / 2, so anything above that is this marker.
@@ -138,7 +138,8 @@ def decode(
 
     Only the still-masked positions' logits are read (every region position's when
     `can_remask_prev_masked`). A `logits_fn` taking (ids, positions) is told which, as long (B, M),
-    whenever every row has the same number masked (else positions is None), and may compute those alone.
+    whenever every row has the same number masked (else positions is None), and may compute those alone;
+    so is a `critic_fn` taking (ids, positions), whose scores are read at the same positions.
     """
     if init_ids.shape != region.shape or init_ids.dim() != 2:
         raise ValueError(f"init_ids {tuple(init_ids.shape)} and region {tuple(region.shape)} must both be (B, N)")
@@ -156,6 +157,7 @@ def decode(
     counts_per_step = torch.tensor(count_rows, device=ids.device)  # (steps, B)
     n = ids.shape[1]
     ask_positions = takes_positions(logits_fn) and not settings.can_remask_prev_masked
+    critic_positions = critic_fn is not None and takes_positions(critic_fn)
 
     for step in range(total):
         before = sizes if step == 0 else count_rows[step - 1]  # masked per row now, known on the host
@@ -178,7 +180,10 @@ def decode(
         candidates = region if settings.can_remask_prev_masked else masked
         # The last step reveals every remaining position whatever the scores: no critic pass for it.
         if critic_fn is not None and step < total - 1:
-            critic = critic_fn(filled).float()  # (B, N), higher = more likely wrong
+            # Higher = more likely wrong; read at the candidates only, so asked there alone when it can be.
+            critic = (critic_fn(filled, positions) if critic_positions else critic_fn(filled)).float()
+            if positions is not None and critic.shape[1] != positions.shape[1]:  # (B, N): read the (B, M)
+                critic = critic.gather(1, positions)
             noise = torch.rand(critic.shape, generator=generator, device=critic.device) - 0.5
             keep = -(critic + noise * settings.critic_noise_scale * remaining)
         else:

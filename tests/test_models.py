@@ -146,6 +146,15 @@ def test_critic_and_self_critic_heads():
         first = fn(ids)
         assert fn.self_cond_embed is not None and not torch.allclose(first, fn(ids))  # self-conditioning used
 
+        # At the positions the sampler reads, with guidance: the full scores there.
+        positions = torch.tensor([[0, 5, 9, 63], [1, 2, 3, 40]])
+        for model in (critic, gen):
+            cond, embeds, mask = _context(model)
+            null = model.prepare_context(torch.zeros_like(embeds), torch.zeros_like(mask))
+            fn = GuidedCritic(model, guidance_context(cond, null, 3.0), 3.0)
+            full, part = fn(ids), fn(ids, positions)
+            assert part.shape == (2, 4) and torch.allclose(part, full.gather(1, positions), atol=1e-5)
+
 
 def test_text_encoder_loads_packaged_minilm_offline_and_masks_padding(text_encoder, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -236,12 +236,15 @@ def test_compiled_pipeline_matches_eager_and_falls_back_when_it_cannot_compile(t
     (The "eager" backend traces with dynamo without generating code: the inductor compile itself
     takes a minute on this CPU.)"""
     want = [np.asarray(im) for im in make_tiny_pipeline(text_encoder)(["red heart", "cat"], seed=3, timesteps=4)]
+    torch.compiler.reset()
     traced = make_tiny_pipeline(text_encoder).compile(backend="eager")
     assert is_compiled(traced.base_model) and is_compiled(traced.superres_critic)
     for _ in range(2):  # the second request runs the traced graphs
         got = traced(["red heart", "cat"], seed=3, timesteps=4)
         assert all(np.array_equal(np.asarray(g), w) for g, w in zip(got, want))
 
+    # A second compiled pipeline in the same process shares the forward's code, and so dynamo's
+    # cache for it: past its default limit this one would run eagerly, its backend never called.
     broken = make_tiny_pipeline(text_encoder).compile(backend=_broken_backend)
     with caplog.at_level(logging.WARNING, logger="muse.compiled"):
         got = broken(["red heart", "cat"], seed=3, timesteps=4)
@@ -249,3 +252,4 @@ def test_compiled_pipeline_matches_eager_and_falls_back_when_it_cannot_compile(t
     assert "torch.compile failed, running eagerly" in caplog.text and "no C++ compiler" in caplog.text
     with pytest.raises(ValueError, match="expected 64 tokens"):  # the model's own errors still reach the caller
         broken.base_model(torch.zeros(1, 5, dtype=torch.long), None)
+    torch.compiler.reset()

@@ -97,6 +97,32 @@ def test_critic_with_zero_noise_remasks_highest_scored():
         top = set(critic_scores[row].topk(count).indices.tolist())
         assert set(first.masked[row].nonzero().flatten().tolist()) == top
 
+    # A critic taking (ids, positions) is asked for the candidates' scores alone, and answering there
+    # or everywhere chooses the same tokens.
+    asked = []
+
+    def at_positions(ids, positions):
+        asked.append((ids.clone(), positions))
+        full = critic_scores.expand(ids.shape[0], -1)
+        return full if positions is None else full.gather(1, positions)
+
+    def logits_at(ids, positions):
+        full = fake_logits()(ids)
+        return full if positions is None else full.gather(1, positions[..., None].expand(-1, -1, V))
+
+    def decode_with(critic):
+        init, region = torch.zeros(2, 64, dtype=torch.long), torch.ones(2, 64, dtype=torch.bool)
+        return list(decode(logits_at, init, region, MASK, settings, torch.Generator().manual_seed(0), critic))
+
+    narrow = decode_with(at_positions)
+    wide = decode_with(lambda ids, positions=None: critic_scores.expand(ids.shape[0], -1))
+    assert [torch.equal(a.ids, b.ids) for a, b in zip(narrow, wide)] == [True] * 4
+    assert asked[0][1] is None and len(asked) == 3  # first step: every position; none on the last
+    for (ids, positions), state in zip(asked[1:], narrow):
+        # the critic sees the filled grid; it is asked at the positions masked before this step
+        assert positions.shape[1] == int(state.masked[0].sum())
+        assert all(set(positions[row].tolist()) == set(state.masked[row].nonzero().flatten().tolist()) for row in range(2))
+
 
 def test_confidence_selection_keeps_most_likely_without_noise():
     settings = SamplerSettings(timesteps=4, choice_temperature=0.0, temperature=0.0)
