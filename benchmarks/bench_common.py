@@ -68,7 +68,11 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def model_parser(doc: str, runs: int, prompt: str, warmup_help: Optional[str] = None) -> argparse.ArgumentParser:
+DEFAULT_PROMPT = "a smiling face with heart eyes"  # the shipped-model benchmarks' request
+
+
+def model_parser(doc: str, runs: int, prompt: str = DEFAULT_PROMPT,
+                 warmup_help: Optional[str] = None) -> argparse.ArgumentParser:
     """The options every shipped-model benchmark shares: which model, how many runs, threads, device, prompt."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", help="pipeline folder or Hub repo id (default: the shipped weights/)")

@@ -25,8 +25,6 @@ from typing import Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
 
-DEFAULT_PROMPT = "a smiling face with heart eyes"
-
 
 def time_stream(pipe, prompt: str, seed: int, device: str) -> tuple[float, float, int]:
     """(seconds to the first decoded preview, seconds to the end of the stream, steps)."""
@@ -44,7 +42,7 @@ def time_stream(pipe, prompt: str, seed: int, device: str) -> tuple[float, float
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = bc.model_parser(__doc__, runs=10, prompt=DEFAULT_PROMPT, warmup_help="untimed requests after the cold one")
+    p = bc.model_parser(__doc__, runs=10, warmup_help="untimed requests after the cold one")
     p.add_argument("--json", type=Path, help="default: benchmarks/results/latency_<device>.json")
     args = bc.parse_model_args(p, argv)
     if args.json is None:

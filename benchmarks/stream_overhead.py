@@ -22,8 +22,6 @@ from typing import Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
 
-DEFAULT_PROMPT = "a smiling face with heart eyes"
-
 
 def time_preview(pipe, prompt: str, seed: int, device: str) -> tuple[float, int]:
     """Seconds for a fully consumed preview stream, and the number of steps it yielded."""
@@ -37,7 +35,7 @@ def time_preview(pipe, prompt: str, seed: int, device: str) -> tuple[float, int]
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = bc.model_parser(__doc__, runs=5, prompt=DEFAULT_PROMPT)
+    p = bc.model_parser(__doc__, runs=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--exact-previews", action="store_true",
                    help="decode every preview with the full tokenizer decoder, not the preview decoder")
