@@ -3,7 +3,7 @@
     python app.py    # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override)
 
 The model comes from MUSE_WEIGHTS (a folder or a Hub repo id; unset = the shipped `weights/`),
-loaded on the first request, never at import. Three streamed endpoints share one worker:
+loaded on the first request, never at import; MUSE_COMPILE=1 compiles its transformers (for a GPU). Three streamed endpoints share one worker:
 `/generate` (text to image), `/inpaint` and `/superres`, with parameters named like
 `MusePipeline.stream`. Every input is validated here and problems come back as `gr.Error`
 messages; server-side failures are logged, never shown as a stack trace.

@@ -244,6 +244,9 @@ def worker(side: str, threads: int, settings: dict[str, Any], dtype: str) -> Non
         if req["op"] == "quit":
             break
         batch, critic = int(req["batch"]), bool(req["critic"])
+        if req["op"] == "flops":
+            reply.write(json.dumps({"ok": True, "flops": count_flops(runner, batch, critic)}) + "\n")
+            continue
         t0, c0 = time.perf_counter(), time.process_time()
         ids = runner.generate(batch, critic)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -252,6 +255,24 @@ def worker(side: str, threads: int, settings: dict[str, Any], dtype: str) -> Non
         embeds = text_embeddings(batch, settings)
         reply.write(json.dumps({"ok": ok, "wall": wall, "cpu": cpu, "shape": list(ids.shape),
                                 "embeds_checksum": float(embeds.double().sum())}) + "\n")
+
+
+def count_flops(runner, batch: int, critic: bool) -> dict[str, float]:
+    """Floating-point operations of one `generate`, by operator (torch's FlopCounterMode: matmuls and
+    attention; elementwise work is not counted). Its formula for fused attention is registered for the
+    CPU kernel too, which it lacks."""
+    from torch.utils import flop_counter as fc
+
+    mapping = {}
+    import torch
+
+    cpu_flash = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)  # keyed by packet
+    if cpu_flash is not None:
+        mapping[cpu_flash] = lambda query, key, value, *args, out_shape=None, **kwargs: \
+            fc.sdpa_flop_count(query, key, value)
+    with fc.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        runner.generate(batch, critic)
+    return {str(op): float(n) for op, n in counter.get_flop_counts()["Global"].items()}
 
 
 class Worker:
@@ -282,8 +303,8 @@ class Worker:
             raise RuntimeError(f"the {self.side} worker exited (code {self.proc.poll()}):\n{tail}")
         return json.loads(line)
 
-    def run(self, batch: int, critic: bool) -> dict[str, Any]:
-        self.proc.stdin.write(json.dumps({"op": "run", "batch": batch, "critic": critic}) + "\n")
+    def run(self, batch: int, critic: bool, op: str = "run") -> dict[str, Any]:
+        self.proc.stdin.write(json.dumps({"op": op, "batch": batch, "critic": critic}) + "\n")
         self.proc.stdin.flush()
         out = self._read()
         if not out["ok"]:
@@ -373,6 +394,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return args
 
 
+def gflop(flops: dict[str, float]) -> float:
+    return sum(flops.values()) / 1e9
+
+
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     s = default_settings()
     for key in s:
@@ -421,9 +446,12 @@ def main(argv: Optional[list[str]] = None) -> float:
             if len(checksums) != 1:
                 raise RuntimeError(f"the two sides used different text embeddings: {checksums}")
             ref, ours = bc.summary(times["reference"]), bc.summary(times["ours"])
+            # Counted after the timed runs, in a run of their own: counting slows a run down.
+            flops = {side: workers[side].run(batch, critic, op="flops")["flops"] for side in workers}
             row = {"batch": batch, "critic": critic, "reference_s": ref, "ours_s": ours,
                    "reference_cpu_s": bc.summary(cpu["reference"]), "ours_cpu_s": bc.summary(cpu["ours"]),
-                   "ratio": ours["median"] / ref["median"]}
+                   "ratio": ours["median"] / ref["median"], "reference_flops": flops["reference"],
+                   "ours_flops": flops["ours"]}
             results.append(row)
             print(f"batch {batch} critic {'on ' if critic else 'off'}: reference {ref['median']:.3f}s "
                   f"ours {ours['median']:.3f}s ratio {row['ratio']:.3f}", file=sys.stderr)
@@ -433,13 +461,16 @@ def main(argv: Optional[list[str]] = None) -> float:
 
     # CPU seconds are shown beside wall-clock ones: on a busy machine they are the steadier of the two.
     header = ["batch", "critic", "reference s (min-max)", "ours s (min-max)", "ours/reference",
-              "cpu s ref / ours", "cpu ratio"]
+              "cpu s ref / ours", "cpu ratio", "GFLOP ref / ours", "GFLOP/s ref / ours"]
     rows = [[r["batch"], "on" if r["critic"] else "off",
              f"{r['reference_s']['median']:.3f} ({r['reference_s']['min']:.3f}-{r['reference_s']['max']:.3f})",
              f"{r['ours_s']['median']:.3f} ({r['ours_s']['min']:.3f}-{r['ours_s']['max']:.3f})",
              f"{r['ratio']:.3f}",
              f"{r['reference_cpu_s']['median']:.3f} / {r['ours_cpu_s']['median']:.3f}",
-             f"{r['ours_cpu_s']['median'] / r['reference_cpu_s']['median']:.3f}"] for r in results]
+             f"{r['ours_cpu_s']['median'] / r['reference_cpu_s']['median']:.3f}",
+             f"{gflop(r['reference_flops']):.1f} / {gflop(r['ours_flops']):.1f}",
+             f"{gflop(r['reference_flops']) / r['reference_s']['median']:.0f} / "
+             f"{gflop(r['ours_flops']) / r['ours_s']['median']:.0f}"] for r in results]
     worst = max(r["ratio"] for r in results)
     s = settings
     print(f"\n{s['grid']}x{s['grid']} tokens, vocabulary {s['num_tokens']}, dim {s['dim']}, depth {s['depth']}, "

@@ -304,13 +304,12 @@ class MaskedTransformer(nn.Module, PretrainedMixin):
                 x, repeat = x.repeat(repeat, 1, 1), 1
                 positions = positions.repeat(context.batch // b, 1) if positions is not None else None
             x = x + self.self_cond_to_init_embed(self_cond_embed if self_cond_embed is not None else torch.zeros_like(x))
-        last = len(self.blocks) - 1
         for i, (block, kv) in enumerate(zip(self.blocks, context.kv)):
-            rows = positions
-            if i == last and positions is not None and i > 0 and repeat > 1:
-                rows = positions.repeat(repeat, 1)  # the blocks were repeated in the first layer
-            x = block(x, kv, context.mask, context.null_rows, positions=rows if i == last else None,
-                      repeat=repeat if i == 0 else 1)
+            first, last = i == 0, i == len(self.blocks) - 1
+            rows = None
+            if last and positions is not None:  # past the first block, x holds the repeated rows
+                rows = positions if first or repeat == 1 else positions.repeat(repeat, 1)
+            x = block(x, kv, context.mask, context.null_rows, positions=rows, repeat=repeat if first else 1)
         embed = self.norm(x)
         out = self.to_logits(embed)
         if self.config.kind == "critic":
