@@ -156,7 +156,8 @@ def decode(
         count_rows.append(prev)
     counts_per_step = torch.tensor(count_rows, device=ids.device)  # (steps, B)
     n = ids.shape[1]
-    ask_positions = takes_positions(logits_fn) and not settings.can_remask_prev_masked
+    logits_takes_positions = takes_positions(logits_fn)
+    ask_positions = logits_takes_positions and not settings.can_remask_prev_masked
     critic_positions = critic_fn is not None and takes_positions(critic_fn)
 
     for step in range(total):
@@ -164,7 +165,7 @@ def decode(
         positions = None
         if ask_positions and len(set(before)) == 1 and 0 < before[0] < n:
             positions = masked_positions(masked, before[0])  # (B, M)
-        logits = (logits_fn(ids, positions) if ask_positions else logits_fn(ids)).float()
+        logits = (logits_fn(ids, positions) if logits_takes_positions else logits_fn(ids)).float()
         if positions is not None and logits.shape[1] != positions.shape[1]:  # it answered every position
             logits = logits.gather(1, positions[..., None].expand(-1, -1, logits.shape[-1]))
         remaining = (total - 1 - step) / total  # annealing factor, 0 at the last step

@@ -168,6 +168,11 @@ def test_logits_fn_is_asked_for_the_masked_positions_only():
     list(decode(at_positions, torch.zeros(2, 64, dtype=torch.long), region, MASK, settings, torch.Generator()))
     assert all(positions is None for _, positions in asked)
 
+    asked.clear()  # tokens fixed earlier may be masked again: their logits are read too
+    list(decode(at_positions, torch.zeros(2, 64, dtype=torch.long), torch.ones(2, 64, dtype=torch.bool), MASK,
+                SamplerSettings(timesteps=6, can_remask_prev_masked=True), torch.Generator()))
+    assert len(asked) == 6 and all(positions is None for _, positions in asked)
+
 
 def test_top_k_and_temperature_zero():
     logits = torch.tensor([[1.0, 5.0, 3.0, 2.0]])
