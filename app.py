@@ -3,8 +3,9 @@
     python app.py    # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override)
 
 The model comes from MUSE_WEIGHTS (a folder or a Hub repo id; unset = the shipped `weights/`),
-loaded on the first request, never at import; MUSE_COMPILE=1 compiles its transformers (for a GPU). Three streamed endpoints share one worker:
-`/generate` (text to image), `/inpaint` and `/superres`, with parameters named like
+loaded on the first request, never at import; MUSE_COMPILE=1 compiles its transformers (meant for a
+GPU). Three streamed endpoints share one worker: `/generate` (text to image), `/inpaint` and
+`/superres`, with parameters named like
 `MusePipeline.stream`. Every input is validated here and problems come back as `gr.Error`
 messages; server-side failures are logged, never shown as a stack trace.
 """
@@ -136,7 +137,7 @@ class _LazyPipeline:
                 try:
                     self._pipe = load_pipeline(source)
                     if os.environ.get("MUSE_COMPILE", "").strip() in ("1", "true", "yes"):
-                        self._pipe.compile()  # pays on a GPU: see muse.compiled
+                        self._pipe.compile()  # meant for a GPU: see muse.compiled
                 except WeightsError as err:
                     raise UserError(f"The model is not available ({where}): {err}. Set MUSE_WEIGHTS to a "
                                     "model folder or a Hugging Face Hub repo id.", title="No model") from None

@@ -261,11 +261,10 @@ def count_flops(runner, batch: int, critic: bool) -> dict[str, float]:
     """Floating-point operations of one `generate`, by operator (torch's FlopCounterMode: matmuls and
     attention; elementwise work is not counted). Its formula for fused attention is registered for the
     CPU kernel too, which it lacks."""
+    import torch
     from torch.utils import flop_counter as fc
 
     mapping = {}
-    import torch
-
     cpu_flash = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)  # keyed by packet
     if cpu_flash is not None:
         mapping[cpu_flash] = lambda query, key, value, *args, out_shape=None, **kwargs: \

@@ -19,8 +19,8 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gif", type=Path, help="also save an animated GIF of every decoding step")
     p.add_argument("--weights", help="model folder or Hub repo id (default: the shipped weights/)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the transformers (pays on a GPU; "
-                   "the first run compiles for about a minute)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the transformers (meant for a GPU; "
+                   "compiling takes about a minute)")
     p.add_argument("--negative-prompt")
     p.add_argument("--seed", type=int)
     p.add_argument("--timesteps", type=int)

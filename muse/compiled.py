@@ -1,8 +1,9 @@
 """Opt-in `torch.compile` of the transformers' forward, falling back to eager when it cannot compile.
 
-Where it pays: a GPU, whose steps are bound by kernel launches that compiled graphs fuse. On the
-CPU it was measured not to (`benchmarks/README.md`): the shipped model's matmuls dominate, and
-compiling costs about a minute per model. So it is off by default everywhere.
+Meant for a GPU, where a small model's steps are bound by kernel launches that compiled graphs fuse
+(not measured yet: no GPU has been lent to this project). On the CPU it was measured not to pay
+(`benchmarks/README.md`): matmuls dominate, and compiling the shipped pipeline took 70 s. So it is
+off by default everywhere.
 """
 
 from __future__ import annotations

@@ -245,9 +245,9 @@ class MusePipeline:
         return self
 
     def compile(self, backend: Any = "inductor", mode: Optional[str] = None) -> "MusePipeline":
-        """Run the transformers through `torch.compile` (see `muse.compiled`): worth it on a GPU, not
-        measured to pay on a CPU. The first request of each new shape compiles (about a minute per
-        model on a 2-core CPU); a compilation failure falls back to eager with a warning."""
+        """Run the transformers through `torch.compile` (see `muse.compiled`): meant for a GPU; on a CPU
+        it was measured not to pay. The first request compiles (70 s for the shipped pipeline on a
+        2-core CPU); a compilation failure falls back to eager with a warning."""
         for attr in ("base_model", "superres_model", "base_critic", "superres_critic"):
             model = getattr(self, attr)
             if model is not None:
