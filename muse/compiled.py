@@ -12,7 +12,6 @@ import logging
 from typing import Any, Callable, Optional
 
 import torch
-import torch._dynamo
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,8 @@ class CompiledForward:
                 return self.compiled(*args, **kwargs)
             except _compile_errors() as err:
                 self.error = err
-                cause = getattr(err, "inner_exception", None) or err.__cause__ or err  # dynamo wraps the backend's error
+                # dynamo wraps the backend's own error
+                cause = getattr(err, "inner_exception", None) or err.__cause__ or err
                 log.warning("torch.compile failed, running eagerly: %s: %s", type(cause).__name__,
                             (str(cause).strip().splitlines() or [""])[0])
         return self.eager(*args, **kwargs)
@@ -62,6 +62,8 @@ def compile_forward(module: nn.Module, backend: Any = "inductor", mode: Optional
     """Route `module`'s calls through a compiled forward (in place; weights and state dict unchanged)."""
     if isinstance(module.__dict__.get("forward"), CompiledForward):
         return module  # already compiled
+    import torch._dynamo  # here, not at import: it adds over a second to `import muse`
+
     config = torch._dynamo.config
     for name in ("recompile_limit", "cache_size_limit"):  # the name changed between torch versions
         if hasattr(config, name):

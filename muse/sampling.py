@@ -61,7 +61,8 @@ class DecodeState:
     masked: torch.Tensor  # bool; still masked after this step
     revealed: torch.Tensor  # bool; fixed by this step
     scores: torch.Tensor  # float; keep scores used to choose (higher = kept)
-    pred_ids: torch.Tensor  # long; the model's sample wherever it was asked (every position masked before this step), ids elsewhere
+    # long; the model's sample wherever it was asked (every position masked before this step), ids elsewhere
+    pred_ids: torch.Tensor
 
 
 def gumbel_noise(shape: torch.Size | tuple, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -113,6 +114,12 @@ def takes_positions(fn: Callable) -> bool:
     except (TypeError, ValueError):  # one-argument function, or a builtin without a signature
         return False
     return True
+
+
+def gather_positions(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """x (B, N, ...) at positions (B, M) -> (B, M, ...)."""
+    index = positions.view(*positions.shape, *(1,) * (x.dim() - 2)).expand(-1, -1, *x.shape[2:])
+    return x.gather(1, index)
 
 
 def masked_positions(masked: torch.Tensor, count: int) -> torch.Tensor:
@@ -167,13 +174,12 @@ def decode(
             positions = masked_positions(masked, before[0])  # (B, M)
         logits = (logits_fn(ids, positions) if logits_takes_positions else logits_fn(ids)).float()
         if positions is not None and logits.shape[1] != positions.shape[1]:  # it answered every position
-            logits = logits.gather(1, positions[..., None].expand(-1, -1, logits.shape[-1]))
+            logits = gather_positions(logits, positions)
         remaining = (total - 1 - step) / total  # annealing factor, 0 at the last step
         pred = top_k_sample(logits, settings.topk_filter_thres, settings.temperature * remaining,
                             generator)  # (B, M), or (B, N)
         if positions is not None:
-            filled = ids.scatter(1, positions, pred)
-            pred_ids = filled
+            filled = pred_ids = ids.scatter(1, positions, pred)
         else:
             filled, pred_ids = torch.where(masked, pred, ids), pred
 
@@ -184,7 +190,7 @@ def decode(
             # Higher = more likely wrong; read at the candidates only, so asked there alone when it can be.
             critic = (critic_fn(filled, positions) if critic_positions else critic_fn(filled)).float()
             if positions is not None and critic.shape[1] != positions.shape[1]:  # (B, N): read the (B, M)
-                critic = critic.gather(1, positions)
+                critic = gather_positions(critic, positions)
             noise = torch.rand(critic.shape, generator=generator, device=critic.device) - 0.5
             keep = -(critic + noise * settings.critic_noise_scale * remaining)
         else:
@@ -193,9 +199,10 @@ def decode(
             noise = gumbel_noise(log_probs.shape, generator, log_probs.device)
             keep = log_probs + noise * settings.choice_temperature * remaining
         keep = torch.nan_to_num(keep, nan=-NEVER_SCORE, posinf=NEVER_SCORE, neginf=-NEVER_SCORE).clamp(-NEVER_SCORE / 2, NEVER_SCORE / 2)
-        if keep.shape[1] != n:  # scores at the masked positions only: the rest are never candidates
+        if positions is not None:  # scores of the candidates (the masked positions) alone: scatter them
             keep = torch.full_like(ids, NEVER_SCORE, dtype=keep.dtype).scatter(1, positions, keep)
-        keep = torch.where(candidates, keep, torch.full_like(keep, NEVER_SCORE))
+        else:
+            keep = torch.where(candidates, keep, torch.full_like(keep, NEVER_SCORE))
 
         remask = select_remask(keep, counts_per_step[step]) & candidates
         new_ids = torch.where(remask, torch.full_like(filled, mask_id), filled)

@@ -17,6 +17,7 @@ from torch import nn
 
 from .config import TransformerConfig
 from .hub import PretrainedMixin
+from .sampling import gather_positions
 
 
 def native_bf16(device: Union[str, torch.device]) -> bool:
@@ -86,10 +87,7 @@ class FeedForward(nn.Sequential):
         norm, proj_in, _, inner_norm, proj_out = self
         x = norm(x)
         value_w, gate_w = proj_in.weight.chunk(2)  # row halves of a row-major weight: contiguous views
-        hidden = F.gelu(F.linear(x, gate_w))
-        # In place only without autograd: the product's backward needs the GELU output.
-        hidden = hidden.mul_(F.linear(x, value_w)) if not torch.is_grad_enabled() else hidden * F.linear(x, value_w)
-        return proj_out(inner_norm(hidden))
+        return proj_out(inner_norm(F.gelu(F.linear(x, gate_w)) * F.linear(x, value_w)))
 
 
 def feed_forward(dim: int, mult: int) -> FeedForward:
@@ -150,17 +148,12 @@ class Attention(nn.Module):
         if kv is None:
             kv = self.project_kv(x)
         if positions is not None:
-            x = gather_rows(x, positions)
+            x = gather_positions(x, positions)
         b, n, _ = x.shape
         q = l2norm(self._split(self.to_q(x))) * self.q_scale
         k, v = kv
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)  # (B, H, N, Dh)
         return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
-
-
-def gather_rows(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """x (B, N, D) at positions (B, M) -> (B, M, D)."""
-    return x.gather(1, positions[..., None].expand(-1, -1, x.shape[-1]))
 
 
 class Block(nn.Module):
@@ -179,7 +172,7 @@ class Block(nn.Module):
         does not see the context, so it runs once and its result is repeated before cross-attention.
         """
         out = self.attn(x, positions=positions)
-        x = (x if positions is None else gather_rows(x, positions)) + out
+        x = (x if positions is None else gather_positions(x, positions)) + out
         if repeat > 1:
             x = x.repeat(repeat, 1, 1)
         x = x + self.cross_attn(x, kv=kv, mask=mask, null_rows=null_rows)
@@ -301,8 +294,9 @@ class MaskedTransformer(nn.Module, PretrainedMixin):
         x = self.token_emb(ids) + self.pos_emb.weight  # (B, N, D)
         if self.config.self_cond:
             if self_cond_embed is not None and self_cond_embed.shape[0] != b:  # one per block: no sharing
-                x, repeat = x.repeat(repeat, 1, 1), 1
-                positions = positions.repeat(context.batch // b, 1) if positions is not None else None
+                x = x.repeat(repeat, 1, 1)
+                positions = positions.repeat(repeat, 1) if positions is not None else None
+                repeat = 1
             x = x + self.self_cond_to_init_embed(self_cond_embed if self_cond_embed is not None else torch.zeros_like(x))
         for i, (block, kv) in enumerate(zip(self.blocks, context.kv)):
             first, last = i == 0, i == len(self.blocks) - 1
