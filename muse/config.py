@@ -36,7 +36,13 @@ def _check_int(cfg: Any, name: str, lo: int, hi: int) -> None:
 
 @dataclass
 class VQConfig:
-    """Convolutional VQ autoencoder: 2**len(channel_mult - 1) downsampling (4x by default)."""
+    """Convolutional VQ autoencoder: space_to_depth * 2**(len(channel_mult) - 1) downsampling.
+
+    space_to_depth > 1 folds each s x s pixel patch into channels before the first convolution
+    (PixelUnshuffle) and unfolds it after the last (PixelShuffle): the convolutions then run at
+    1/s of the resolution, s**2 times cheaper, which is what lets a tokenizer train on full 64 px
+    images on a CPU.
+    """
 
     in_channels: int = 3
     base_channels: int = 32
@@ -46,10 +52,12 @@ class VQConfig:
     codebook_size: int = 512
     code_dim: int = 32  # low-dimensional, l2-normalised code space (ViT-VQGAN factorised codes)
     commitment: float = 0.25
+    space_to_depth: int = 1  # 1: convolutions start at full resolution (the first shipped tokenizer)
 
     def __post_init__(self) -> None:
         self.channel_mult = tuple(self.channel_mult)
         _check_int(self, "in_channels", 1, 16)
+        _check_int(self, "space_to_depth", 1, 8)
         _check_int(self, "base_channels", 1, 4096)
         _check_int(self, "res_blocks", 0, 64)
         _check_int(self, "mid_blocks", 0, 64)
@@ -64,12 +72,13 @@ class VQConfig:
 
     @property
     def downsample(self) -> int:
-        return 2 ** (len(self.channel_mult) - 1)
+        return self.space_to_depth * 2 ** (len(self.channel_mult) - 1)
 
     def num_parameters(self) -> int:
         widths = [self.base_channels * m for m in self.channel_mult]
         conv = sum(9 * w * w * (2 * self.res_blocks + 1) for w in widths) + 9 * widths[-1] ** 2 * 2 * self.mid_blocks
-        return 2 * conv + self.codebook_size * self.code_dim
+        stem = 9 * self.in_channels * self.space_to_depth ** 2 * widths[0]
+        return 2 * (conv + stem) + self.codebook_size * self.code_dim
 
 
 @dataclass
@@ -89,6 +98,12 @@ class TransformerConfig:
     ff_mult: int = 4
     text_dim: int = 384  # hidden size of the text encoder
     cond_seq_len: int = 0  # conditioning tokens appended to the context (super-res: low-res ids)
+    # Super-res: also add each position's low-res parent token (and its 3x3 neighbourhood, through a
+    # convolution) to that position's input, aligned in space, instead of only through cross-attention.
+    cond_spatial: bool = False
+    # One more context token: the caption's mean-pooled, l2-normalised embedding, which is what a
+    # sentence encoder such as all-MiniLM-L6-v2 is trained to make similar for paraphrases.
+    text_pooled: bool = False
     self_cond: bool = False
     self_critic: bool = False  # an extra "token is wrong" head on the generator's embeddings
     kind: Literal["generator", "critic"] = "generator"
@@ -100,11 +115,18 @@ class TransformerConfig:
                              ("ff_mult", 1, 64), ("text_dim", 1, MAX_WIDTH), ("cond_seq_len", 0, MAX_SEQ)):
             _check_int(self, name, lo, hi)
         _check_float(self, "attn_scale", 1e-3, 1e3)
-        for name in ("self_cond", "self_critic"):
+        for name in ("self_cond", "self_critic", "cond_spatial", "text_pooled"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"TransformerConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if self.kind not in ("generator", "critic"):
             raise ConfigError(f"TransformerConfig.kind must be 'generator' or 'critic', got {self.kind!r}")
+        if self.cond_spatial:
+            if not self.cond_seq_len:
+                raise ConfigError("cond_spatial needs conditioning ids (cond_seq_len > 0)")
+            side, cond_side = self.grid, int(round(self.cond_seq_len ** 0.5))
+            if cond_side * cond_side != self.cond_seq_len or side % cond_side:
+                raise ConfigError(f"cond_spatial needs a square conditioning grid that divides the {side}x{side} "
+                                  f"token grid, got {self.cond_seq_len} conditioning ids")
         if self.kind == "critic" and self.self_critic:
             raise ConfigError("a critic cannot also have a self-critic head")
         if self.num_parameters() > MAX_PARAMETERS:
@@ -127,6 +149,10 @@ class TransformerConfig:
         cross = self.dim * inner * 2 + self.dim * inner * 2
         ff = self.dim * self.dim * self.ff_mult * 3
         emb = (self.num_tokens + 1 + self.seq_len + self.cond_seq_len) * self.dim + self.text_dim * self.dim
+        if self.cond_spatial:
+            emb += self.num_tokens * self.dim + 9 * self.dim * self.dim
+        if self.text_pooled:
+            emb += self.text_dim * self.dim
         return self.depth * (attn + cross + ff) + emb + self.dim * self.num_tokens
 
 

@@ -1,11 +1,17 @@
-"""Evaluation: tokenizer reconstruction and prompt adherence of a pipeline on the emoji data.
+"""Evaluation of a pipeline on the emoji data: tokenizer, super-res fidelity, prompt adherence, samples.
 
   python -m muse.eval tokenizer --data data/emoji [--weights weights]
-  python -m muse.eval adherence --data data/emoji [--weights weights] [--sweep]
+  python -m muse.eval superres  --data data/emoji [--weights weights]
+  python -m muse.eval adherence --data data/emoji [--weights weights] [--count 1000] [--sweep]
+  python -m muse.eval samples   [--weights weights] [--sheet weights/samples.png]
+  python -m muse.eval all ...   (all four)
 
-Adherence is model-independent: generate from the exact name of 200 fixed emoji, then retrieve the
-nearest dataset images in 16x16 box-filtered RGB; a hit is the right emoji (either set) at rank 1
-or within the 5 nearest. Random dataset images stand in for generations to give the floor.
+Adherence is model-independent: generate from the exact name of `--count` fixed emoji (and from
+the held-out paraphrases of `muse.data.paraphrases`), then retrieve the nearest dataset images in
+16x16 box-filtered RGB; a hit is the right emoji (either set) at rank 1 or within the 5 nearest.
+Random dataset images stand in for generations to give the floor. Super-res fidelity hands the
+super-res stage a perfect 32 px input (a dataset image box-downsampled) and compares its 64 px
+output with the original, beside a bicubic upscale and the tokenizer's own 64 px reconstruction.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch.nn.functional as F
 
 from .data import CaptionedImages, load_dataset
 from .data.captions import exact_name
+from .data.paraphrases import PARAPHRASES
 
 FEATURE_SIZE = 16
 
@@ -65,6 +72,65 @@ def eval_prompts(data: CaptionedImages, count: int = 200, seed: int = 0) -> list
     names = sorted(by_name)
     chosen = random.Random(seed).sample(names, min(count, len(names)))
     return [(by_name[name], name) for name in chosen]
+
+
+def paraphrase_prompts(data: CaptionedImages) -> list[tuple[str, str]]:
+    """(key, paraphrase) for every held-out paraphrase whose emoji is in `data` (the toneless variant)."""
+    keys = {r["name"]: r["key"] for r in data.records if not r.get("skin_tone") and "name" in r}
+    return [(keys[name], text) for text, name in PARAPHRASES if name in keys]
+
+
+# The sample sheet's prompts: everyday subjects a new user would try first, fixed once.
+SAMPLE_PROMPTS = ("red heart", "grinning face", "rocket", "sun", "fire", "snowman", "blue car", "the moon at night",
+                  "cat face", "pizza", "christmas tree", "rainbow", "ghost", "thumbs up", "birthday cake", "penguin")
+SAMPLE_SEEDS = (0, 1)
+
+
+def sample_sheet(pipe, prompts: Sequence[str] = SAMPLE_PROMPTS, seeds: Sequence[int] = SAMPLE_SEEDS,
+                 scale: int = 2, **settings):
+    """A labelled grid: one column per prompt, one row per seed, each image upscaled `scale`x (nearest)."""
+    from PIL import Image, ImageDraw
+
+    rows = [pipe(list(prompts), seed=seed, **settings) for seed in seeds]
+    cell = rows[0][0].width * scale
+    label_h, cols = 14, 8
+    blocks = math.ceil(len(prompts) / cols)
+    sheet = Image.new("RGB", (cols * cell, blocks * (label_h + len(seeds) * cell)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, prompt in enumerate(prompts):
+        x, y = (i % cols) * cell, (i // cols) * (label_h + len(seeds) * cell)
+        draw.text((x + 2, y + 1), prompt[: cell // 6], fill="black")
+        for r, images in enumerate(rows):
+            sheet.paste(images[i].resize((cell, cell), Image.Resampling.NEAREST), (x, y + label_h + r * cell))
+    return sheet
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR of images (N, 3, H, W) in [0, 1], 8-bit rounded as a user sees them, over the whole set."""
+    mse = ((a * 255).round() / 255 - b).pow(2).mean().item()
+    return -10 * math.log10(max(mse, 1e-12))
+
+
+@torch.no_grad()
+def superres_fidelity(pipe, data: CaptionedImages, count: int = 96, seed: int = 0, **settings) -> dict[str, float]:
+    """Super-res from a perfect input: `count` fixed dataset images box-downsampled to 32 px, through
+    `pipe.superres(low_res, exact name, seed)`; PSNR of the 64 px output against the original, beside
+    bicubic from the same 32 px image and the tokenizer's own 64 px reconstruction of the original."""
+    from PIL import Image
+
+    picks = sorted(random.Random(seed).sample(range(len(data)), min(count, len(data))))
+    originals = torch.from_numpy(data.images[picks]).permute(0, 3, 1, 2).float() / 255.0  # (N, 3, 64, 64)
+    small = F.avg_pool2d(originals, 2)
+    outputs, bicubic = [], []
+    for i, index in enumerate(picks):
+        low = Image.fromarray((small[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+        out = pipe.superres(low, exact_name(data.records[index]), seed=seed, **settings)[0]
+        outputs.append(np.asarray(out.convert("RGB")))
+        bicubic.append(np.asarray(low.resize((64, 64), Image.Resampling.BICUBIC)))
+    as_tensor = lambda arrays: torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0  # noqa: E731
+    recon = pipe.vq.decode(pipe.vq.encode(originals.to(pipe.device))).float().cpu()
+    return {"superres_psnr": _psnr(as_tensor(outputs), originals), "bicubic_psnr": _psnr(as_tensor(bicubic), originals),
+            "tokenizer_psnr_64": _psnr(recon, originals), "count": len(picks)}
 
 
 def _to_array(images) -> np.ndarray:
@@ -121,14 +187,19 @@ def tokenizer_metrics(vq, data: CaptionedImages, batch: int = 128, preview=None)
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m muse.eval", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("tokenizer", "adherence", "all"))
+    ap.add_argument("what", choices=("tokenizer", "superres", "adherence", "samples", "all"))
     ap.add_argument("--data", type=Path, default=Path("data/emoji"))
     ap.add_argument("--weights", default=None, help="pipeline folder or Hub id (default: shipped weights/)")
-    ap.add_argument("--count", type=int, default=200)
-    ap.add_argument("--sweep", action="store_true", help="also cond_scale 1 and 4/8/12/24 steps")
+    ap.add_argument("--count", type=int, default=1000, help="exact names for adherence")
+    ap.add_argument("--sweep", action="store_true", help="also cond_scale 1, 4/8/12/24 steps and the critic, "
+                                                        "on the first --sweep-count names")
+    ap.add_argument("--sweep-count", type=int, default=200)
+    ap.add_argument("--sheet", type=Path, default=None, help="samples: where to write the sheet "
+                                                             "(default: samples.png in the weights folder)")
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
     a = ap.parse_args(argv)
     from . import load_pipeline
+    from .pipeline import DEFAULT_WEIGHTS
 
     data = load_dataset(a.data, 64)
     pipe = load_pipeline(a.weights, device="cpu")
@@ -137,22 +208,36 @@ def main(argv: Optional[list[str]] = None) -> int:
     if a.what in ("tokenizer", "all"):
         results["tokenizer"] = tokenizer_metrics(pipe.vq, data, preview=pipe.preview_decoder)
         print("tokenizer:", json.dumps({k: round(v, 4) for k, v in results["tokenizer"].items()}))
+    if a.what in ("superres", "all"):
+        t = time.time()
+        results["superres"] = superres_fidelity(pipe, data)
+        print("superres:", json.dumps({k: round(v, 3) for k, v in results["superres"].items()}),
+              f"({time.time() - t:.0f} s)", flush=True)
     if a.what in ("adherence", "all"):
         prompts = eval_prompts(data, a.count)
+        paraphrases = paraphrase_prompts(data)
         results["floor"] = random_floor(data, prompts)
         print("random floor:", results["floor"])
-        runs = {"default": {}}
+        runs: dict[str, tuple[list, dict]] = {f"default ({len(prompts)} names)": (prompts, {}),
+                                              f"paraphrases ({len(paraphrases)})": (paraphrases, {})}
         if a.sweep:
-            runs.update({"cond_scale=1": {"cond_scale": 1.0}, "timesteps=4": {"timesteps": 4},
-                         "timesteps=8": {"timesteps": 8}, "timesteps=12": {"timesteps": 12},
-                         "timesteps=24": {"timesteps": 24}})
+            few = prompts[: a.sweep_count]
+            for label, settings in {"default": {}, "cond_scale=1": {"cond_scale": 1.0}, "timesteps=4": {"timesteps": 4},
+                                    "timesteps=8": {"timesteps": 8}, "timesteps=24": {"timesteps": 24},
+                                    "critic on": {"use_critic": True}, "critic off": {"use_critic": False}}.items():
+                runs[f"{label} ({len(few)} names)"] = (few, settings)
         results["adherence"] = {}
-        for label, settings in runs.items():
+        for label, (chosen, settings) in runs.items():
             t = time.time()
-            scores, _ = adherence(pipe, data, prompts, **settings)
+            scores, _ = adherence(pipe, data, chosen, **settings)
             results["adherence"][label] = {**scores, "seconds": round(time.time() - t, 1)}
             print(f"{label}: top1 {scores['top1']:.1%} top5 {scores['top5']:.1%} ({time.time() - t:.0f} s)", flush=True)
         results["defaults"] = pipe.settings().__dict__ | {"schedule": str(pipe.settings().schedule)}
+    if a.what in ("samples", "all"):
+        folder = DEFAULT_WEIGHTS if a.weights is None else Path(a.weights) if Path(a.weights).is_dir() else Path(".")
+        sheet = a.sheet or folder / "samples.png"
+        sample_sheet(pipe).save(sheet)
+        print(f"wrote {sheet}")
     results["seconds"] = round(time.time() - t0, 1)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ def guidance_context(cond: PreparedContext, uncond: PreparedContext, cond_scale:
     if cond_scale == 1:
         return cond
     if uncond.batch == cond.batch and uncond.is_null:
-        return PreparedContext(cond.kv, cond.mask, null_rows=uncond.batch)
+        return PreparedContext(cond.kv, cond.mask, null_rows=uncond.batch, spatial=cond.spatial)
     return PreparedContext.cat([cond, uncond])
 
 

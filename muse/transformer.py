@@ -186,6 +186,9 @@ class PreparedContext:
     kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer, two (B - null_rows, H, 1 + L, Dh)
     mask: torch.Tensor  # bool (B - null_rows, 1, 1, 1 + L), True = attend
     null_rows: int = 0  # trailing rows that attend only the null key: no keys/values stored for them
+    # Spatially aligned conditioning (cond_spatial): (B', N, D), added to the token embeddings. One row
+    # per row of ids: guidance halves share their low-res ids, so they share these rows too.
+    spatial: Optional[torch.Tensor] = None
 
     @property
     def batch(self) -> int:
@@ -200,8 +203,9 @@ class PreparedContext:
         """Each row repeated `times` times (row-major), for several images per prompt."""
         if self.null_rows:
             raise ValueError("repeat the contexts before combining them for guidance")
+        spatial = None if self.spatial is None else self.spatial.repeat_interleave(times, 0)
         return PreparedContext([(k.repeat_interleave(times, 0), v.repeat_interleave(times, 0)) for k, v in self.kv],
-                               self.mask.repeat_interleave(times, 0))
+                               self.mask.repeat_interleave(times, 0), spatial=spatial)
 
     @staticmethod
     def cat(contexts: list["PreparedContext"]) -> "PreparedContext":
@@ -210,7 +214,12 @@ class PreparedContext:
             raise ValueError("cannot stack contexts that already hold null rows")
         kv = [(torch.cat([c.kv[i][0] for c in contexts]), torch.cat([c.kv[i][1] for c in contexts]))
               for i in range(len(contexts[0].kv))]
-        return PreparedContext(kv, torch.cat([c.mask for c in contexts]))
+        spatial = contexts[0].spatial
+        if any((c.spatial is None) != (spatial is None) or (spatial is not None and not torch.equal(c.spatial, spatial))
+               for c in contexts[1:]):
+            # The stacked blocks are guidance halves over the same ids (forward's `repeat`).
+            raise ValueError("contexts stacked for guidance must share their low-res conditioning ids")
+        return PreparedContext(kv, torch.cat([c.mask for c in contexts]), spatial=spatial)
 
 
 class MaskedTransformer(nn.Module, PretrainedMixin):
@@ -225,11 +234,18 @@ class MaskedTransformer(nn.Module, PretrainedMixin):
         self.token_emb = nn.Embedding(vocab, cfg.dim)
         self.pos_emb = nn.Embedding(cfg.seq_len, cfg.dim)
         self.text_proj = nn.Linear(cfg.text_dim, cfg.dim, bias=False)
+        if cfg.text_pooled:
+            self.pooled_proj = nn.Linear(cfg.text_dim, cfg.dim, bias=False)
         if cfg.cond_seq_len:
             # Low-res tokens get their own embedding and positions: the reference reused token_emb
             # without positions, which leaves the network guessing where each low-res token sits.
             self.cond_token_emb = nn.Embedding(cfg.num_tokens, cfg.dim)
             self.cond_pos_emb = nn.Embedding(cfg.cond_seq_len, cfg.dim)
+        if cfg.cond_spatial:
+            # Each high-res position starts from its low-res parent (and, through a 3x3 convolution,
+            # the parent's neighbours): super-res then refines what it is handed, where it was handed.
+            self.spatial_emb = nn.Embedding(cfg.num_tokens, cfg.dim)
+            self.spatial_conv = nn.Conv2d(cfg.dim, cfg.dim, 3, padding=1)
         if cfg.self_cond:
             self.self_cond_to_init_embed = feed_forward(cfg.dim, 4)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.depth)])
@@ -241,7 +257,7 @@ class MaskedTransformer(nn.Module, PretrainedMixin):
 
     @staticmethod
     def _init(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
+        if isinstance(module, (nn.Linear, nn.Embedding, nn.Conv2d)):
             nn.init.normal_(module.weight, std=0.02)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
@@ -258,8 +274,14 @@ class MaskedTransformer(nn.Module, PretrainedMixin):
         cond_ids: (B, cond_seq_len) low-res token ids for super-res, always attended.
         """
         cfg = self.config
-        context = self.text_proj(text_embeds.to(self.text_proj.weight.dtype))  # (B, L, D)
+        text_embeds = text_embeds.to(self.text_proj.weight.dtype)
+        context = self.text_proj(text_embeds)  # (B, L, D)
         mask = text_mask.bool()
+        if cfg.text_pooled:
+            weights = mask.to(text_embeds.dtype)[..., None]  # a dropped caption pools to nothing, masked below
+            pooled = l2norm((text_embeds * weights).sum(1) / weights.sum(1).clamp(min=1))  # (B, text_dim)
+            context = torch.cat((context, self.pooled_proj(pooled)[:, None]), dim=1)
+            mask = torch.cat((mask, mask.any(dim=1, keepdim=True)), dim=1)
         if cfg.cond_seq_len:
             if cond_ids is None:
                 raise ValueError("this transformer is conditioned on low-res token ids: pass cond_ids")
@@ -273,7 +295,17 @@ class MaskedTransformer(nn.Module, PretrainedMixin):
             raise ValueError("this transformer takes no conditioning ids")
         kv = [block.cross_attn.project_kv(context) for block in self.blocks]
         full_mask = F.pad(mask, (1, 0), value=True)[:, None, None, :]  # null key always attended
-        return PreparedContext(kv, full_mask)
+        spatial = self._spatial(cond_ids) if cfg.cond_spatial else None
+        return PreparedContext(kv, full_mask, spatial=spatial)
+
+    def _spatial(self, cond_ids: torch.Tensor) -> torch.Tensor:
+        """Low-res ids (B, h*w) -> per high-res position embeddings (B, N, D), each from its parent."""
+        b, m = cond_ids.shape
+        side, cond_side = self.config.grid, int(round(m ** 0.5))
+        e = self.spatial_emb(cond_ids).transpose(1, 2).reshape(b, -1, cond_side, cond_side)  # (B, D, h, w)
+        e = e + self.spatial_conv(e)
+        e = e.repeat_interleave(side // cond_side, 2).repeat_interleave(side // cond_side, 3)  # (B, D, H, W)
+        return e.flatten(2).transpose(1, 2)
 
     def forward(self, ids: torch.Tensor, context: PreparedContext,
                 self_cond_embed: Optional[torch.Tensor] = None, positions: Optional[torch.Tensor] = None,
@@ -292,6 +324,8 @@ class MaskedTransformer(nn.Module, PretrainedMixin):
         if b * repeat != context.batch:
             raise ValueError(f"{b} rows of ids (x{repeat}) for a context of {context.batch} rows")
         x = self.token_emb(ids) + self.pos_emb.weight  # (B, N, D)
+        if context.spatial is not None:
+            x = x + context.spatial
         if self.config.self_cond:
             if self_cond_embed is not None and self_cond_embed.shape[0] != b:  # one per block: no sharing
                 x = x.repeat(repeat, 1, 1)

@@ -48,7 +48,9 @@ class Upsample(nn.Module):
 
 def _encoder(cfg: VQConfig) -> nn.Sequential:
     widths = [cfg.base_channels * m for m in cfg.channel_mult]
-    layers: list[nn.Module] = [nn.Conv2d(cfg.in_channels, widths[0], 3, padding=1)]
+    s = cfg.space_to_depth
+    stem: list[nn.Module] = [nn.PixelUnshuffle(s)] if s > 1 else []
+    layers: list[nn.Module] = stem + [nn.Conv2d(cfg.in_channels * s * s, widths[0], 3, padding=1)]
     for i, width in enumerate(widths):
         layers += [ResBlock(width, width) for _ in range(cfg.res_blocks)]
         if i + 1 < len(widths):
@@ -66,7 +68,11 @@ def _decoder(cfg: VQConfig) -> nn.Sequential:
         layers += [ResBlock(width, width) for _ in range(cfg.res_blocks)]
         if i + 1 < len(widths):
             layers.append(Upsample(width, widths[i + 1]))
-    layers += [nn.GroupNorm(_groups(widths[-1]), widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], cfg.in_channels, 3, padding=1)]
+    s = cfg.space_to_depth
+    layers += [nn.GroupNorm(_groups(widths[-1]), widths[-1]), nn.SiLU(),
+               nn.Conv2d(widths[-1], cfg.in_channels * s * s, 3, padding=1)]
+    if s > 1:
+        layers.append(nn.PixelShuffle(s))
     return nn.Sequential(*layers)
 
 
@@ -146,14 +152,14 @@ class VQModel(nn.Module, PretrainedMixin):
         return recon, ids, qloss, z
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] -> ids (B, H/4, W/4)."""
+        """(B, 3, H, W) in [0, 1] -> ids (B, H/f, W/f), f = config.downsample."""
         self._check_images(images)
         z = self.encoder(images.to(self.quantizer.codebook.dtype) * 2 - 1)
         flat = F.normalize(z.permute(0, 2, 3, 1), dim=-1)  # (B, h, w, C)
         return (flat @ self.quantizer.codes().t()).argmax(dim=-1)
 
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids (B, h, w) -> images (B, 3, 4h, 4w) in [0, 1]."""
+        """ids (B, h, w) -> images (B, 3, f*h, f*w) in [0, 1], f = config.downsample."""
         if ids.dim() != 3:
             raise ValueError(f"expected ids (B, h, w), got {tuple(ids.shape)}")
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.codebook_size):

@@ -16,8 +16,10 @@ from muse.text import TextEncoder  # noqa: E402
 from muse.transformer import MaskedTransformer  # noqa: E402
 from muse.vq import VQModel  # noqa: E402
 
-TINY_VQ = VQConfig(base_channels=8, channel_mult=(1, 2, 2), res_blocks=1, mid_blocks=1, codebook_size=32, code_dim=8)
-TINY_GEN = dict(num_tokens=32, dim=32, depth=2, heads=2, dim_head=16, ff_mult=2, text_dim=384)
+TINY_VQ = VQConfig(base_channels=8, channel_mult=(1, 2), res_blocks=1, mid_blocks=1, codebook_size=32, code_dim=8,
+                   space_to_depth=2)
+TINY_GEN = dict(num_tokens=32, dim=32, depth=2, heads=2, dim_head=16, ff_mult=2, text_dim=384, text_pooled=True)
+TINY_SR = dict(TINY_GEN, seq_len=256, cond_seq_len=64, cond_spatial=True)  # the shipped super-res layout
 
 
 def make_tiny_pipeline(text_encoder: TextEncoder, seed: int = 0) -> MusePipeline:
@@ -26,8 +28,8 @@ def make_tiny_pipeline(text_encoder: TextEncoder, seed: int = 0) -> MusePipeline
     vq = VQModel(TINY_VQ)
     base = MaskedTransformer(TransformerConfig(seq_len=64, **TINY_GEN))
     base_critic = MaskedTransformer(TransformerConfig(seq_len=64, kind="critic", **TINY_GEN))
-    superres = MaskedTransformer(TransformerConfig(seq_len=256, cond_seq_len=64, **TINY_GEN))
-    superres_critic = MaskedTransformer(TransformerConfig(seq_len=256, cond_seq_len=64, kind="critic", **TINY_GEN))
+    superres = MaskedTransformer(TransformerConfig(**TINY_SR))
+    superres_critic = MaskedTransformer(TransformerConfig(kind="critic", **TINY_SR))
     return MusePipeline(vq, base, text_encoder, superres, base_critic, superres_critic,
                         PipelineConfig(defaults={"timesteps": 4}))
 

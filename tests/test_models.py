@@ -14,7 +14,7 @@ from muse.text import TextEncoder, packaged_minilm
 from muse.transformer import MaskedTransformer
 from muse.vq import VQModel
 
-from .conftest import TINY_GEN, TINY_VQ
+from .conftest import TINY_GEN, TINY_SR, TINY_VQ
 
 
 def _context(model, b=2, length=5, seed=0, cond=None):
@@ -119,7 +119,7 @@ def test_empty_context_attends_only_null_and_padding_is_ignored():
 
 def test_superres_conditioning_ids_reach_the_transformer():
     torch.manual_seed(0)
-    model = MaskedTransformer(TransformerConfig(seq_len=256, cond_seq_len=64, **TINY_GEN)).eval()
+    model = MaskedTransformer(TransformerConfig(**TINY_SR)).eval()
     ids = torch.randint(0, 33, (2, 256))
     cond_a = torch.randint(0, 32, (2, 64))
     cond_b = cond_a.clone()
@@ -130,6 +130,57 @@ def test_superres_conditioning_ids_reach_the_transformer():
     assert not torch.allclose(la, lb)
     with pytest.raises(ValueError, match="cond_ids"):
         _context(model)
+
+
+def test_spatial_conditioning_puts_each_parent_under_its_children():
+    """cond_spatial: high-res position (2r+i, 2c+j) starts from low-res token (r, c) and, through a 3x3
+    convolution, its neighbours; changing one low-res token changes only the 6x6 high-res patch
+    around it."""
+    torch.manual_seed(0)
+    model = MaskedTransformer(TransformerConfig(**TINY_SR)).eval()
+    cond = torch.randint(0, 32, (1, 64))
+    changed = cond.clone()
+    changed[0, 3 * 8 + 5] = (changed[0, 3 * 8 + 5] + 1) % 32  # low-res (3, 5)
+    with torch.no_grad():
+        a = model.prepare_context(torch.randn(1, 4, 384), torch.ones(1, 4, dtype=torch.bool), cond).spatial
+        b = model.prepare_context(torch.randn(1, 4, 384), torch.ones(1, 4, dtype=torch.bool), changed).spatial
+    a, b = a.view(16, 16, -1), b.view(16, 16, -1)
+    assert torch.equal(a[6, 10], a[7, 11]) and torch.equal(a[6, 10], a[6, 11])  # four children, one parent
+    differs = (a - b).abs().amax(-1) > 0
+    expected = torch.zeros(16, 16, dtype=torch.bool)
+    expected[4:10, 8:14] = True  # parents (2..4, 4..6) -> children rows 4..9, columns 8..13
+    assert torch.equal(differs, expected)
+
+
+def test_spatial_superres_shares_guidance_halves_and_answers_at_positions():
+    torch.manual_seed(0)
+    model = MaskedTransformer(TransformerConfig(**TINY_SR)).eval()
+    cond_ids = torch.randint(0, 32, (2, 64))
+    cond, embeds, mask = _context(model, cond=cond_ids)
+    negative, _, _ = _context(model, seed=1, cond=cond_ids)
+    ids = torch.randint(0, 33, (2, 256))
+    positions = torch.stack([torch.randperm(256)[:12].sort().values for _ in range(2)])
+    with torch.no_grad():
+        context = guidance_context(cond, negative, 3.0)
+        plain = torch.cat((model(ids, cond)[0], model(ids, negative)[0]))
+        assert torch.allclose(model(ids, context, repeat=2)[0], plain, atol=1e-5)
+        part, _ = model(ids, context, positions=positions, repeat=2)
+        assert torch.allclose(part, plain.gather(1, positions.repeat(2, 1)[..., None].expand(-1, -1, 32)), atol=1e-5)
+    other, _, _ = _context(model, seed=1, cond=(cond_ids + 1) % 32)
+    with pytest.raises(ValueError, match="share their low-res"):
+        guidance_context(cond, other, 3.0)
+
+
+def test_pooled_caption_token_follows_the_caption():
+    """text_pooled adds the mean-pooled caption as one more context token: it follows the caption,
+    ignores padding, and a dropped caption leaves only the null key."""
+    torch.manual_seed(0)
+    model = MaskedTransformer(TransformerConfig(seq_len=64, **TINY_GEN)).eval()
+    e = torch.randn(1, 3, 384)
+    ctx = model.prepare_context(e, torch.ones(1, 3, dtype=torch.bool))
+    assert ctx.mask.shape[-1] == 1 + 3 + 1 and bool(ctx.mask.all())
+    dropped = model.prepare_context(e, torch.zeros(1, 3, dtype=torch.bool))
+    assert dropped.is_null
 
 
 def test_critic_and_self_critic_heads():

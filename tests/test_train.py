@@ -41,7 +41,7 @@ def test_tokenizer_step_lowers_loss():
 
 
 @pytest.mark.parametrize("cfg", [dict(seq_len=64), dict(seq_len=64, self_cond=True, self_critic=True),
-                                 dict(seq_len=256, cond_seq_len=64)])
+                                 dict(seq_len=256, cond_seq_len=64), dict(seq_len=256, cond_seq_len=64, cond_spatial=True)])
 def test_transformer_step_lowers_loss(cfg):
     torch.manual_seed(0)
     model = MaskedTransformer(TransformerConfig(**cfg, **TINY_GEN))
@@ -114,3 +114,78 @@ def test_retrieval_metric_is_perfect_on_dataset_images_and_low_for_random():
     prompts = eval_prompts(data, 10)
     assert len({name for _, name in prompts}) == 10
     assert random_floor(data, prompts)["top1"] < 0.5
+
+
+def _write_emoji_folder(folder, n=12):
+    """A tiny dataset in the emoji build's layout (images.npy + meta.jsonl)."""
+    folder.mkdir(parents=True)
+    data = _fake_data(n)
+    np.save(folder / "images.npy", data.images)
+    with open(folder / "meta.jsonl", "w") as fh:
+        for r in data.records:
+            fh.write(json.dumps({**r, "short_names": [], "skin_tone": None, "subcategory": "test"}) + "\n")
+    return folder
+
+
+@pytest.mark.slow
+def test_stages_export_a_pipeline_and_a_new_run_starts_from_it(tmp_path, capsys):
+    """The command line trains every stage on a tiny preset, exports a pipeline that generates, and a
+    fresh run seeded from that folder (`--init`, as from the shipped weights/ on a new machine)
+    trains on from its weights instead of from random ones."""
+    from muse import load_pipeline
+    from muse.train.__main__ import main
+    from muse.train.stages import CaptionBank, model_from_run
+
+    data = _write_emoji_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    common = ["--data", str(data), "--run", str(run), "--preset", "tiny", "--batch-size", "4"]
+    assert main(["all", "--steps", "2", *common]) == 0
+    bank = CaptionBank.load_or_build(run / "captions.safetensors", None, None)  # built by the run
+    assert bank.choices.shape == (12, 3)  # three encoded captions per image, the exact name first
+    embeds, mask = bank(torch.arange(4), torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert embeds.shape[:2] == mask.shape and mask[:, 0].all()
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "weights")]) == 0
+    pipe = load_pipeline(tmp_path / "weights")
+    assert pipe.superres_model.config.cond_spatial and pipe.vq.config.space_to_depth == 2
+    assert pipe("emoji 1", seed=0, timesteps=2)[0].size == (64, 64)
+
+    fresh = tmp_path / "fresh"
+    capsys.readouterr()
+    assert main(["base", "--steps", "1", "--init", str(tmp_path / "weights"),
+                 *[a if a != str(run) else str(fresh) for a in common]]) == 0
+    out = capsys.readouterr().out
+    assert "seeded tokenizer, base, superres" in out and "fresh optimiser" in out
+    shipped = model_from_run(run, "base").state_dict()
+    tuned = model_from_run(fresh, "base").state_dict()
+    # One small step from the exported weights: close to them, nowhere near a new random init.
+    assert all((tuned[k] - shipped[k]).abs().max() < 0.05 for k in shipped)
+
+
+def test_paraphrases_are_held_out_from_every_training_caption():
+    """The paraphrase prompts must never be a caption the model was trained on: no template of
+    `muse.data.captions` applied to the target's name gives one."""
+    import random
+
+    from muse.data.captions import TEMPLATES, sample_caption
+    from muse.data.paraphrases import PARAPHRASES
+
+    texts = [text for text, _ in PARAPHRASES]
+    assert len(texts) >= 50 and len(set(texts)) == len(texts)
+    for text, name in PARAPHRASES:
+        record = {"name": name, "short_names": [], "set": "noto", "subcategory": "x"}
+        trained = {t.format(s=name, style=style, subcategory="x") for t in TEMPLATES for style in ("noto", "twemoji")}
+        trained |= {sample_caption(record, random.Random(i)) for i in range(50)}
+        assert text not in trained and text.lower() == text
+
+
+def test_superres_fidelity_and_sample_sheet_on_a_tiny_pipeline(tiny_pipe):
+    from muse.eval import paraphrase_prompts, sample_sheet, superres_fidelity
+
+    data = _fake_data(8)
+    data.records[0]["name"] = "slice of pizza"
+    assert paraphrase_prompts(data) == [("k0", "a slice of pepperoni pizza")]
+    scores = superres_fidelity(tiny_pipe, data, count=3, timesteps=2)
+    assert scores["count"] == 3 and all(0 < scores[k] < 60 for k in ("superres_psnr", "bicubic_psnr",
+                                                                        "tokenizer_psnr_64"))
+    sheet = sample_sheet(tiny_pipe, prompts=["a", "b", "c"], seeds=(0, 1), timesteps=2)
+    assert sheet.size == (8 * 128, 14 + 2 * 128)

@@ -2,7 +2,8 @@
 
 Stages: tokenizer, tokenizer_decoder, base, superres, critics (base_critic, superres_critic), preview,
 all (tokenizer, base, superres, critics, preview in order), export (run -> pipeline folder).
-Every stage resumes from its checkpoint in the run folder. For several GPUs or machines:
+Every stage resumes from its checkpoint in the run folder; --init weights/ starts the stages that have
+none from the shipped model (fine-tuning, fresh optimiser). For several GPUs or machines:
   torchrun --nproc_per_node 8 -m muse.train base --device cuda ...
 """
 
@@ -35,6 +36,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--text-encoder", default=stages.DEFAULT_TEXT_ENCODER, help="Hub id or folder")
+    p.add_argument("--init", type=Path, metavar="WEIGHTS",
+                   help="start each stage that has no checkpoint yet from this pipeline folder's component "
+                        "(e.g. the shipped weights/), with a fresh optimiser")
     p.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
     p.add_argument("--out", type=Path, default=Path("weights"), help="export: pipeline folder to write")
     p.add_argument("--defaults", type=str, default="{}", help="export: JSON generation defaults for pipeline.json")
@@ -62,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     each = dict(item.split("=") for item in a.minutes_each.split(",")) if a.minutes_each else {}
     order = {"all": ["tokenizer", "base", "superres", "base_critic", "superres_critic", "preview"],
              "critics": ["base_critic", "superres_critic"]}.get(a.stage, [a.stage])
+    if a.init is not None:
+        seeded = stages.init_run(a.run, a.init)  # every component: later stages read earlier ones' results
+        print(f"seeded {', '.join(seeded) or 'no stage'} from {a.init}")
     for stage in order:
         if stage in each:
             args.minutes = float(each[stage])

@@ -149,10 +149,16 @@ def train_loop(model: nn.Module, step_fn: StepFn, cfg: LoopConfig, device: torch
     params = [p for group in optimizer.param_groups for p in group["params"]]
     ckpt = cfg.out_dir / "checkpoint"
     info = {"step": 0, "elapsed_s": 0.0}
-    if (ckpt / "state.json").is_file():
+    if (ckpt / "optimizer.safetensors").is_file():
         info = load_checkpoint(ckpt, model, optimizer)
         if dist_info.main:
             print(f"[{desc}] resumed at step {info['step']} ({info['elapsed_s'] / 60:.1f} min trained)")
+    elif (ckpt / "model" / "model.safetensors").is_file():  # seeded from a pipeline folder (`init_run`)
+        from ..hub import load_safetensors, strict_load
+
+        strict_load(model, load_safetensors(ckpt / "model" / "model.safetensors"), str(ckpt / "model"))
+        if dist_info.main:
+            print(f"[{desc}] starting from the weights in {ckpt / 'model'} with a fresh optimiser")
     net: nn.Module = model
     if dist_info.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

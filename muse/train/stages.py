@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -48,14 +49,19 @@ def make_preset(name: str, text_dim: int = 384) -> Preset:
     """Named model sizes. 'emoji' is the shipped model; 'tiny' is for tests and smoke runs."""
     if name == "emoji":
         # Sized to train in a few hours on 2 CPU cores (see weights/README.md for the measured times).
-        vq = VQConfig(base_channels=32, channel_mult=(1, 2, 4), res_blocks=1, mid_blocks=2, codebook_size=512,
-                      code_dim=32)
-        gen = dict(dim=256, depth=4, heads=4, dim_head=64, ff_mult=4)
-        sr = dict(dim=128, depth=3, heads=4, dim_head=32, ff_mult=4)  # a local task: upsampling given low-res ids
-        crit = dict(dim=128, depth=2, heads=4, dim_head=32, ff_mult=4)
+        # Space-to-depth stem: convolutions at 32 and 16 px of a 64 px image (see VQConfig).
+        vq = VQConfig(base_channels=64, channel_mult=(1, 2), res_blocks=1, mid_blocks=2, codebook_size=1024,
+                      code_dim=32, space_to_depth=2)
+        # The base stage must tell ~3,800 named emoji apart from a caption: depth and width for that.
+        gen = dict(dim=320, depth=6, heads=5, dim_head=64, ff_mult=4, text_pooled=True)
+        # Super-res is a local task once each position sees its low-res parent (cond_spatial).
+        sr = dict(dim=192, depth=3, heads=4, dim_head=48, ff_mult=4, text_pooled=True, cond_spatial=True)
+        crit = dict(dim=128, depth=2, heads=4, dim_head=32, ff_mult=4, text_pooled=True)
     elif name == "tiny":
-        vq = VQConfig(base_channels=8, channel_mult=(1, 2, 2), res_blocks=1, mid_blocks=1, codebook_size=32, code_dim=8)
-        gen = sr = crit = dict(dim=32, depth=1, heads=2, dim_head=16, ff_mult=2)
+        vq = VQConfig(base_channels=8, channel_mult=(1, 2), res_blocks=1, mid_blocks=1, codebook_size=32, code_dim=8,
+                      space_to_depth=2)
+        gen = crit = dict(dim=32, depth=1, heads=2, dim_head=16, ff_mult=2, text_pooled=True)
+        sr = dict(gen, cond_spatial=True)
     else:
         raise ValueError(f"unknown preset {name!r}; choose 'emoji' or 'tiny'")
     f = vq.downsample
@@ -66,7 +72,8 @@ def make_preset(name: str, text_dim: int = 384) -> Preset:
         base=TransformerConfig(seq_len=base_seq, **common, **gen),
         superres=TransformerConfig(seq_len=sr_seq, cond_seq_len=base_seq, **common, **sr),
         base_critic=TransformerConfig(seq_len=base_seq, kind="critic", **common, **crit),
-        superres_critic=TransformerConfig(seq_len=sr_seq, cond_seq_len=base_seq, kind="critic", **common, **crit),
+        superres_critic=TransformerConfig(seq_len=sr_seq, cond_seq_len=base_seq, kind="critic", cond_spatial=True,
+                                          **common, **crit),
     )
 
 
@@ -111,6 +118,44 @@ def model_from_run(run: Path, stage: str, cls=MaskedTransformer):
     return cls.from_pretrained(run / stage / "checkpoint" / "model")
 
 
+def _model_for_stage(run: Path, stage: str, config, cls=MaskedTransformer):
+    """The stage's network: shaped like its checkpoint when it has one (a resumed run, or one seeded
+    from a pipeline folder by `init_run`), else like the preset's `config`."""
+    folder = run / stage / "checkpoint" / "model"
+    if (folder / "config.json").is_file():
+        from ..hub import read_config
+
+        config = read_config(folder, cls.config_class)
+    return cls(config)
+
+
+# pipeline component folder -> the training stage that makes it
+STAGE_OF_COMPONENT = {"vq": "tokenizer", "base": "base", "superres": "superres", "base_critic": "base_critic",
+                      "superres_critic": "superres_critic", "preview": "preview"}
+
+
+def init_run(run: Path, weights: Path, stages: Optional[list[str]] = None) -> list[str]:
+    """Seed a run from a pipeline folder (e.g. the shipped `weights/`): each component becomes its
+    stage's starting point, trained on with a fresh optimiser. Stages that already have a checkpoint
+    are left alone. Returns the stages seeded.
+
+    This is how training survives a new machine: `runs/` is not kept, the shipped weights are.
+    """
+    seeded = []
+    for component, stage in STAGE_OF_COMPONENT.items():
+        source = Path(weights) / component
+        target = run / stage / "checkpoint" / "model"
+        if (stages is not None and stage not in stages) or not (source / "model.safetensors").is_file():
+            continue
+        if (target / "model.safetensors").is_file():
+            continue
+        target.mkdir(parents=True)
+        for name in ("config.json", "model.safetensors"):
+            shutil.copyfile(source / name, target / name)
+        seeded.append(stage)
+    return seeded
+
+
 def train_tokenizer(args: StageArgs, decoder_only: bool = False) -> VQModel:
     """Train the VQ autoencoder; with decoder_only, fine-tune the decoder of the trained tokenizer.
 
@@ -128,24 +173,24 @@ def train_tokenizer(args: StageArgs, decoder_only: bool = False) -> VQModel:
         vq.encoder.requires_grad_(False)
         vq.quantizer.requires_grad_(False)
     else:
-        vq = VQModel(preset.vq)
+        vq = _model_for_stage(args.run, "tokenizer", preset.vq, VQModel)
     cpu_gen = torch.Generator().manual_seed(args.seed + dist.rank)
     last_z: dict = {}
 
     def step_fn(net, generator):
-        # Everything is trained at 32 px, 4x cheaper than 64 px on a CPU: half the batch is whole
-        # images downsampled to 32 px (the base stage's input), half random 32 px crops of 64 px
-        # images, aligned to the token grid (the super-res stage's content). Convolutions do not
-        # care about the frame, so the 64 px path learns from the crops.
-        idx = torch.randint(0, len(images), (args.batch_size,), generator=cpu_gen).to(device)
-        batch = _batch_images(images, idx)
-        half = args.batch_size // 2
-        f = preset.vq.downsample
-        ox, oy = (int(v) * f for v in torch.randint(0, (SUPERRES_SIZE - BASE_SIZE) // f + 1, (2,), generator=cpu_gen))
-        batch = torch.cat((F.avg_pool2d(batch[:half], 2), batch[half:, :, oy:oy + BASE_SIZE, ox:ox + BASE_SIZE]))
-        loss, metrics, z = vq_loss(net, batch)
+        # Both sizes a tokenizer serves, every step: whole 64 px images (the super-res stage's ids)
+        # and other images downsampled to 32 px (the base stage's). The space-to-depth stem makes
+        # the 64 px pass affordable; the 32 px half costs a quarter of it. Each size's loss is its
+        # own mean, so the small images are not outweighed by pixel count.
+        idx = torch.randint(0, len(images), (2 * args.batch_size,), generator=cpu_gen).to(device)
+        full = _batch_images(images, idx[: args.batch_size])
+        small = F.avg_pool2d(_batch_images(images, idx[args.batch_size:]), 2)
+        loss64, m64, z = vq_loss(net, full)
+        loss32, m32, _ = vq_loss(net, small)
         last_z["z"] = z.detach()
-        return loss, metrics, batch.shape[0]
+        metrics = {"loss": m64["loss"] + m32["loss"], "psnr_64": m64["psnr"], "psnr_32": m32["psnr"],
+                   "qloss": m64["qloss"]}
+        return loss64 + loss32, metrics, 2 * args.batch_size
 
     def restart(step: int) -> None:
         if step % 50 == 0 and not decoder_only:
@@ -243,8 +288,7 @@ def _transformer_stage(args: StageArgs, stage: str) -> MaskedTransformer:
     text = CaptionBank.load_or_build(args.run / "captions.safetensors", data, args)
     is_critic = stage.endswith("critic")
     superres = stage.startswith("superres")
-    config = getattr(preset, stage)
-    model = MaskedTransformer(config)
+    model = _model_for_stage(args.run, stage, getattr(preset, stage))
     generator_model = model_from_run(args.run, stage.replace("_critic", "")).to(device) if is_critic else None
     cpu_gen = torch.Generator().manual_seed(args.seed + 7 + dist.rank)
 
@@ -303,7 +347,8 @@ def train_preview(args: StageArgs) -> PreviewDecoder:
             codes = torch.cat([vq.quantizer.lookup(ids[i:i + 256].to(device)) for i in range(0, len(ids), 256)])
             targets = torch.cat([vq.decode(ids[i:i + 256].to(device)) for i in range(0, len(ids), 256)])
         sets.append((codes.clone(), targets.clone()))  # out of inference mode, for autograd
-    preview = PreviewDecoder(PreviewConfig(code_dim=vq.config.code_dim, downsample=vq.config.downsample))
+    preview = _model_for_stage(args.run, "preview", PreviewConfig(code_dim=vq.config.code_dim,
+                                                                  downsample=vq.config.downsample), PreviewDecoder)
     turn = [0]
 
     def step_fn(net, generator):
@@ -347,5 +392,5 @@ def stage_summary(run: Path) -> dict:
     return summary
 
 
-__all__ = ["Preset", "make_preset", "StageArgs", "train_tokenizer", "tokenize", "train_base", "train_superres",
+__all__ = ["Preset", "make_preset", "StageArgs", "init_run", "train_tokenizer", "tokenize", "train_base", "train_superres",
            "train_critics", "train_preview", "export", "stage_summary", "CaptionBank"]
