@@ -209,7 +209,8 @@ class PreparedContext:
 
     @staticmethod
     def cat(contexts: list["PreparedContext"]) -> "PreparedContext":
-        """Stack along the batch; all must have the same context length."""
+        """Stack guidance halves (blocks of rows over the same ids) along the batch; all must have the same
+        context length."""
         if any(c.null_rows for c in contexts):
             raise ValueError("cannot stack contexts that already hold null rows")
         kv = [(torch.cat([c.kv[i][0] for c in contexts]), torch.cat([c.kv[i][1] for c in contexts]))

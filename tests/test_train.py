@@ -98,6 +98,13 @@ def test_loop_checkpoints_and_resumes(tmp_path):
     opt = make_optimizer(again, cfg)
     assert load_checkpoint(tmp_path / "checkpoint", again, opt)["step"] == 8
     assert len(opt.state) > 0
+    # A save killed between its two renames leaves only checkpoint.old: the next run resumes from it.
+    (tmp_path / "checkpoint").rename(tmp_path / "checkpoint.old")
+    (tmp_path / "checkpoint.tmp").mkdir()  # and a half-written new one, ignored
+    cfg.steps = 9
+    train_loop(VQModel(TINY_VQ), step, cfg, torch.device("cpu"), Dist(), "t")
+    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == 9
+    assert not (tmp_path / "checkpoint.old").exists() and not (tmp_path / "checkpoint.tmp").exists()
 
 
 def _fake_data(n=40):
@@ -141,7 +148,7 @@ def test_stages_export_a_pipeline_and_a_new_run_starts_from_it(tmp_path, capsys)
     common = ["--data", str(data), "--run", str(run), "--preset", "tiny", "--batch-size", "4"]
     assert main(["all", "--steps", "2", *common]) == 0
     bank = CaptionBank.load_or_build(run / "captions.safetensors", None, None)  # built by the run
-    assert bank.choices.shape == (12, 3)  # three encoded captions per image, the exact name first
+    assert bank.choices.shape == (12, 6)  # six encoded captions per image, the exact name first
     embeds, mask = bank(torch.arange(4), torch.Generator().manual_seed(0), torch.device("cpu"))
     assert embeds.shape[:2] == mask.shape and mask[:, 0].all()
     assert main(["export", "--run", str(run), "--out", str(tmp_path / "weights")]) == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,15 +85,30 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 
 def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, info: dict) -> None:
-    """model/ (config.json + model.safetensors), optimizer.safetensors, state.json; written atomically-ish."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder / "model")
+    """model/ (config.json + model.safetensors), optimizer.safetensors + .json, state.json, all or nothing.
+
+    Everything is written to a sibling folder first, then swapped in with renames: a process killed
+    mid-save (a session ending, a machine going away) leaves the previous checkpoint whole
+    (`checkpoint_folder` finds it)."""
+    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp / "model")
     tensors, meta = _flatten_optimizer(optimizer.state_dict())
-    save_file(tensors, str(folder / "optimizer.safetensors.tmp"))
-    os.replace(folder / "optimizer.safetensors.tmp", folder / "optimizer.safetensors")
-    (folder / "optimizer.json").write_text(json.dumps(meta))
-    (folder / "state.json.tmp").write_text(json.dumps(info))
-    os.replace(folder / "state.json.tmp", folder / "state.json")
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    (tmp / "optimizer.json").write_text(json.dumps(meta))
+    (tmp / "state.json").write_text(json.dumps(info))
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.is_dir():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_folder(folder: Path) -> Path:
+    """`folder`, or the previous checkpoint a save interrupted between its two renames left as `.old`."""
+    old = folder.with_name(folder.name + ".old")
+    return old if not folder.is_dir() and old.is_dir() else folder
 
 
 def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
@@ -149,8 +165,8 @@ def train_loop(model: nn.Module, step_fn: StepFn, cfg: LoopConfig, device: torch
     params = [p for group in optimizer.param_groups for p in group["params"]]
     ckpt = cfg.out_dir / "checkpoint"
     info = {"step": 0, "elapsed_s": 0.0}
-    if (ckpt / "optimizer.safetensors").is_file():
-        info = load_checkpoint(ckpt, model, optimizer)
+    if (checkpoint_folder(ckpt) / "optimizer.safetensors").is_file():
+        info = load_checkpoint(checkpoint_folder(ckpt), model, optimizer)
         if dist_info.main:
             print(f"[{desc}] resumed at step {info['step']} ({info['elapsed_s'] / 60:.1f} min trained)")
     elif (ckpt / "model" / "model.safetensors").is_file():  # seeded from a pipeline folder (`init_run`)

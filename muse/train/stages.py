@@ -30,7 +30,7 @@ from ..data.captions import exact_name
 from ..text import DEFAULT_TEXT_ENCODER, TextEncoder
 from ..transformer import MaskedTransformer
 from ..vq import VQModel
-from .loop import LoopConfig, init_distributed, train_loop
+from .loop import LoopConfig, checkpoint_folder, init_distributed, train_loop
 from .losses import critic_loss, maskgit_loss, vq_loss
 
 BASE_SIZE, SUPERRES_SIZE = 32, 64
@@ -115,13 +115,13 @@ def _save_preset(args: StageArgs, preset: Preset) -> None:
 
 
 def model_from_run(run: Path, stage: str, cls=MaskedTransformer):
-    return cls.from_pretrained(run / stage / "checkpoint" / "model")
+    return cls.from_pretrained(checkpoint_folder(run / stage / "checkpoint") / "model")
 
 
 def _model_for_stage(run: Path, stage: str, config, cls=MaskedTransformer):
     """The stage's network: shaped like its checkpoint when it has one (a resumed run, or one seeded
     from a pipeline folder by `init_run`), else like the preset's `config`."""
-    folder = run / stage / "checkpoint" / "model"
+    folder = checkpoint_folder(run / stage / "checkpoint") / "model"
     if (folder / "config.json").is_file():
         from ..hub import read_config
 
@@ -256,7 +256,7 @@ class CaptionBank:
         return cls(torch.cat(pieces), offsets, choices)
 
     @classmethod
-    def load_or_build(cls, path: Path, data: CaptionedImages, args: StageArgs, per_image: int = 3) -> "CaptionBank":
+    def load_or_build(cls, path: Path, data: CaptionedImages, args: StageArgs, per_image: int = 6) -> "CaptionBank":
         if path.is_file():
             t = load_file(str(path))
             return cls(t["embeds"], t["offsets"], t["choices"])
