@@ -51,6 +51,7 @@ TIMESTEPS = (1, 64)
 COND_SCALE = (0.0, 10.0)
 TEMPERATURE = (0.0, 3.0)
 CRITIC_NOISE = (0.0, 3.0)
+CRITIC_NOISE_INFO = "acts only with the token critic on (tick 'Use the token critic')"
 TOPK = (0.0, 0.99)
 NUM_IMAGES = (1, 4)
 SEED_MAX = 2**32 - 1
@@ -83,7 +84,7 @@ this at 64 px, conditioned on the base image's tokens.
 | **timesteps** | decoding steps per stage: more steps reveal fewer tokens at a time (slower, often cleaner) |
 | **cond_scale** | classifier-free guidance: 0 ignores the prompt, 1 is plain conditioning, higher follows it harder |
 | **temperature** | randomness of each predicted token (annealed to 0 by the last step); 0 = always the likeliest |
-| **critic noise** | noise added to the token critic's scores when choosing what to keep: more = more varied choices |
+| **critic noise** | noise added to the token critic's scores when choosing what to keep: more = more varied choices. It acts only with **use critic** on; without the critic, the sampler ranks by the model's own confidence |
 | **top-k threshold** | drops the least likely codes before sampling: 0.9 keeps the top 10 % |
 | **schedule** | the curve of masked tokens per step (see the plot below): cosine reveals few tokens early |
 | **use critic** | rank tokens with the separate token critic instead of the model's own confidence |
@@ -668,13 +669,15 @@ def build_demo() -> gr.Blocks:
                                        info="decoding steps per stage", elem_id="timesteps")
                     cond_scale = Slider(*COND_SCALE, value=d["cond_scale"], step=0.1, label="Guidance (cond_scale)")
                     temperature = Slider(*TEMPERATURE, value=d["temperature"], step=0.05, label="Temperature")
+                    # The noise perturbs the critic's scores: without the critic it has nothing to act on.
                     critic_noise_scale = Slider(*CRITIC_NOISE, value=d["critic_noise_scale"], step=0.05,
-                                                label="Critic noise")
+                                                label="Critic noise", info=CRITIC_NOISE_INFO,
+                                                interactive=bool(d["use_critic"]), elem_id="critic_noise")
                     topk_filter_thres = Slider(*TOPK, value=d["topk_filter_thres"], step=0.01,
                                                label="Top-k threshold", info="0.9 keeps the top 10 % of codes")
                     schedule = Dropdown(list(SCHEDULES), value=d["schedule"], label="Schedule")
                     with gr.Row():
-                        use_critic = gr.Checkbox(label="Use the token critic", value=d["use_critic"])
+                        use_critic = gr.Checkbox(label="Use the token critic", value=d["use_critic"], elem_id="use_critic")
                         superres_box = gr.Checkbox(label="Super-res stage (64 px)", value=d["superres"])
                     with gr.Row():
                         num_images = Slider(*NUM_IMAGES, value=1, step=1, label="Number of images")
@@ -727,6 +730,8 @@ def build_demo() -> gr.Blocks:
         sr_event = gr.on([sr_btn.click, sr_prompt.submit], superres, inputs=[low_res, sr_prompt, *settings, *tail],
                          api_name="superres", **heavy)
         stop_btn.click(None, cancels=[gen_event, inpaint_event, sr_event], queue=False, api_visibility="private")
+        use_critic.change(lambda on: gr.update(interactive=bool(on)), inputs=[use_critic],
+                          outputs=[critic_noise_scale], queue=False, show_progress="hidden", api_visibility="private")
         gr.on([demo.load, schedule.change, timesteps.release, superres_box.change], schedule_preview,
               inputs=[schedule, timesteps, superres_box], outputs=[schedule_plot], queue=False,
               show_progress="hidden", api_visibility="private")

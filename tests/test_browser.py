@@ -128,3 +128,18 @@ def test_stop_cancels_the_run(page):
     assert not label.startswith("done"), label
     page.wait_for_timeout(1000)
     assert page.locator("#status textarea").input_value() == label  # nothing streams after Stop
+
+
+def test_critic_noise_is_live_only_with_the_critic_on(page):
+    """Critic noise perturbs the critic's scores: with the critic off it does nothing, and the page says
+    so by disabling the slider until the critic is ticked."""
+    page.get_by_text("Advanced settings").click()
+    box = page.locator("#use_critic input[type=checkbox]")
+    noise = page.locator("#critic_noise input[type=number]")
+    assert page.locator("#critic_noise").get_by_text("acts only with the token critic on").count() == 1
+    for _ in range(2):
+        on = box.is_checked()
+        page.wait_for_function(f"() => document.querySelector('#critic_noise input[type=number]').disabled === {str(not on).lower()}",
+                               timeout=10_000)
+        assert noise.is_disabled() == (not on)
+        box.click()
