@@ -134,7 +134,7 @@ STAGE_OF_COMPONENT = {"vq": "tokenizer", "base": "base", "superres": "superres",
                       "superres_critic": "superres_critic", "preview": "preview"}
 
 
-def init_run(run: Path, weights: Path, stages: Optional[list[str]] = None) -> list[str]:
+def init_run(run: Path, weights: Path) -> list[str]:
     """Seed a run from a pipeline folder (e.g. the shipped `weights/`): each component becomes its
     stage's starting point, trained on with a fresh optimiser. Stages that already have a checkpoint
     are left alone. Returns the stages seeded.
@@ -145,11 +145,9 @@ def init_run(run: Path, weights: Path, stages: Optional[list[str]] = None) -> li
     for component, stage in STAGE_OF_COMPONENT.items():
         source = Path(weights) / component
         target = run / stage / "checkpoint" / "model"
-        if (stages is not None and stage not in stages) or not (source / "model.safetensors").is_file():
+        if not (source / "model.safetensors").is_file() or (checkpoint_folder(target.parent) / "model").is_dir():
             continue
-        if (target / "model.safetensors").is_file():
-            continue
-        target.mkdir(parents=True)
+        target.mkdir(parents=True, exist_ok=True)
         for name in ("config.json", "model.safetensors"):
             shutil.copyfile(source / name, target / name)
         seeded.append(stage)
