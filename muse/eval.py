@@ -127,10 +127,15 @@ def superres_fidelity(pipe, data: CaptionedImages, count: int = 96, seed: int = 
         out = pipe.superres(low, exact_name(data.records[index]), seed=seed, **settings)[0]
         outputs.append(np.asarray(out.convert("RGB")))
         bicubic.append(np.asarray(low.resize((64, 64), Image.Resampling.BICUBIC)))
-    as_tensor = lambda arrays: torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0  # noqa: E731
     recon = pipe.vq.decode(pipe.vq.encode(originals.to(pipe.device))).float().cpu()
-    return {"superres_psnr": _psnr(as_tensor(outputs), originals), "bicubic_psnr": _psnr(as_tensor(bicubic), originals),
+    return {"superres_psnr": _psnr(_from_arrays(outputs), originals),
+            "bicubic_psnr": _psnr(_from_arrays(bicubic), originals),
             "tokenizer_psnr_64": _psnr(recon, originals), "count": len(picks)}
+
+
+def _from_arrays(arrays: list[np.ndarray]) -> torch.Tensor:
+    """(H, W, 3) uint8 arrays -> (N, 3, H, W) floats in [0, 1]."""
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
 
 
 def _to_array(images) -> np.ndarray:
@@ -218,14 +223,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         paraphrases = paraphrase_prompts(data)
         results["floor"] = random_floor(data, prompts)
         print("random floor:", results["floor"])
-        runs: dict[str, tuple[list, dict]] = {f"default ({len(prompts)} names)": (prompts, {}),
-                                              f"paraphrases ({len(paraphrases)})": (paraphrases, {})}
+        runs: dict[str, tuple[list, dict]] = {f"default ({len(prompts)} names)": (prompts, {})}
+        if paraphrases:  # a dataset of your own has none of the emoji they name
+            runs[f"paraphrases ({len(paraphrases)})"] = (paraphrases, {})
         if a.sweep:
             few = prompts[: a.sweep_count]
-            for label, settings in {"default": {}, "cond_scale=1": {"cond_scale": 1.0}, "timesteps=4": {"timesteps": 4},
-                                    "timesteps=8": {"timesteps": 8}, "timesteps=24": {"timesteps": 24},
-                                    "critic on": {"use_critic": True}, "critic off": {"use_critic": False}}.items():
-                runs[f"{label} ({len(few)} names)"] = (few, settings)
+            sweep = {"default": {}, "cond_scale=1": {"cond_scale": 1.0}, "timesteps=4": {"timesteps": 4},
+                     "timesteps=8": {"timesteps": 8}, "timesteps=24": {"timesteps": 24},
+                     "critic on": {"use_critic": True}, "critic off": {"use_critic": False}}
+            for label, settings in sweep.items():
+                if label != "default" or len(few) < len(prompts):  # else the run above is this one
+                    runs[f"{label} ({len(few)} names)"] = (few, settings)
         results["adherence"] = {}
         for label, (chosen, settings) in runs.items():
             t = time.time()

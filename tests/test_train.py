@@ -155,6 +155,16 @@ def test_stages_export_a_pipeline_and_a_new_run_starts_from_it(tmp_path, capsys)
     pipe = load_pipeline(tmp_path / "weights")
     assert pipe.superres_model.config.cond_spatial and pipe.vq.config.space_to_depth == 2
     assert pipe("emoji 1", seed=0, timesteps=2)[0].size == (64, 64)
+    # The evaluation command line, every part of it, on that pipeline and data.
+    from muse.eval import main as eval_main
+
+    report = tmp_path / "eval.json"
+    assert eval_main(["all", "--data", str(data), "--weights", str(tmp_path / "weights"), "--count", "4",
+                      "--sweep", "--sweep-count", "2", "--out", str(report)]) == 0
+    figures = json.loads(report.read_text())
+    assert {"tokenizer", "superres", "adherence", "floor"} <= set(figures)
+    assert "default (4 names)" in figures["adherence"] and "critic on (2 names)" in figures["adherence"]
+    assert (tmp_path / "weights" / "samples.png").is_file()
 
     fresh = tmp_path / "fresh"
     capsys.readouterr()
