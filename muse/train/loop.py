@@ -111,10 +111,15 @@ def checkpoint_folder(folder: Path) -> Path:
     return old if not folder.is_dir() and old.is_dir() else folder
 
 
-def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+def load_model_weights(folder: Path, model: nn.Module) -> None:
+    """A checkpoint's (or a seeded stage's) model/ weights into `model`, checked name by name."""
     from ..hub import load_safetensors, strict_load
 
     strict_load(model, load_safetensors(folder / "model" / "model.safetensors"), str(folder / "model"))
+
+
+def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    load_model_weights(folder, model)
     meta = json.loads((folder / "optimizer.json").read_text())
     optimizer.load_state_dict(_unflatten_optimizer(load_file(str(folder / "optimizer.safetensors")), meta))
     return json.loads((folder / "state.json").read_text())
@@ -164,17 +169,16 @@ def train_loop(model: nn.Module, step_fn: StepFn, cfg: LoopConfig, device: torch
     optimizer = make_optimizer(model, cfg)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     ckpt = cfg.out_dir / "checkpoint"
+    found = checkpoint_folder(ckpt)
     info = {"step": 0, "elapsed_s": 0.0}
-    if (checkpoint_folder(ckpt) / "optimizer.safetensors").is_file():
-        info = load_checkpoint(checkpoint_folder(ckpt), model, optimizer)
+    if (found / "optimizer.safetensors").is_file():
+        info = load_checkpoint(found, model, optimizer)
         if dist_info.main:
             print(f"[{desc}] resumed at step {info['step']} ({info['elapsed_s'] / 60:.1f} min trained)")
-    elif (ckpt / "model" / "model.safetensors").is_file():  # seeded from a pipeline folder (`init_run`)
-        from ..hub import load_safetensors, strict_load
-
-        strict_load(model, load_safetensors(ckpt / "model" / "model.safetensors"), str(ckpt / "model"))
+    elif (found / "model" / "model.safetensors").is_file():  # seeded from a pipeline folder (`init_run`)
+        load_model_weights(found, model)
         if dist_info.main:
-            print(f"[{desc}] starting from the weights in {ckpt / 'model'} with a fresh optimiser")
+            print(f"[{desc}] starting from the weights in {found / 'model'} with a fresh optimiser")
     net: nn.Module = model
     if dist_info.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
