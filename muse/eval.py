@@ -206,8 +206,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     from . import load_pipeline
     from .pipeline import DEFAULT_WEIGHTS
 
-    data = load_dataset(a.data, 64)
-    pipe = load_pipeline(a.weights, device="cpu")
+    try:
+        data = load_dataset(a.data, 64)
+        pipe = load_pipeline(a.weights, device="cpu")
+    except ValueError as err:  # no dataset or no model there: one line, as the muse command line says it
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     results: dict = {}
     t0 = time.time()
     if a.what in ("tokenizer", "all"):

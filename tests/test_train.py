@@ -161,6 +161,7 @@ def test_stages_export_a_pipeline_and_a_new_run_starts_from_it(tmp_path, capsys)
     report = tmp_path / "eval.json"
     assert eval_main(["all", "--data", str(data), "--weights", str(tmp_path / "weights"), "--count", "4",
                       "--sweep", "--sweep-count", "2", "--out", str(report)]) == 0
+    assert eval_main(["tokenizer", "--data", str(tmp_path / "nowhere")]) == 2  # a one-line error, no traceback
     figures = json.loads(report.read_text())
     assert {"tokenizer", "superres", "adherence", "floor"} <= set(figures)
     assert "default (4 names)" in figures["adherence"] and "critic on (2 names)" in figures["adherence"]
