@@ -1,7 +1,7 @@
 """Step-wise parallel decoding (MaskGIT), as plain functions over tensors.
 
-The network never samples: callers pass a `logits_fn(ids) -> logits` (guidance and text
-conditioning already folded in) and optionally a `critic_fn(ids) -> scores`. `decode` is a
+The network never samples: callers pass a `logits_fn(ids, positions) -> logits` (guidance and text
+conditioning already folded in; see `LogitsFn`) and optionally a `critic_fn` of the same form. `decode` is a
 generator that yields one `DecodeState` per step; every random draw goes through the
 `torch.Generator` it is given, so the same seed gives the same ids.
 """
@@ -10,45 +10,34 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator, Optional, Protocol
 
 import torch
 
-from .schedules import ScheduleLike, get_schedule, num_masked
+from .ops import gather_positions, masked_positions
+from .schedules import num_masked
+from .settings import SamplerSettings
 
-# (B, N) ids -> (B, N, V) logits; or (ids, positions (B, M)) -> logits at those positions, (B, M, V) or (B, N, V)
-LogitsFn = Callable[..., torch.Tensor]
-CriticFn = Callable[..., torch.Tensor]  # (B, N) ids -> (B, N) "this token is wrong" scores; positions as LogitsFn
+
+class LogitsFn(Protocol):
+    """(B, N) ids -> (B, N, V) logits. Given positions (B, M) it may answer at those alone, (B, M, V).
+
+    Guidance and conditioning are folded in (`muse.guidance`); a plain one-argument function of the
+    ids qualifies too (`at_positions` adapts it)."""
+
+    def __call__(self, ids: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor: ...
+
+
+class CriticFn(Protocol):
+    """(B, N) ids -> (B, N) "this token is wrong" scores; at positions (B, M), (B, M) as LogitsFn."""
+
+    def __call__(self, ids: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor: ...
+
 
 # Score of positions that cannot be remasked (known, or fixed earlier); finite so ranks stay well
 # defined. Candidate scores are clamped to +-NEVER_SCORE / 2, so anything above that is this marker.
 NEVER_SCORE = 1e9
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    """How to decode; names follow muse-maskgit-pytorch's `generate`."""
-
-    timesteps: int = 12
-    temperature: float = 1.0
-    topk_filter_thres: float = 0.9
-    schedule: ScheduleLike = "cosine"
-    critic_noise_scale: float = 1.0
-    choice_temperature: float = 4.5  # MaskGIT's Gumbel noise on the keep choice, annealed to 0
-    can_remask_prev_masked: bool = False
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.timesteps, int) or isinstance(self.timesteps, bool) or self.timesteps < 1:
-            raise ValueError(f"timesteps must be a positive integer, got {self.timesteps!r}")
-        for name in ("temperature", "critic_noise_scale", "choice_temperature"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        thres = self.topk_filter_thres
-        if not isinstance(thres, (int, float)) or not (0.0 <= thres < 1.0):
-            raise ValueError(f"topk_filter_thres must be in [0, 1), got {thres!r}")
-        get_schedule(self.schedule)
 
 
 @dataclass(frozen=True)
@@ -63,6 +52,11 @@ class DecodeState:
     scores: torch.Tensor  # float; keep scores used to choose (higher = kept)
     # long; the model's sample wherever it was asked (every position masked before this step), ids elsewhere
     pred_ids: torch.Tensor
+
+    def reshape(self, *shape: int) -> "DecodeState":
+        """The same state with every grid viewed as `shape`, e.g. (B, h, w)."""
+        return replace(self, **{k: getattr(self, k).view(*shape)
+                                for k in ("ids", "masked", "revealed", "scores", "pred_ids")})
 
 
 def gumbel_noise(shape: torch.Size | tuple, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -107,7 +101,7 @@ def select_remask(keep_scores: torch.Tensor, counts: torch.Tensor) -> torch.Tens
     return ranks < counts[:, None]
 
 
-def takes_positions(fn: Callable) -> bool:
+def _takes_positions(fn: Callable) -> bool:
     """Whether `fn` can be called as fn(ids, positions)."""
     try:
         inspect.signature(fn).bind(None, None)
@@ -116,17 +110,21 @@ def takes_positions(fn: Callable) -> bool:
     return True
 
 
-def gather_positions(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """x (B, N, ...) at positions (B, M) -> (B, M, ...)."""
-    index = positions.view(*positions.shape, *(1,) * (x.dim() - 2)).expand(-1, -1, *x.shape[2:])
-    return x.gather(1, index)
+def at_positions(fn: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]:
+    """Adapt a logits or critic function to the sampler's one call: (ids, positions) -> float32 output at
+    `positions` (B, M, ...) when given, else at every position (B, N, ...).
 
+    A function that takes positions is told them and may compute there alone; a one-argument function,
+    or one that answers every position anyway (a self-conditioned model), is read at them."""
+    takes = _takes_positions(fn)
 
-def masked_positions(masked: torch.Tensor, count: int) -> torch.Tensor:
-    """The positions of a bool (B, N) grid with `count` True per row, ascending: long (B, count).
+    def call(ids: torch.Tensor, positions: Optional[torch.Tensor]) -> torch.Tensor:
+        out = (fn(ids, positions) if takes else fn(ids)).float()
+        if positions is not None and out.shape[1] != positions.shape[1]:
+            out = gather_positions(out, positions)
+        return out
 
-    A stable sort instead of nonzero(): its output size is known, so the host never waits."""
-    return (~masked).to(torch.uint8).argsort(dim=1, stable=True)[:, :count]
+    return call
 
 
 def decode(
@@ -143,10 +141,9 @@ def decode(
     Positions outside the region are known and never change; the number still masked after each
     step follows the schedule, counted from each row's region size; the last step leaves none.
 
-    Only the still-masked positions' logits are read (every region position's when
-    `can_remask_prev_masked`). A `logits_fn` taking (ids, positions) is told which, as long (B, M),
-    whenever every row has the same number masked (else positions is None), and may compute those alone;
-    so is a `critic_fn` taking (ids, positions), whose scores are read at the same positions.
+    Only the still-masked positions are sampled (every region position when `can_remask_prev_masked`).
+    Whenever every row has the same number masked, both functions are asked at those positions,
+    long (B, M), through `at_positions`; a function that takes them may compute there alone.
     """
     if init_ids.shape != region.shape or init_ids.dim() != 2:
         raise ValueError(f"init_ids {tuple(init_ids.shape)} and region {tuple(region.shape)} must both be (B, N)")
@@ -163,34 +160,28 @@ def decode(
         count_rows.append(prev)
     counts_per_step = torch.tensor(count_rows, device=ids.device)  # (steps, B)
     n = ids.shape[1]
-    logits_takes_positions = takes_positions(logits_fn)
-    ask_positions = logits_takes_positions and not settings.can_remask_prev_masked
-    critic_positions = critic_fn is not None and takes_positions(critic_fn)
+    logits_at = at_positions(logits_fn)
+    critic_at = at_positions(critic_fn) if critic_fn is not None else None
 
     for step in range(total):
         before = sizes if step == 0 else count_rows[step - 1]  # masked per row now, known on the host
+        # The candidates for this step's sample: the masked positions, asked for by index when every
+        # row has the same number (else, and when earlier choices may be remasked, every position).
         positions = None
-        if ask_positions and len(set(before)) == 1 and 0 < before[0] < n:
+        if not settings.can_remask_prev_masked and len(set(before)) == 1 and 0 < before[0] < n:
             positions = masked_positions(masked, before[0])  # (B, M)
-        logits = (logits_fn(ids, positions) if logits_takes_positions else logits_fn(ids)).float()
-        if positions is not None and logits.shape[1] != positions.shape[1]:  # it answered every position
-            logits = gather_positions(logits, positions)
+        logits = logits_at(ids, positions)  # (B, M, V), or (B, N, V)
         remaining = (total - 1 - step) / total  # annealing factor, 0 at the last step
-        pred = top_k_sample(logits, settings.topk_filter_thres, settings.temperature * remaining,
-                            generator)  # (B, M), or (B, N)
+        pred = top_k_sample(logits, settings.topk_filter_thres, settings.temperature * remaining, generator)
         if positions is not None:
             filled = pred_ids = ids.scatter(1, positions, pred)
         else:
             filled, pred_ids = torch.where(masked, pred, ids), pred
 
-        # Which positions may be masked again after this step.
-        candidates = region if settings.can_remask_prev_masked else masked
-        # The last step reveals every remaining position whatever the scores: no critic pass for it.
-        if critic_fn is not None and step < total - 1:
-            # Higher = more likely wrong; read at the candidates only, so asked there alone when it can be.
-            critic = (critic_fn(filled, positions) if critic_positions else critic_fn(filled)).float()
-            if positions is not None and critic.shape[1] != positions.shape[1]:  # (B, N): read the (B, M)
-                critic = gather_positions(critic, positions)
+        # Keep scores (higher = kept) for the candidates. The last step reveals every remaining
+        # position whatever the scores: no critic pass for it.
+        if critic_at is not None and step < total - 1:
+            critic = critic_at(filled, positions)  # higher = more likely wrong
             noise = torch.rand(critic.shape, generator=generator, device=critic.device) - 0.5
             keep = -(critic + noise * settings.critic_noise_scale * remaining)
         else:
@@ -198,16 +189,14 @@ def decode(
             log_probs = logits.log_softmax(dim=-1).gather(-1, chosen[..., None]).squeeze(-1)
             noise = gumbel_noise(log_probs.shape, generator, log_probs.device)
             keep = log_probs + noise * settings.choice_temperature * remaining
-        keep = torch.nan_to_num(keep, nan=-NEVER_SCORE, posinf=NEVER_SCORE, neginf=-NEVER_SCORE).clamp(-NEVER_SCORE / 2, NEVER_SCORE / 2)
-        if positions is not None:  # scores of the candidates (the masked positions) alone: scatter them
-            keep = torch.full_like(ids, NEVER_SCORE, dtype=keep.dtype).scatter(1, positions, keep)
-        else:
-            keep = torch.where(candidates, keep, torch.full_like(keep, NEVER_SCORE))
+        keep = torch.nan_to_num(keep, nan=-NEVER_SCORE, posinf=NEVER_SCORE, neginf=-NEVER_SCORE)
+        keep = keep.clamp(-NEVER_SCORE / 2, NEVER_SCORE / 2)
+        candidates = region if settings.can_remask_prev_masked else masked
+        never = torch.full_like(ids, NEVER_SCORE, dtype=keep.dtype)
+        keep = never.scatter(1, positions, keep) if positions is not None else torch.where(candidates, keep, never)
 
         remask = select_remask(keep, counts_per_step[step]) & candidates
-        new_ids = torch.where(remask, torch.full_like(filled, mask_id), filled)
         revealed = masked & ~remask
-        masked = remask
-        ids = new_ids
+        ids, masked = torch.where(remask, torch.full_like(filled, mask_id), filled), remask
         yield DecodeState(step=step + 1, total=total, ids=ids, masked=masked, revealed=revealed,
                           scores=keep, pred_ids=pred_ids)

@@ -17,7 +17,7 @@ from torch import nn
 
 from .config import TransformerConfig
 from .hub import PretrainedMixin
-from .sampling import gather_positions
+from .ops import gather_positions, l2norm
 
 
 def native_bf16(device: Union[str, torch.device]) -> bool:
@@ -48,10 +48,6 @@ def inference_dtype(device: Union[str, torch.device]) -> torch.dtype:
     return torch.bfloat16 if native_bf16(device) else torch.float32
 
 
-def l2norm(t: torch.Tensor) -> torch.Tensor:
-    return F.normalize(t, dim=-1)
-
-
 class LayerNorm(nn.Module):
     """LayerNorm with a learned gain and no bias (as in the reference)."""
 
@@ -64,34 +60,28 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, x.shape[-1:], self.gamma, self.beta)
 
 
-class GEGLU(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, gate = x.chunk(2, dim=-1)
-        return F.gelu(gate) * x
+class FeedForward(nn.Module):
+    """LayerNorm, GEGLU MLP, LayerNorm, out projection.
 
-
-class FeedForward(nn.Sequential):
-    """LayerNorm, GEGLU MLP, LayerNorm, out projection (the reference's layout and parameter names).
-
-    The input projection runs as two matmuls over the halves of its weight, so that the value and
-    the gate come out contiguous: erf-GELU on a strided half of one wide output is about three times
-    slower on CPU than on a contiguous one.
+    The parts are registered as "0", "1", "3" and "4", the parameter names of the reference's
+    nn.Sequential (its index 2 is the parameter-free GEGLU, computed inline here), so weights in
+    that layout load unchanged. The input projection runs as two matmuls over the halves of its
+    weight, so that the value and the gate come out contiguous: erf-GELU on a strided half of one
+    wide output is about three times slower on CPU than on a contiguous one.
     """
 
     def __init__(self, dim: int, mult: int):
+        super().__init__()
         inner = int(dim * mult * 2 / 3)  # GEGLU: keep the parameter count of a plain mult-x MLP
-        super().__init__(LayerNorm(dim), nn.Linear(dim, inner * 2, bias=False), GEGLU(), LayerNorm(inner),
-                         nn.Linear(inner, dim, bias=False))
+        for name, part in (("0", LayerNorm(dim)), ("1", nn.Linear(dim, inner * 2, bias=False)),
+                           ("3", LayerNorm(inner)), ("4", nn.Linear(inner, dim, bias=False))):
+            self.add_module(name, part)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm, proj_in, _, inner_norm, proj_out = self
+        norm, proj_in, inner_norm, proj_out = (self._modules[k] for k in ("0", "1", "3", "4"))
         x = norm(x)
         value_w, gate_w = proj_in.weight.chunk(2)  # row halves of a row-major weight: contiguous views
         return proj_out(inner_norm(F.gelu(F.linear(x, gate_w)) * F.linear(x, value_w)))
-
-
-def feed_forward(dim: int, mult: int) -> FeedForward:
-    return FeedForward(dim, mult)
 
 
 class Attention(nn.Module):
@@ -101,9 +91,9 @@ class Attention(nn.Module):
     (classifier-free guidance); cos-sim attention with learned scales keeps logits bounded.
     """
 
-    def __init__(self, dim: int, heads: int, dim_head: int, scale: float, cross: bool = False):
+    def __init__(self, dim: int, heads: int, dim_head: int, scale: float):
         super().__init__()
-        self.heads, self.dim_head, self.scale, self.cross = heads, dim_head, scale, cross
+        self.heads, self.dim_head, self.scale = heads, dim_head, scale
         inner = heads * dim_head
         self.norm = LayerNorm(dim)
         self.null_kv = nn.Parameter(torch.randn(2, heads, 1, dim_head))
@@ -160,8 +150,8 @@ class Block(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.attn = Attention(cfg.dim, cfg.heads, cfg.dim_head, cfg.attn_scale)
-        self.cross_attn = Attention(cfg.dim, cfg.heads, cfg.dim_head, cfg.attn_scale, cross=True)
-        self.ff = feed_forward(cfg.dim, cfg.ff_mult)
+        self.cross_attn = Attention(cfg.dim, cfg.heads, cfg.dim_head, cfg.attn_scale)
+        self.ff = FeedForward(cfg.dim, cfg.ff_mult)
 
     def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor,
                 null_rows: int = 0, positions: Optional[torch.Tensor] = None, repeat: int = 1) -> torch.Tensor:
@@ -248,7 +238,7 @@ class MaskedTransformer(nn.Module, PretrainedMixin):
             self.spatial_emb = nn.Embedding(cfg.num_tokens, cfg.dim)
             self.spatial_conv = nn.Conv2d(cfg.dim, cfg.dim, 3, padding=1)
         if cfg.self_cond:
-            self.self_cond_to_init_embed = feed_forward(cfg.dim, 4)
+            self.self_cond_to_init_embed = FeedForward(cfg.dim, 4)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.depth)])
         self.norm = LayerNorm(cfg.dim)
         self.to_logits = nn.Linear(cfg.dim, cfg.num_tokens if cfg.kind == "generator" else 1, bias=False)

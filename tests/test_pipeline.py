@@ -14,6 +14,7 @@ from muse import load_pipeline
 from muse.compiled import is_compiled
 from muse.hub import WeightsError
 from muse.images import mask_to_grid, pil_to_tensor
+from muse.runner import TextContext
 from muse.transformer import MaskedTransformer, inference_dtype
 
 from .conftest import make_tiny_pipeline
@@ -56,9 +57,11 @@ def test_call_returns_images_and_is_reproducible(tiny_pipe):
 
 
 def test_negative_prompt_changes_only_the_unconditional_half(tiny_pipe):
-    models = [tiny_pipe.base_model]
-    plain = tiny_pipe._contexts(["a cat"], None, 1, models, None, 3.0)[0]
-    negative = tiny_pipe._contexts(["a cat"], "a dog", 1, models, None, 3.0)[0]
+    def context(negatives):
+        text = TextContext.encode(tiny_pipe.text_encoder, ["a cat"], negatives, 1, 3.0, tiny_pipe.device)
+        return text.prepare(tiny_pipe.base_model)
+
+    plain, negative = context(None), context(["a dog"])
     # The negative prompt is padded to the prompt's length, so compare the shared prefix of keys.
     for (kp, _), (kn, _) in zip(plain.kv, negative.kv):
         n = min(kp.shape[2], kn.shape[2])
@@ -90,8 +93,8 @@ def test_inpaint_keeps_known_tokens_and_pixels(tiny_pipe):
     base_region, sr_region = mask_to_grid(mask, 8), mask_to_grid(mask, 16)
     # Known tokens are the image's own, encoded with the region blanked so nothing under it leaks.
     small = pil_to_tensor([image.resize((32, 32), Image.Resampling.BOX)])
-    known_base = tiny_pipe.vq.encode(tiny_pipe._blank(small, base_region))
-    known_sr = tiny_pipe.vq.encode(tiny_pipe._blank(pil_to_tensor([image]), sr_region))
+    known_base = tiny_pipe.vq.encode(tiny_pipe.renderer.blank(small, base_region))
+    known_sr = tiny_pipe.vq.encode(tiny_pipe.renderer.blank(pil_to_tensor([image]), sr_region))
     assert int(base_region.sum()) == 16 and int(sr_region.sum()) == 64
     for s in steps:
         known, region = (known_base, base_region) if s.stage == "base" else (known_sr, sr_region)

@@ -1,0 +1,118 @@
+"""The token-level stage runner: ids in, `DecodeState`s out.
+
+A request's text is encoded once (`TextContext`); each stage's network is bound to it once, guidance
+folded in (`bind_stage`), which gives a `Stage`: a logits function, a mask id and an optional critic.
+`run_stage` decodes a token grid with any `Stage`, so another model family runs through it by bringing
+its own logits function and mask id. `run_stages` chains stages, each conditioned on the ids of the one
+before (MUSE's base then super-res). Nothing here makes pixels: see `muse.render`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+from .guidance import GuidedCritic, GuidedLogits, guidance_context
+from .sampling import CriticFn, DecodeState, LogitsFn, decode
+from .settings import SamplerSettings
+from .text import TextEncoder
+from .transformer import MaskedTransformer
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One decoding stage bound to a request: functions of the ids alone."""
+
+    name: str
+    logits_fn: LogitsFn
+    mask_id: int
+    critic_fn: Optional[CriticFn] = None
+
+
+def run_stage(stage: Stage, init_ids: torch.Tensor, region: torch.Tensor, settings: SamplerSettings,
+              generator: torch.Generator) -> Iterator[DecodeState]:
+    """Fill `region` (bool (B, h, w)) of `init_ids` (long (B, h, w)); states with (B, h, w) grids."""
+    shape = init_ids.shape
+    for state in decode(stage.logits_fn, init_ids.flatten(1), region.flatten(1), stage.mask_id, settings,
+                        generator, stage.critic_fn):
+        yield state.reshape(*shape)
+
+
+@dataclass(frozen=True)
+class TextContext:
+    """A request's encoded text, once: the prompts' rows and the unconditional rows of guidance (the
+    negative prompts', or none: the null context), each repeated for the images per prompt."""
+
+    embeds: torch.Tensor  # (B, L, text_dim)
+    mask: torch.Tensor  # bool (B, L)
+    null_embeds: torch.Tensor
+    null_mask: torch.Tensor
+    cond_scale: float
+
+    @classmethod
+    def encode(cls, text_encoder: TextEncoder, prompts: list[str], negatives: Optional[list[str]], repeat: int,
+               cond_scale: float, device: torch.device) -> "TextContext":
+        """prompts (P) and negatives (P, or None) -> rows (P * repeat, ...), in one encoder call."""
+        use_negative = negatives is not None and cond_scale != 1
+        embeds, mask = text_encoder(prompts + negatives if use_negative else prompts)
+        embeds, mask = embeds.to(device), mask.to(device)
+        b = len(prompts)
+        cond_e, cond_m = embeds[:b], mask[:b]
+        if use_negative:
+            null_e, null_m = embeds[b:], mask[b:]
+        else:  # the null context: nothing but the learned null key/value is attended
+            null_e, null_m = torch.zeros_like(cond_e), torch.zeros_like(cond_m)
+        rows = (t.repeat_interleave(repeat, 0) for t in (cond_e, cond_m, null_e, null_m))
+        return cls(*rows, cond_scale=float(cond_scale))
+
+    def prepare(self, model: MaskedTransformer, cond_ids: Optional[torch.Tensor] = None):
+        """The model's guided context (`muse.guidance.guidance_context`); cond_ids (B, h, w) or None."""
+        ids = cond_ids.flatten(1) if cond_ids is not None and model.config.cond_seq_len else None
+        cond = model.prepare_context(self.embeds, self.mask, ids)
+        uncond = model.prepare_context(self.null_embeds, self.null_mask, ids) if self.cond_scale != 1 else cond
+        return guidance_context(cond, uncond, self.cond_scale)
+
+
+def bind_stage(name: str, text: TextContext, model: MaskedTransformer, critic: Optional[MaskedTransformer] = None,
+               use_critic: bool = True, cond_ids: Optional[torch.Tensor] = None) -> Stage:
+    """A MUSE transformer (and its critic, or its own critic head) as a `Stage`, contexts prepared once.
+
+    The critic ranks the tokens when `use_critic` and there is one; otherwise the sampler ranks by the
+    model's own confidence."""
+    context = text.prepare(model, cond_ids)
+    critic_fn = None
+    if use_critic and critic is not None:
+        critic_fn = GuidedCritic(critic, text.prepare(critic, cond_ids), text.cond_scale)
+    elif use_critic and model.config.self_critic:
+        critic_fn = GuidedCritic(model, context, text.cond_scale)
+    return Stage(name, GuidedLogits(model, context, text.cond_scale), model.mask_id, critic_fn)
+
+
+def has_critic(model: MaskedTransformer, critic: Optional[MaskedTransformer]) -> bool:
+    """Whether a stage of this model can rank with a critic (`bind_stage`'s rule)."""
+    return critic is not None or model.config.self_critic
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """A stage of a request: its network, the known ids and the region to generate."""
+
+    name: str
+    model: MaskedTransformer
+    critic: Optional[MaskedTransformer]
+    known: torch.Tensor  # long (B, h, w); read outside the region only
+    region: torch.Tensor  # bool (B, h, w): the tokens to generate
+
+
+def run_stages(plans: Sequence[StagePlan], text: TextContext, settings: SamplerSettings, generator: torch.Generator,
+               use_critic: bool = True, cond_ids: Optional[torch.Tensor] = None) -> Iterator[tuple[int, DecodeState]]:
+    """Each plan in turn, conditioned on the previous stage's final ids (the first on `cond_ids`,
+    (B, h, w) or None): (stage index, state with (B, h, w) grids) for every step."""
+    for index, plan in enumerate(plans):
+        stage = bind_stage(plan.name, text, plan.model, plan.critic, use_critic, cond_ids)
+        state = None
+        for state in run_stage(stage, plan.known, plan.region, settings, generator):
+            yield index, state
+        cond_ids = state.ids

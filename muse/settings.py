@@ -1,0 +1,178 @@
+"""The one settings schema: every generation setting's name, default, limits, label and help, declared once.
+
+Each field of `SamplerSettings` (how to decode) and `GenerationSettings` (a whole request) carries its
+`Setting` in its metadata. `SCHEMA` collects them; the dataclasses validate with it, and the
+playground's sliders, its tighter limits and the command line's options are generated from it
+(`Setting.check`, with the same user-facing messages everywhere).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .schedules import SCHEDULES, ScheduleLike
+
+MAX_IMAGES = 16  # per request: prompts x num_images
+MAX_SEED = 2**63 - 1
+
+
+class SettingError(ValueError):
+    """A setting out of its range or of the wrong type; the message names the setting."""
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """repr of a rejected value, cut short: an error message must not echo a 100,000-character input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its type, default and limits, and the words a user sees for it."""
+
+    name: str
+    kind: type  # int, float, bool or str
+    default: Any
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    below_hi: bool = False  # the upper limit itself is excluded
+    choices: tuple[str, ...] = ()
+    callables: bool = False  # a callable is accepted too (a custom schedule, from Python only)
+    optional: bool = False  # None is accepted (seed: draw one)
+    label: str = ""
+    help: str = ""
+    step: Optional[float] = None  # slider resolution
+
+    def limits(self, limits: Optional[tuple[float, float]] = None) -> tuple[float, float]:
+        """The range in force: `limits` (a caller's tighter range, e.g. the playground's) or the schema's."""
+        return limits if limits is not None else (self.lo, self.hi)
+
+    def check(self, value: Any, limits: Optional[tuple[float, float]] = None, coerce: bool = False) -> Any:
+        """`value` checked (and normalised: floats as float) or a SettingError naming the setting.
+
+        coerce: also accept the forms a JSON or form client sends, numbers as text and flags as 0/1
+        or "true"/"false" (the playground's API)."""
+        if value is None and self.optional:
+            return None
+        if self.kind is bool:
+            return self._flag(value, coerce)
+        if self.kind is str:
+            if self.callables and callable(value):
+                return value
+            if isinstance(value, str) and value in self.choices:
+                return value
+            extra = " or a callable" if self.callables else ""
+            raise SettingError(f"{self.name} must be one of {', '.join(self.choices)}{extra}; got {shown(value)}.")
+        return self._number(value, *self.limits(limits), coerce)
+
+    def _number(self, value: Any, lo: float, hi: float, coerce: bool) -> Any:
+        integer = self.kind is int
+        kind = "a whole number" if integer else "a number"
+        top = f"below {_fmt(hi)}" if self.below_hi and hi == self.hi else _fmt(hi)
+        message = f"{self.name} must be {kind} from {_fmt(lo)} to {top}, got {shown(value)}."
+        if coerce and isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise SettingError(message) from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise SettingError(message)
+        if integer and (float(value) != int(value) or (isinstance(value, float) and not coerce)):
+            raise SettingError(message)
+        above = value >= hi if self.below_hi and hi == self.hi else value > hi
+        if value < lo or above:
+            raise SettingError(message)
+        return int(value) if integer else float(value)
+
+    def _flag(self, value: Any, coerce: bool) -> bool:
+        if isinstance(value, bool):
+            return value
+        if coerce and value in (0, 1) and not isinstance(value, float):
+            return bool(value)
+        if coerce and isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise SettingError(f"{self.name} must be true or false, got {shown(value)}.")
+
+
+def setting(default: Any, *, kind: Optional[type] = None, **spec: Any) -> Any:
+    """A dataclass field that carries its `Setting` (name and kind filled in from the field)."""
+    return field(default=default, metadata={"setting": dict(spec, kind=kind or type(default))})
+
+
+def _schema_of(cls: type) -> dict[str, Setting]:
+    return {f.name: Setting(name=f.name, default=f.default, **f.metadata["setting"])
+            for f in dataclasses.fields(cls) if "setting" in f.metadata}
+
+
+def _validate(obj: Any) -> None:
+    """Check every field of a frozen settings dataclass against the schema, storing normalised values."""
+    for name, spec in _schema_of(type(obj)).items():
+        object.__setattr__(obj, name, spec.check(getattr(obj, name)))
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How to decode one stage (`muse.sampling.decode`); names follow muse-maskgit-pytorch's `generate`."""
+
+    timesteps: int = setting(12, lo=1, hi=256, step=1, label="Timesteps",
+                             help="decoding steps per stage: more steps reveal fewer tokens at a time "
+                                  "(slower, often cleaner)")
+    temperature: float = setting(1.0, lo=0, hi=100, step=0.05, label="Temperature",
+                                 help="randomness of each predicted token (annealed to 0 by the last step); "
+                                      "0 = always the likeliest")
+    topk_filter_thres: float = setting(0.9, lo=0, hi=1, below_hi=True, step=0.01, label="Top-k threshold",
+                                       help="drops the least likely codes before sampling: 0.9 keeps the top 10 %")
+    schedule: ScheduleLike = setting("cosine", choices=tuple(SCHEDULES), callables=True, label="Schedule",
+                                     help="the curve of masked tokens per step (see the schedule plot): "
+                                          "cosine reveals few tokens early")
+    critic_noise_scale: float = setting(1.0, lo=0, hi=100, step=0.05, label="Critic noise",
+                                        help="noise added to the token critic's scores when choosing what to "
+                                             "keep: more = more varied choices. It acts only with the critic on")
+    choice_temperature: float = setting(4.5, lo=0, hi=100, step=0.1, label="Choice temperature",
+                                        help="MaskGIT's Gumbel noise on the keep choice without a critic, "
+                                             "annealed to 0")
+    can_remask_prev_masked: bool = setting(False, label="Remask earlier choices",
+                                           help="let a later step mask again a token fixed earlier")
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+@dataclass(frozen=True)
+class GenerationSettings(SamplerSettings):
+    """Everything a request may set (the sampler's settings and the pipeline's); validated on creation."""
+
+    cond_scale: float = setting(3.0, lo=0, hi=100, step=0.1, label="Guidance (cond_scale)",
+                                help="classifier-free guidance: 0 ignores the prompt, 1 is plain conditioning, "
+                                     "higher follows it harder")
+    use_critic: bool = setting(True, label="Use the token critic",
+                               help="rank tokens with the separate token critic instead of the model's own "
+                                    "confidence")
+    superres: bool = setting(True, label="Super-res stage",
+                             help="run the second (super-res) stage after the base stage")
+    seed: Optional[int] = setting(None, kind=int, lo=0, hi=MAX_SEED, optional=True, label="Seed",
+                                  help="the same seed and settings give the same images; none draws one")
+    num_images: int = setting(1, lo=1, hi=MAX_IMAGES, step=1, label="Number of images",
+                              help="images per prompt")
+
+    def sampler(self) -> SamplerSettings:
+        """The part the sampler reads."""
+        return SamplerSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SamplerSettings)})
+
+
+SCHEMA: dict[str, Setting] = _schema_of(GenerationSettings)
+
+
+def known_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The entries of `values` that name a setting (a weights folder's tuned defaults may hold others)."""
+    return {k: v for k, v in values.items() if k in SCHEMA}
+
+
+__all__ = ["Setting", "SettingError", "SCHEMA", "SamplerSettings", "GenerationSettings", "setting", "MAX_IMAGES"]
