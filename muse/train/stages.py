@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..config import TransformerConfig, VQConfig
+from ..presets import BASE_SIZE, SUPERRES_SIZE, Preset, make_preset  # noqa: F401 (re-exported)
 from ..data import CaptionedImages, load_dataset
 from ..pipeline import MusePipeline, PipelineConfig
 from ..preview import PreviewConfig, PreviewDecoder, distill_loss
@@ -32,50 +32,6 @@ from ..transformer import MaskedTransformer
 from ..vq import VQModel
 from .loop import LoopConfig, checkpoint_folder, init_distributed, train_loop
 from .losses import critic_loss, maskgit_loss, vq_loss
-
-BASE_SIZE, SUPERRES_SIZE = 32, 64
-
-
-@dataclass
-class Preset:
-    vq: VQConfig
-    base: TransformerConfig
-    superres: TransformerConfig
-    base_critic: TransformerConfig
-    superres_critic: TransformerConfig
-
-
-def make_preset(name: str, text_dim: int = 384) -> Preset:
-    """Named model sizes. 'emoji' is the shipped model; 'tiny' is for tests and smoke runs."""
-    if name == "emoji":
-        # Sized to train in a few hours on 2 CPU cores (see weights/README.md for the measured times).
-        # Space-to-depth stem: convolutions at 32 and 16 px of a 64 px image (see VQConfig).
-        vq = VQConfig(base_channels=64, channel_mult=(1, 2), res_blocks=1, mid_blocks=2, codebook_size=1024,
-                      code_dim=32, space_to_depth=2)
-        # The base stage must tell ~3,800 named emoji apart from a caption: depth and width for that.
-        gen = dict(dim=320, depth=6, heads=5, dim_head=64, ff_mult=4, text_pooled=True)
-        # Super-res is a local task once each position sees its low-res parent (cond_spatial).
-        sr = dict(dim=192, depth=3, heads=4, dim_head=48, ff_mult=4, text_pooled=True, cond_spatial=True)
-        crit = dict(dim=128, depth=2, heads=4, dim_head=32, ff_mult=4, text_pooled=True)
-    elif name == "tiny":
-        vq = VQConfig(base_channels=8, channel_mult=(1, 2), res_blocks=1, mid_blocks=1, codebook_size=32, code_dim=8,
-                      space_to_depth=2)
-        gen = crit = dict(dim=32, depth=1, heads=2, dim_head=16, ff_mult=2, text_pooled=True)
-        sr = dict(gen, cond_spatial=True)
-    else:
-        raise ValueError(f"unknown preset {name!r}; choose 'emoji' or 'tiny'")
-    f = vq.downsample
-    base_seq, sr_seq = (BASE_SIZE // f) ** 2, (SUPERRES_SIZE // f) ** 2
-    common = dict(num_tokens=vq.codebook_size, text_dim=text_dim)
-    return Preset(
-        vq=vq,
-        base=TransformerConfig(seq_len=base_seq, **common, **gen),
-        superres=TransformerConfig(seq_len=sr_seq, cond_seq_len=base_seq, **common, **sr),
-        base_critic=TransformerConfig(seq_len=base_seq, kind="critic", **common, **crit),
-        superres_critic=TransformerConfig(seq_len=sr_seq, cond_seq_len=base_seq, kind="critic", cond_spatial=True,
-                                          **common, **crit),
-    )
-
 
 @dataclass
 class StageArgs:
