@@ -14,24 +14,43 @@ from pathlib import Path
 from PIL import Image
 
 
-def _settings_args(p: argparse.ArgumentParser) -> None:
+# Extra spellings kept for the flags users already type.
+ALIASES = {"use_critic": ("--no-critic", False, "same as --no-use-critic"),
+           "superres": ("--base-only", False, "skip the super-res stage (same as --no-superres)")}
+
+
+def _settings_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """The request options: output and model options, then one per setting of the schema (`muse.settings`).
+
+    Values are checked by the schema after parsing, so a bad one is the same one-line message as from
+    Python (argparse only converts the type)."""
+    from muse.settings import SCHEMA
+
     p.add_argument("-o", "--out", type=Path, default=Path("out.png"), help="output PNG (several images: out-0.png, ...)")
     p.add_argument("--gif", type=Path, help="also save an animated GIF of every decoding step")
     p.add_argument("--weights", help="model folder or Hub repo id (default: the shipped weights/)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--compile", action="store_true", help="torch.compile the transformers (meant for a GPU; "
                    "compiling takes about a minute)")
-    p.add_argument("--negative-prompt")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--timesteps", type=int)
-    p.add_argument("--cond-scale", type=float)
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--topk-filter-thres", type=float)
-    p.add_argument("--critic-noise-scale", type=float)
-    p.add_argument("--schedule", choices=("cosine", "linear", "arccos", "power"))
-    p.add_argument("--no-critic", dest="use_critic", action="store_false", default=None)
-    p.add_argument("--base-only", dest="superres", action="store_false", default=None, help="skip the super-res stage")
-    p.add_argument("--num-images", type=int)
+    p.add_argument("--negative-prompt", help="what guidance steers away from")
+    settings = p.add_argument_group("settings (default: the weights' tuned defaults)")
+    for name, spec in SCHEMA.items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        text = spec.help.replace("%", "%%")  # argparse formats help with %
+        if spec.kind is bool:
+            settings.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+            if name in ALIASES:
+                alias, value, text = ALIASES[name]
+                settings.add_argument(alias, dest=name, action="store_const", const=value, help=text)
+        elif spec.kind is str:
+            settings.add_argument(flag, dest=name, choices=spec.choices, help=text)
+        else:
+            lo, hi = (int(spec.lo), int(spec.hi)) if spec.kind is int else (spec.lo, spec.hi)
+            limits = f" [{lo:g} to {hi:g}{', exclusive' if spec.below_hi else ''}]" if spec.kind is float else \
+                f" [{lo} to {hi}]"
+            settings.add_argument(flag, dest=name, type=spec.kind, metavar=name.upper(), help=text + limits)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -49,7 +68,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     sr = sub.add_parser("superres", help="super-resolve a low-resolution image")
     sr.add_argument("image", type=Path)
     sr.add_argument("prompt")
-    _settings_args(sr)
+    _settings_args(sr, skip=("superres",))
     return parser.parse_args(argv)
 
 
@@ -69,13 +88,9 @@ def _check_outputs(a: argparse.Namespace) -> None:
 
 def run(a: argparse.Namespace) -> list[Path]:
     from muse import load_pipeline
-    from muse.pipeline import GenerationSettings
+    from muse.settings import SCHEMA, GenerationSettings
 
-    keys = ("seed", "timesteps", "cond_scale", "temperature", "topk_filter_thres", "critic_noise_scale", "schedule",
-            "use_critic", "superres", "num_images")
-    kwargs = {k: getattr(a, k) for k in keys if getattr(a, k, None) is not None}
-    if a.command == "superres":
-        kwargs.pop("superres", None)
+    kwargs = {k: getattr(a, k) for k in SCHEMA if getattr(a, k, None) is not None}
     _check_outputs(a)
     GenerationSettings(**kwargs)  # fail fast, before the model loads
     pipe = load_pipeline(a.weights, device=a.device)

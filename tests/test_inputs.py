@@ -248,3 +248,16 @@ def test_cli_bad_input_is_one_line_and_exit_code_2(args, message, tiny_weights, 
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert not (tmp_path / "out.png").exists()
+
+
+def test_cli_options_are_generated_from_the_settings_schema():
+    from muse.settings import SCHEMA
+
+    a = cli.parse(["generate", "x"])
+    assert all(getattr(a, name) is None for name in SCHEMA)  # unset: the weights' tuned defaults apply
+    a = cli.parse(["generate", "x", "--timesteps", "8", "--choice-temperature", "2", "--schedule", "arccos",
+                   "--no-critic", "--base-only", "--can-remask-prev-masked", "--seed", "3"])
+    assert (a.timesteps, a.choice_temperature, a.schedule, a.use_critic, a.superres, a.can_remask_prev_masked,
+            a.seed) == (8, 2.0, "arccos", False, False, True, 3)
+    assert cli.parse(["generate", "x", "--no-superres", "--use-critic"]).superres is False
+    assert not hasattr(cli.parse(["superres", "small.png", "x"]), "superres")  # that command is the super-res stage
