@@ -1,0 +1,59 @@
+"""The token-level stage runner, the renderer's helpers, and token ids as a pipeline output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from muse.ops import token_cells
+from muse.runner import Stage, run_stage
+from muse.settings import SamplerSettings
+
+
+def test_any_logits_function_and_mask_id_run_through_the_stage_runner():
+    """Another model family brings its own logits function and mask id (here 7 codes, mask id 99)."""
+    calls = []
+
+    def logits_fn(ids: torch.Tensor) -> torch.Tensor:  # one argument: the runner adapts it
+        calls.append(ids.clone())
+        return torch.log_softmax(torch.arange(7.0).expand(*ids.shape, 7), -1)
+
+    known = torch.full((2, 3, 3), 5)
+    region = torch.zeros(2, 3, 3, dtype=torch.bool)
+    region[:, :2] = True
+    states = list(run_stage(Stage("other", logits_fn, mask_id=99), known, region,
+                            SamplerSettings(timesteps=3, temperature=0.0), torch.Generator().manual_seed(0)))
+    assert len(states) == 3 and all(s.ids.shape == (2, 3, 3) for s in states)
+    assert (calls[0][region.flatten(1)] == 99).all()  # the region starts masked with this family's mask id
+    final = states[-1].ids
+    assert (final[:, 2] == 5).all() and (final[region] == 6).all()  # known kept; argmax everywhere else
+    assert not states[-1].masked.any()
+
+
+def test_token_cells_cover_each_token_with_its_pixels():
+    grid = torch.tensor([[True, False], [False, True]])
+    cells = token_cells(grid, 3)
+    assert cells.shape == (6, 6) and cells[:3, :3].all() and not cells[:3, 3:].any() and cells[3:, 3:].all()
+
+
+def test_token_ids_are_a_public_output(tiny_pipe):
+    ids = tiny_pipe(["a cat", "a dog"], seed=1, output_type="ids")
+    assert ids.shape == (2, 16, 16) and ids.dtype == torch.long and (ids < tiny_pipe.vq.codebook_size).all()
+    steps = list(tiny_pipe.stream(["a cat", "a dog"], seed=1, previews=False))
+    assert torch.equal(ids, steps[-1].ids)
+    images = tiny_pipe(["a cat", "a dog"], seed=1)
+    decoded = tiny_pipe.renderer.step_images(ids, ids, torch.zeros_like(ids, dtype=torch.bool))[0]
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, decoded))
+    assert tiny_pipe("a cat", seed=1, superres=False, output_type="ids").shape == (1, 8, 8)
+    low_res = images[0].resize((32, 32))
+    assert tiny_pipe.superres(low_res, "a cat", seed=1, output_type="ids").shape == (1, 16, 16)
+    with pytest.raises(ValueError, match="output_type must be one of pil, ids"):
+        tiny_pipe("a cat", output_type="latent")
+
+
+def test_what_a_request_will_do(tiny_pipe):
+    assert tiny_pipe.token_counts() == {"base": 64, "superres": 256}
+    assert tiny_pipe.token_counts(superres=False) == {"base": 64}
+    assert tiny_pipe.output_size() == 64 and tiny_pipe.output_size(superres=False) == 32
+    assert tiny_pipe.uses_critic(True) and not tiny_pipe.uses_critic(False)
