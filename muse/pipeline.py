@@ -243,6 +243,9 @@ class MusePipeline:
             region = torch.ones(batch, side, side, dtype=torch.bool, device=self.device)
         return StagePlan(name, model, critic, known, region)
 
+    def _text_to_image(self, r: _Request) -> list[StagePlan]:
+        return [self._plan(name, r.batch) for name in self.stage_names(r.settings.superres)]
+
     def _token_states(self, r: _Request, plans: list[StagePlan],
                       cond_ids: Optional[torch.Tensor] = None) -> Iterator[tuple[int, DecodeState]]:
         """(stage index, state) for every step of every planned stage: the stage runner, text encoded once."""
@@ -285,8 +288,7 @@ class MusePipeline:
                previews: bool = True, **kwargs: Any) -> Iterator[DecodeStep]:
         """Text to image, one DecodeStep per step of each stage; the last has is_final and the images."""
         r = self._request(prompt, negative_prompt, **kwargs)
-        plans = [self._plan(name, r.batch) for name in self.stage_names(r.settings.superres)]
-        yield from self._steps(r, plans, previews)
+        yield from self._steps(r, self._text_to_image(r), previews)
 
     @torch.inference_mode()
     def __call__(self, prompt: Union[str, Sequence[str]], *, output_type: str = "pil",
@@ -295,11 +297,10 @@ class MusePipeline:
 
         output_type "ids" returns the final token ids instead, long (B, h, w), without decoding a pixel."""
         self._check_output_type(output_type)
-        if output_type == "ids":
+        if output_type == "ids":  # the stage runner alone: not a pixel decoded
             r = self._request(prompt, kwargs.pop("negative_prompt", None), **kwargs)
-            plans = [self._plan(name, r.batch) for name in self.stage_names(r.settings.superres)]
             state = None
-            for _, state in self._token_states(r, plans):
+            for _, state in self._token_states(r, self._text_to_image(r)):
                 pass
             return state.ids
         return self._output(self.stream(prompt, previews=False, **kwargs), output_type)
