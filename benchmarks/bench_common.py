@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: statistics, tables, machine facts, test pipelines.
+"""Helpers shared by the benchmark scripts: statistics, tables, machine facts, timing the public pipeline.
 
 Top-level imports are the standard library only: `vs_reference.py` runs part of itself inside the
 reference's virtual environment, where neither muse nor its dependencies exist.
@@ -7,20 +7,15 @@ reference's virtual environment, where neither muse nor its dependencies exist.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Optional, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -76,7 +71,8 @@ def model_parser(doc: str, runs: int, prompt: str = DEFAULT_PROMPT,
     """The options every shipped-model benchmark shares: which model, how many runs, threads, device, prompt."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", help="pipeline folder or Hub repo id (default: the shipped weights/)")
-    p.add_argument("--preset", help="instead of weights: this training preset's sizes with random weights")
+    p.add_argument("--preset", help="instead of weights: this muse.presets preset's sizes with random weights "
+                                    "(emoji: the shipped model's)")
     p.add_argument("--runs", type=int, default=runs)
     p.add_argument("--warmup", type=int, default=1, help=warmup_help)
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
@@ -111,40 +107,44 @@ def set_threads(threads: Optional[int]) -> int:
     return torch.get_num_threads()
 
 
-# ----- pipelines for stream_overhead.py and latency.py ------------------------------------------
+# ----- timing the public pipeline (stream_overhead.py and latency.py) ---------------------------
+
+def abba(runs: int, names: tuple[str, str]) -> Iterator[str]:
+    """`runs` rounds of the two names in ABBA order (A B, B A, A B, ...), so a drift hits both equally."""
+    for i in range(runs):
+        yield from (names if i % 2 == 0 else names[::-1])
+
 
 def load_pipeline(weights: Optional[str], preset: Optional[str], device: str, seed: int = 0,
                   compile: bool = False):
-    """The shipped model (both None), a saved pipeline folder or repo id (`weights`), or a pipeline of
-    the named training preset's architecture with random weights (`preset`, e.g. "emoji": the shipped
-    model's sizes, for timing before the trained weights exist; speed does not depend on weight values).
+    """The shipped model (both None), a saved pipeline folder or repo id (`weights`), or a pipeline of a
+    `muse.presets` preset with random weights (`preset`, e.g. "emoji": the shipped model's sizes, for
+    timing before trained weights exist; speed does not depend on weight values).
     compile: through `MusePipeline.compile`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import muse
 
     if weights is not None and preset is not None:
         raise ValueError("pass either --weights or --preset, not both")
-    if preset is None:
-        pipe = muse.load_pipeline(weights, device=device)
-        return pipe.compile() if compile else pipe
-    import torch
-
-    from muse.pipeline import MusePipeline, PipelineConfig
-    from muse.text import TextEncoder
-    from muse.train.stages import make_preset
-    from muse.transformer import MaskedTransformer
-    from muse.vq import VQModel
-
-    text_encoder = TextEncoder()
-    p = make_preset(preset, text_dim=text_encoder.dim)
-    torch.manual_seed(seed)
-    pipe = MusePipeline(VQModel(p.vq), MaskedTransformer(p.base), text_encoder, MaskedTransformer(p.superres),
-                        MaskedTransformer(p.base_critic), MaskedTransformer(p.superres_critic), PipelineConfig())
-    # Saved and loaded back, so the model goes through the same loading path (device, dtype) as shipped weights.
-    with tempfile.TemporaryDirectory() as folder:
-        pipe.save_pretrained(folder)
-        pipe = muse.load_pipeline(folder, device=device)
+    pipe = muse.load_pipeline(weights, device=device) if preset is None else _preset_pipeline(preset, device, seed)
     return pipe.compile() if compile else pipe
+
+
+def _preset_pipeline(preset: str, device: str, seed: int):
+    """`muse.presets.build_pipeline`, saved and loaded back: the same loading path (device, dtype) as
+    shipped weights."""
+    import muse
+    from muse.presets import build_pipeline
+    from muse.text import TextEncoder
+
+    with tempfile.TemporaryDirectory() as folder:
+        build_pipeline(preset, TextEncoder(), seed).save_pretrained(folder)
+        return muse.load_pipeline(folder, device=device)
+
+
+def model_source(args: argparse.Namespace) -> str:
+    """What a `model_parser` command line timed, in words."""
+    return args.weights or (f"preset {args.preset} (random weights)" if args.preset else "shipped weights/")
 
 
 def describe_pipeline(pipe) -> dict[str, Any]:
@@ -165,6 +165,13 @@ def describe_pipeline(pipe) -> dict[str, Any]:
     preview = getattr(pipe, "preview_decoder", None)
     out["preview_decoder_parameters"] = sum(p.numel() for p in preview.parameters()) if preview is not None else None
     return out
+
+
+def results_header(benchmark: str, args: argparse.Namespace, pipe, threads: int) -> dict[str, Any]:
+    """The fields every shipped-model benchmark's JSON starts with: what ran, where, on which model."""
+    return {"benchmark": benchmark, "command": command_line(), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "machine": machine_info(), "versions": versions(), "model": model_source(args),
+            "pipeline": describe_pipeline(pipe), "device": args.device, "threads": threads, "prompt": args.prompt}
 
 
 def sync(device: str) -> None:
@@ -197,66 +204,32 @@ def time_final(pipe, prompt: str, seed: int, device: str) -> float:
     return time.perf_counter() - t0
 
 
+class StreamTiming(NamedTuple):
+    first_s: float  # to the first step with its decoded preview
+    total_s: float  # to the end of the stream
+    steps: int
+
+
+def time_stream(pipe, prompt: str, seed: int, device: str) -> StreamTiming:
+    """One `pipe.stream(prompt, previews=True)` consumed to the end, as the playground consumes it."""
+    t0 = time.perf_counter()
+    first = None
+    steps = 0
+    for step in pipe.stream(prompt, previews=True, seed=seed):
+        assert step.canvas is not None  # every step carries its decoded images
+        if first is None:
+            sync(device)
+            first = time.perf_counter() - t0
+        steps += 1
+    sync(device)
+    return StreamTiming(first, time.perf_counter() - t0, steps)
+
+
+def timing_table(label: str, rows: dict[str, dict[str, Any]]) -> str:
+    """A table of `summary` dicts: one row each, median, min and max in seconds."""
+    return table([label, "median s", "min s", "max s"],
+                 [[name, *(f"{s[k]:.3f}" for k in ("median", "min", "max"))] for name, s in rows.items()])
+
+
 def command_line() -> str:
     return " ".join([Path(sys.executable).name, *sys.argv])
-
-
-# ----- the playground as a live server (tests and benchmarks/robustness.py) --------------------
-
-@dataclass
-class LiveApp:
-    url: str
-    pid: int
-    log_path: Path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_app(weights: Optional[Path], log_path: Path, timeout: float = 180.0,
-                env: Optional[dict[str, str]] = None) -> Iterator[LiveApp]:
-    """Start `python app.py` on a free 127.0.0.1 port (MUSE_WEIGHTS=weights; None = the shipped model),
-    wait until it answers, yield it, and stop it."""
-    port = free_port()
-    full_env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-                "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
-    if weights is not None:
-        full_env["MUSE_WEIGHTS"] = str(weights)
-    url = f"http://127.0.0.1:{port}/"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=full_env, stdout=log,
-                                stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-                try:
-                    with urllib.request.urlopen(url, timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"app.py did not answer on {url}:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
-            yield LiveApp(url=url, pid=proc.pid, log_path=log_path)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process in MiB (Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")

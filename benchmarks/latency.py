@@ -22,23 +22,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_common as bc  # noqa: E402
-
-
-def time_stream(pipe, prompt: str, seed: int, device: str) -> tuple[float, float, int]:
-    """(seconds to the first decoded preview, seconds to the end of the stream, steps)."""
-    t0 = time.perf_counter()
-    first = None
-    steps = 0
-    for step in pipe.stream(prompt, previews=True, seed=seed):
-        if first is None:
-            assert step.canvas is not None
-            bc.sync(device)
-            first = time.perf_counter() - t0
-        steps += 1
-    bc.sync(device)
-    return first, time.perf_counter() - t0, steps
+if __package__ in (None, ""):  # run as a file: the repository root, for `benchmarks` as a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import bench_common as bc  # noqa: E402
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -58,6 +44,22 @@ def device_name(device: str) -> str:
     return bc.cpu_model()
 
 
+def time_runs(pipe, args: argparse.Namespace) -> tuple[list[float], list[bc.StreamTiming]]:
+    """Warm-up, then --runs end-to-end calls and streams, alternating (ABBA)."""
+    for i in range(args.warmup):
+        bc.time_stream(pipe, args.prompt, 1000 + i, args.device)
+        bc.time_final(pipe, args.prompt, 1000 + i, args.device)
+    e2e: list[float] = []
+    streams: list[bc.StreamTiming] = []
+    for i, kind in enumerate(bc.abba(args.runs, ("e2e", "stream"))):
+        seed = i // 2  # both kinds of round r use seed r
+        if kind == "e2e":
+            e2e.append(bc.time_final(pipe, args.prompt, seed, args.device))
+        else:
+            streams.append(bc.time_stream(pipe, args.prompt, seed, args.device))
+    return e2e, streams
+
+
 def main(argv: Optional[list[str]] = None) -> tuple[float, float]:
     args = parse_args(argv)
     threads = bc.set_threads(args.threads)
@@ -66,34 +68,16 @@ def main(argv: Optional[list[str]] = None) -> tuple[float, float]:
     bc.sync(args.device)
     load_s = time.perf_counter() - t0
     cold_s = bc.time_final(pipe, args.prompt, 0, args.device)
-    for i in range(args.warmup):
-        time_stream(pipe, args.prompt, 1000 + i, args.device)
-        bc.time_final(pipe, args.prompt, 1000 + i, args.device)
-    e2e, first, streamed = [], [], []
-    steps = 0
-    for i in range(args.runs):
-        order = ("e2e", "stream") if i % 2 == 0 else ("stream", "e2e")
-        for kind in order:
-            if kind == "e2e":
-                e2e.append(bc.time_final(pipe, args.prompt, i, args.device))
-            else:
-                f, s, steps = time_stream(pipe, args.prompt, i, args.device)
-                first.append(f)
-                streamed.append(s)
-    e, f, s = bc.summary(e2e), bc.summary(first), bc.summary(streamed)
-    source = args.weights or (f"preset {args.preset} (random weights)" if args.preset else "shipped weights/")
-    print(f"model: {source}; {device_name(args.device)} ({args.device}), {threads} threads; {steps} steps over "
-          f"both stages; median of {args.runs} after a cold request and {args.warmup} warm-up")
-    print(bc.table(["measure", "median s", "min s", "max s"],
-                   [["end to end (pipe(prompt))", f"{e['median']:.3f}", f"{e['min']:.3f}", f"{e['max']:.3f}"],
-                    ["first streamed preview", f"{f['median']:.3f}", f"{f['min']:.3f}", f"{f['max']:.3f}"],
-                    ["whole stream, previews on", f"{s['median']:.3f}", f"{s['min']:.3f}", f"{s['max']:.3f}"]]))
+    e2e, streams = time_runs(pipe, args)
+    e, f, s = bc.summary(e2e), bc.summary([t.first_s for t in streams]), bc.summary([t.total_s for t in streams])
+    steps = streams[-1].steps
+    print(f"model: {bc.model_source(args)}; {device_name(args.device)} ({args.device}), {threads} threads; {steps} "
+          f"steps over both stages; median of {args.runs} after a cold request and {args.warmup} warm-up")
+    print(bc.timing_table("measure", {"end to end (pipe(prompt))": e, "first streamed preview": f,
+                                      "whole stream, previews on": s}))
     print(f"load {load_s:.2f} s; first (cold) request {cold_s:.2f} s")
     if args.json:
-        data = {"benchmark": "latency", "command": bc.command_line(), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "machine": bc.machine_info(), "versions": bc.versions(), "model": source,
-                "pipeline": bc.describe_pipeline(pipe), "device": args.device,
-                "device_name": device_name(args.device), "threads": threads, "prompt": args.prompt,
+        data = {**bc.results_header("latency", args, pipe, threads), "device_name": device_name(args.device),
                 "steps": steps, "runs": args.runs, "warmup": args.warmup, "load_s": load_s, "cold_request_s": cold_s,
                 "end_to_end_s": e, "first_preview_s": f, "stream_s": s, "target_first_preview_s": 0.3}
         print(f"results written to {bc.write_json(args.json, data)}", file=sys.stderr)

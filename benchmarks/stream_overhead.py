@@ -15,23 +15,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_common as bc  # noqa: E402
-
-
-def time_preview(pipe, prompt: str, seed: int, device: str) -> tuple[float, int]:
-    """Seconds for a fully consumed preview stream, and the number of steps it yielded."""
-    t0 = time.perf_counter()
-    steps = 0
-    for step in pipe.stream(prompt, previews=True, seed=seed):
-        steps += 1
-        assert step.canvas is not None  # every step carries its decoded images
-    bc.sync(device)
-    return time.perf_counter() - t0, steps
+if __package__ in (None, ""):  # run as a file: the repository root, for `benchmarks` as a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import bench_common as bc  # noqa: E402
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -47,6 +36,21 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return args
 
 
+def time_runs(pipe, args: argparse.Namespace) -> tuple[list[bc.StreamTiming], list[float]]:
+    """Warm-up, then --runs preview streams and final-only calls of the same request, alternating (ABBA)."""
+    for _ in range(args.warmup):
+        bc.time_stream(pipe, args.prompt, args.seed, args.device)
+        bc.time_final(pipe, args.prompt, args.seed, args.device)
+    preview: list[bc.StreamTiming] = []
+    final: list[float] = []
+    for kind in bc.abba(args.runs, ("preview", "final")):
+        if kind == "preview":
+            preview.append(bc.time_stream(pipe, args.prompt, args.seed, args.device))
+        else:
+            final.append(bc.time_final(pipe, args.prompt, args.seed, args.device))
+    return preview, final
+
+
 def main(argv: Optional[list[str]] = None) -> float:
     args = parse_args(argv)
     threads = bc.set_threads(args.threads)
@@ -54,34 +58,19 @@ def main(argv: Optional[list[str]] = None) -> float:
     if args.exact_previews:
         pipe.fast_previews = False
     decoder = "tokenizer decoder" if pipe.preview_decoder is None or not pipe.fast_previews else "preview decoder"
-    for _ in range(args.warmup):
-        time_preview(pipe, args.prompt, args.seed, args.device)
-        bc.time_final(pipe, args.prompt, args.seed, args.device)
-    preview, final = [], []
-    steps = 0
-    for i in range(args.runs):
-        for kind in (("preview", "final") if i % 2 == 0 else ("final", "preview")):  # ABBA
-            if kind == "preview":
-                seconds, steps = time_preview(pipe, args.prompt, args.seed, args.device)
-                preview.append(seconds)
-            else:
-                final.append(bc.time_final(pipe, args.prompt, args.seed, args.device))
-    p, f = bc.summary(preview), bc.summary(final)
+    preview, final = time_runs(pipe, args)
+    p, f = bc.summary([t.total_s for t in preview]), bc.summary(final)
+    steps = preview[-1].steps
     ratio = p["median"] / f["median"]
     per_step = (p["median"] - f["median"]) / max(steps - 1, 1)
-    source = args.weights or (f"preset {args.preset} (random weights)" if args.preset else "shipped weights/")
-    print(f"model: {source}; device {args.device}, {threads} threads; {steps} steps; previews by the {decoder}; "
-          f"median of {args.runs} after {args.warmup} warm-up")
-    print(bc.table(["run", "median s", "min s", "max s"],
-                   [["preview every step", f"{p['median']:.3f}", f"{p['min']:.3f}", f"{p['max']:.3f}"],
-                    ["final image only", f"{f['median']:.3f}", f"{f['min']:.3f}", f"{f['max']:.3f}"]]))
+    print(f"model: {bc.model_source(args)}; device {args.device}, {threads} threads; {steps} steps; previews by "
+          f"the {decoder}; median of {args.runs} after {args.warmup} warm-up")
+    print(bc.timing_table("run", {"preview every step": p, "final image only": f}))
     print(f"extra per previewed step: {per_step * 1e3:.1f} ms")
     if args.json:
-        data = {"benchmark": "stream_overhead", "command": bc.command_line(), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "machine": bc.machine_info(), "versions": bc.versions(), "model": source,
-                "pipeline": bc.describe_pipeline(pipe), "device": args.device, "threads": threads,
-                "prompt": args.prompt, "seed": args.seed, "steps": steps, "runs": args.runs, "warmup": args.warmup,
-                "previews_decoded_by": decoder, "preview_s": p, "final_s": f, "extra_per_step_s": per_step, "ratio": ratio, "target": 1.15}
+        data = {**bc.results_header("stream_overhead", args, pipe, threads), "seed": args.seed, "steps": steps,
+                "runs": args.runs, "warmup": args.warmup, "previews_decoded_by": decoder, "preview_s": p,
+                "final_s": f, "extra_per_step_s": per_step, "ratio": ratio, "target": 1.15}
         print(f"results written to {bc.write_json(args.json, data)}", file=sys.stderr)
     print(f"ratio preview/final: {ratio:.3f}")
     return ratio

@@ -23,12 +23,15 @@ text-context length and width). Both produce token ids only; neither decodes the
       torchvision does not load beside this machine's CPU torch), the reference process alone gets a
       stub `torchvision` module whose every function raises; a run that touched it would fail.
   tqdm's progress bar is switched off (TQDM_DISABLE=1), which only makes the reference faster.
-- Ours: `muse.transformer.MaskedTransformer` (generator and critic) with `muse.guidance.GuidedLogits` /
-  `GuidedCritic` and `muse.sampling.decode`, under `torch.inference_mode()`: the path that
-  `MusePipeline._run_stage` runs, text contexts projected once per request as `_contexts` does.
-  `--dtype auto` (default) runs our transformers in the dtype muse picks for inference on this CPU
-  (`muse.transformer.inference_dtype`, float32 where the library has no such function); `--dtype
-  float32` compares at the reference's exact precision. The dtype used is printed and saved.
+- Ours: the public call, `pipe(prompts, output_type="ids", superres=False, use_critic=...,
+  timesteps=12, cond_scale=3, ...)`, of a `MusePipeline` holding a generator and a critic of those
+  sizes: request validation, text encoding, the stage runner's contexts and decoding loop, as a user's
+  call runs them. Its text encoder answers with the same precomputed embeddings as the reference's
+  (no MiniLM forward, as the reference runs no T5); its tokenizer (the tiny preset's, with this
+  vocabulary) is never run, since ids are the output. `--dtype auto` (default) runs our transformers
+  in the dtype muse picks for inference on this CPU (`muse.transformer.inference_dtype`, as
+  `load_pipeline` does); `--dtype float32` compares at the reference's exact precision. The dtype
+  used is printed and saved.
 
 The two sides run in separate processes, one request at a time, alternating (ABBA order), after
 warm-up runs; the table gives medians and the last line is `ratio ours/reference: X`, X being the
@@ -45,10 +48,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_common as bc  # noqa: E402
+if __package__ in (None, ""):  # run as a file (both workers too): the repository root, for `benchmarks` as a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import bench_common as bc  # noqa: E402
+
+if TYPE_CHECKING:  # annotations only: the reference worker imports this file without muse
+    import torch
+
+    from muse.pipeline import MusePipeline
 
 REFERENCE = "muse-maskgit-pytorch==0.3.5"
 # The reference's runtime dependencies (its METADATA), torchvision excluded: see the module docstring.
@@ -58,6 +67,7 @@ REFERENCE_DEPS = ["accelerate==1.15.0", "beartype==0.23.1", "einops==0.8.2", "em
                   "transformers==5.24.0", "tqdm==4.70.1", "vector-quantize-pytorch==1.32.0"]
 DEFAULT_VENV = bc.REPO_ROOT / ".bench" / "ref-venv"
 MARKER = "muse-bench-env.json"
+PROMPT = "a benchmark prompt"  # both sides' text: each side's encoder answers it with the shared embeddings
 
 
 # ----- the work both sides do -------------------------------------------------------------------
@@ -80,8 +90,47 @@ def text_embeddings(batch: int, s: dict[str, Any]):
     return embeds
 
 
+class FixedTextEncoder:
+    """A text encoder for our pipeline that answers every request with the shared embeddings (the
+    reference's `encode_text` is replaced the same way); the mask is their non-zero rows, as the
+    reference derives its own."""
+
+    def __init__(self, s: dict[str, Any]):
+        self.s, self.dim = s, s["text_dim"]
+
+    def __call__(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        embeds = text_embeddings(len(texts), self.s)
+        return embeds, (embeds != 0).any(dim=-1)
+
+    def to(self, device: Any) -> "FixedTextEncoder":  # MusePipeline.to moves its text encoder
+        return self
+
+
+def ours_pipeline(s: dict[str, Any], dtype: torch.dtype) -> MusePipeline:
+    """A `MusePipeline` of the compared sizes: generator and critic drawn from s["seed"], the shared text,
+    and a tokenizer that an ids request never runs (the tiny preset's, with this vocabulary)."""
+    import dataclasses
+
+    import torch
+
+    from muse.config import TransformerConfig
+    from muse.pipeline import MusePipeline, PipelineConfig
+    from muse.presets import make_preset
+    from muse.transformer import MaskedTransformer
+    from muse.vq import VQModel
+
+    common = dict(num_tokens=s["num_tokens"], seq_len=s["grid"] ** 2, dim=s["dim"], depth=s["depth"],
+                  heads=s["heads"], dim_head=s["dim_head"], ff_mult=s["ff_mult"], text_dim=s["text_dim"])
+    torch.manual_seed(s["seed"])
+    model = MaskedTransformer(TransformerConfig(kind="generator", **common))
+    critic = MaskedTransformer(TransformerConfig(kind="critic", **common))
+    vq = VQModel(dataclasses.replace(make_preset("tiny").vq, codebook_size=s["num_tokens"]))
+    config = PipelineConfig(base_size=s["grid"] * vq.config.downsample)
+    return MusePipeline(vq, model, FixedTextEncoder(s), base_critic=critic, config=config).to("cpu", dtype)
+
+
 class OursRunner:
-    """muse's generation path, token ids only."""
+    """muse's public text-to-image call, token ids out (`output_type="ids"`)."""
 
     name = "ours"
 
@@ -89,52 +138,18 @@ class OursRunner:
         import torch
 
         import muse
-        from muse import transformer as muse_transformer
-        from muse.config import TransformerConfig
-        from muse.transformer import MaskedTransformer
+        from muse.transformer import inference_dtype
 
-        self.s, self.torch = s, torch
-        if dtype == "auto":  # what the library picks for inference on this device, where it picks one
-            choose = getattr(muse_transformer, "inference_dtype", None)
-            self.dtype = choose("cpu") if choose is not None else torch.float32
-        else:
-            self.dtype = getattr(torch, dtype)
-        common = dict(num_tokens=s["num_tokens"], seq_len=s["grid"] ** 2, dim=s["dim"], depth=s["depth"],
-                      heads=s["heads"], dim_head=s["dim_head"], ff_mult=s["ff_mult"], text_dim=s["text_dim"])
-        torch.manual_seed(s["seed"])
-        self.model = MaskedTransformer(TransformerConfig(kind="generator", **common)).eval().to(self.dtype)
-        self.critic = MaskedTransformer(TransformerConfig(kind="critic", **common)).eval().to(self.dtype)
-        self.version = f"muse {getattr(muse, '__version__', '?')}"
+        # auto: the dtype load_pipeline picks for inference on this device
+        self.dtype = inference_dtype(torch.device("cpu")) if dtype == "auto" else getattr(torch, dtype)
+        self.pipe = ours_pipeline(s, self.dtype)
+        self.request = {k: s[k] for k in ("timesteps", "cond_scale", "temperature", "topk_filter_thres",
+                                          "critic_noise_scale", "seed")}
+        self.version = f"muse {muse.__version__}"
 
-    def generate(self, batch: int, critic: bool):
-        torch = self.torch
-        from muse.guidance import GuidedCritic, GuidedLogits, guidance_context
-        from muse.sampling import SamplerSettings, decode
-
-        s = self.s
-        with torch.inference_mode():  # as MusePipeline.stream
-            embeds = text_embeddings(batch, s)
-            mask = (embeds != 0).any(dim=-1)
-            null_e, null_m = torch.zeros_like(embeds), torch.zeros_like(mask)
-
-            def context(model):  # MusePipeline._contexts: cond and null halves, projected once
-                cond = model.prepare_context(embeds, mask)
-                uncond = model.prepare_context(null_e, null_m) if s["cond_scale"] != 1 else cond
-                return guidance_context(cond, uncond, s["cond_scale"])
-
-            logits_fn = GuidedLogits(self.model, context(self.model), s["cond_scale"])
-            critic_fn = GuidedCritic(self.critic, context(self.critic), s["cond_scale"]) if critic else None
-            n = s["grid"] ** 2
-            init = torch.full((batch, n), self.model.mask_id, dtype=torch.long)
-            region = torch.ones(batch, n, dtype=torch.bool)
-            settings = SamplerSettings(timesteps=s["timesteps"], temperature=s["temperature"],
-                                       topk_filter_thres=s["topk_filter_thres"],
-                                       critic_noise_scale=s["critic_noise_scale"])
-            generator = torch.Generator().manual_seed(s["seed"])
-            state = None
-            for state in decode(logits_fn, init, region, self.model.mask_id, settings, generator, critic_fn):
-                pass
-            return state.ids.view(batch, s["grid"], s["grid"])
+    def generate(self, batch: int, critic: bool) -> torch.Tensor:
+        """One request of `batch` prompts: token ids (batch, grid, grid)."""
+        return self.pipe([PROMPT] * batch, output_type="ids", superres=False, use_critic=critic, **self.request)
 
 
 def _stub_torchvision() -> None:
@@ -216,7 +231,7 @@ class ReferenceRunner:
         s = self.s
         if batch not in self._embeds:
             self._embeds[batch] = text_embeddings(batch, s)
-        return self.maskgit.generate(texts=["a benchmark prompt"] * batch, fmap_size=s["grid"],
+        return self.maskgit.generate(texts=[PROMPT] * batch, fmap_size=s["grid"],
                                      timesteps=s["timesteps"], cond_scale=s["cond_scale"],
                                      temperature=s["temperature"], topk_filter_thres=s["topk_filter_thres"],
                                      critic_noise_scale=s["critic_noise_scale"],
@@ -282,11 +297,9 @@ class Worker:
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                    TQDM_DISABLE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1",
                    TOKENIZERS_PARALLELISM="false")
-        cmd = [python]
-        if side == "reference":
-            cmd.append("-I")  # isolated: nothing of this repository or the caller's PYTHONPATH leaks in
-        else:  # the working tree's muse first; a PYTHONPATH the caller set wins over it
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(bc.REPO_ROOT)) if p)
+        # The script puts the repository root first on its path: ours imports the working tree's muse.
+        # The reference runs isolated (-I): no PYTHONPATH or user site, and it imports no muse.
+        cmd = [python, "-I"] if side == "reference" else [python]
         cmd += [str(Path(__file__).resolve()), "--worker", side, "--threads", str(args.threads),
                 "--settings", json.dumps(settings), "--dtype", args.dtype]
         self.log = tempfile.TemporaryFile(mode="w+")
@@ -374,8 +387,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--cond-scale", type=float, default=d["cond_scale"])
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                    help="our transformers' dtype: auto = what muse picks for inference on this CPU "
-                        "(muse.transformer.inference_dtype, float32 where the library has no such choice); "
-                        "float32 = the reference's numerics exactly (the reference always runs float32)")
+                        "(muse.transformer.inference_dtype); float32 = the reference's numerics exactly "
+                        "(the reference always runs float32)")
     p.add_argument("--ref-venv", type=Path, default=DEFAULT_VENV)
     p.add_argument("--ref-python", type=Path, help="use this interpreter (reference already installed) instead")
     p.add_argument("--json", type=Path, default=bc.RESULTS_DIR / "vs_reference.json")
@@ -405,6 +418,48 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return s
 
 
+def time_configuration(workers: dict[str, Worker], batch: int, critic: bool,
+                       args: argparse.Namespace) -> dict[str, Any]:
+    """Warm-up, then --runs requests per side in ABBA order, then one counted run per side: a results row."""
+    times: dict[str, list[float]] = {"reference": [], "ours": []}
+    cpu: dict[str, list[float]] = {"reference": [], "ours": []}
+    checksums = set()
+    for _ in range(args.warmup):
+        for side in ("reference", "ours"):
+            checksums.add(workers[side].run(batch, critic)["embeds_checksum"])
+    for side in bc.abba(args.runs, ("reference", "ours")):
+        out = workers[side].run(batch, critic)
+        times[side].append(out["wall"])
+        cpu[side].append(out["cpu"])
+        checksums.add(out["embeds_checksum"])
+    if len(checksums) != 1:
+        raise RuntimeError(f"the two sides used different text embeddings: {checksums}")
+    ref, ours = bc.summary(times["reference"]), bc.summary(times["ours"])
+    # Counted after the timed runs, in a run of their own: counting slows a run down.
+    flops = {side: workers[side].run(batch, critic, op="flops")["flops"] for side in workers}
+    return {"batch": batch, "critic": critic, "reference_s": ref, "ours_s": ours,
+            "reference_cpu_s": bc.summary(cpu["reference"]), "ours_cpu_s": bc.summary(cpu["ours"]),
+            "ratio": ours["median"] / ref["median"], "reference_flops": flops["reference"],
+            "ours_flops": flops["ours"]}
+
+
+def results_table(results: list[dict[str, Any]]) -> str:
+    """The printed table. CPU seconds stand beside wall-clock ones: on a busy machine they are the
+    steadier of the two."""
+    header = ["batch", "critic", "reference s (min-max)", "ours s (min-max)", "ours/reference",
+              "cpu s ref / ours", "cpu ratio", "GFLOP ref / ours", "GFLOP/s ref / ours"]
+    rows = [[r["batch"], "on" if r["critic"] else "off",
+             f"{r['reference_s']['median']:.3f} ({r['reference_s']['min']:.3f}-{r['reference_s']['max']:.3f})",
+             f"{r['ours_s']['median']:.3f} ({r['ours_s']['min']:.3f}-{r['ours_s']['max']:.3f})",
+             f"{r['ratio']:.3f}",
+             f"{r['reference_cpu_s']['median']:.3f} / {r['ours_cpu_s']['median']:.3f}",
+             f"{r['ours_cpu_s']['median'] / r['reference_cpu_s']['median']:.3f}",
+             f"{gflop(r['reference_flops']):.1f} / {gflop(r['ours_flops']):.1f}",
+             f"{gflop(r['reference_flops']) / r['reference_s']['median']:.0f} / "
+             f"{gflop(r['ours_flops']) / r['ours_s']['median']:.0f}"] for r in results]
+    return bc.table(header, rows)
+
+
 def main(argv: Optional[list[str]] = None) -> float:
     args = parse_args(argv)
     if args.worker:
@@ -418,7 +473,6 @@ def main(argv: Optional[list[str]] = None) -> float:
         print(f"reference environment ready: {ref_python}")
         return 0.0
     settings = settings_from_args(args)
-    configs = [(b, c == "on") for b in args.batch for c in args.critic]
     workers = {}
     try:
         workers["reference"] = Worker("reference", str(ref_python), args, settings)
@@ -428,55 +482,24 @@ def main(argv: Optional[list[str]] = None) -> float:
             print(f"{k:9s}: {info['impl']}, torch {info['torch']}, {info['threads']} threads, {info['dtype']}"
                   + (f", stubbed: {', '.join(info['stubbed'])}" if info["stubbed"] else ""), file=sys.stderr)
         results = []
-        for batch, critic in configs:
-            times: dict[str, list[float]] = {"reference": [], "ours": []}
-            cpu: dict[str, list[float]] = {"reference": [], "ours": []}
-            checksums = set()
-            for _ in range(args.warmup):
-                for side in ("reference", "ours"):
-                    checksums.add(workers[side].run(batch, critic)["embeds_checksum"])
-            for i in range(args.runs):
-                order = ("reference", "ours") if i % 2 == 0 else ("ours", "reference")  # ABBA: cancels drift
-                for side in order:
-                    out = workers[side].run(batch, critic)
-                    times[side].append(out["wall"])
-                    cpu[side].append(out["cpu"])
-                    checksums.add(out["embeds_checksum"])
-            if len(checksums) != 1:
-                raise RuntimeError(f"the two sides used different text embeddings: {checksums}")
-            ref, ours = bc.summary(times["reference"]), bc.summary(times["ours"])
-            # Counted after the timed runs, in a run of their own: counting slows a run down.
-            flops = {side: workers[side].run(batch, critic, op="flops")["flops"] for side in workers}
-            row = {"batch": batch, "critic": critic, "reference_s": ref, "ours_s": ours,
-                   "reference_cpu_s": bc.summary(cpu["reference"]), "ours_cpu_s": bc.summary(cpu["ours"]),
-                   "ratio": ours["median"] / ref["median"], "reference_flops": flops["reference"],
-                   "ours_flops": flops["ours"]}
-            results.append(row)
-            print(f"batch {batch} critic {'on ' if critic else 'off'}: reference {ref['median']:.3f}s "
-                  f"ours {ours['median']:.3f}s ratio {row['ratio']:.3f}", file=sys.stderr)
+        for batch in args.batch:
+            for critic in (c == "on" for c in args.critic):
+                row = time_configuration(workers, batch, critic, args)
+                results.append(row)
+                print(f"batch {batch} critic {'on ' if critic else 'off'}: reference "
+                      f"{row['reference_s']['median']:.3f}s ours {row['ours_s']['median']:.3f}s "
+                      f"ratio {row['ratio']:.3f}", file=sys.stderr)
     finally:
         for w in workers.values():
             w.close()
 
-    # CPU seconds are shown beside wall-clock ones: on a busy machine they are the steadier of the two.
-    header = ["batch", "critic", "reference s (min-max)", "ours s (min-max)", "ours/reference",
-              "cpu s ref / ours", "cpu ratio", "GFLOP ref / ours", "GFLOP/s ref / ours"]
-    rows = [[r["batch"], "on" if r["critic"] else "off",
-             f"{r['reference_s']['median']:.3f} ({r['reference_s']['min']:.3f}-{r['reference_s']['max']:.3f})",
-             f"{r['ours_s']['median']:.3f} ({r['ours_s']['min']:.3f}-{r['ours_s']['max']:.3f})",
-             f"{r['ratio']:.3f}",
-             f"{r['reference_cpu_s']['median']:.3f} / {r['ours_cpu_s']['median']:.3f}",
-             f"{r['ours_cpu_s']['median'] / r['reference_cpu_s']['median']:.3f}",
-             f"{gflop(r['reference_flops']):.1f} / {gflop(r['ours_flops']):.1f}",
-             f"{gflop(r['reference_flops']) / r['reference_s']['median']:.0f} / "
-             f"{gflop(r['ours_flops']) / r['ours_s']['median']:.0f}"] for r in results]
     worst = max(r["ratio"] for r in results)
     s = settings
     print(f"\n{s['grid']}x{s['grid']} tokens, vocabulary {s['num_tokens']}, dim {s['dim']}, depth {s['depth']}, "
           f"heads {s['heads']}x{s['dim_head']}, text context {s['text_len']}x{s['text_dim']}, "
           f"{s['timesteps']} steps, cond_scale {s['cond_scale']:g}; median of {args.runs} after {args.warmup} "
           f"warm-up; {args.threads} threads; ours in {infos['ours']['dtype']}")
-    print(bc.table(header, rows))
+    print(results_table(results))
     if args.json:
         data = {"benchmark": "vs_reference", "command": bc.command_line(), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "machine": bc.machine_info(), "settings": settings, "runs": args.runs, "warmup": args.warmup,

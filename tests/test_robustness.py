@@ -1,23 +1,21 @@
 """The playground as a public server under abuse: 300+ fuzzed requests, 8 streaming clients at once,
-a full queue, cancellation, raw-JSON NaN. Driven by benchmarks/robustness.py's functions (which also
-measure the shipped model); here on a tiny random model, asserting what a user would notice."""
+a full queue, cancellation, raw-JSON NaN. Driven by the harness in tests/harness/robustness.py (which
+benchmarks/robustness.py also runs on the shipped model); here on a tiny random model, asserting what a
+user would notice."""
 
 from __future__ import annotations
 
 import json
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from .harness import LiveApp, running_app
+from .harness import robustness as rb
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import robustness as rb  # noqa: E402
-from bench_common import LiveApp, running_app  # noqa: E402
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +90,14 @@ def test_cancel_stops_decoding_within_a_step_and_frees_the_worker(live):
         # server has answered the cancel request it has stopped, or is at most one step from it
         # (plus 50 ms for the log's millisecond clock and scheduling on a busy 2-core machine).
         assert row["stop_after_ack_s"] <= row["server_step_s"] + 0.05, row
+
+
+def test_the_benchmark_script_reports_the_parts_it_ran(tiny_weights, tmp_path, capsys):
+    """benchmarks/robustness.py over the same harness: a fuzz-only run writes its part and passes."""
+    from benchmarks import robustness as script
+
+    out = tmp_path / "robustness.json"
+    code = script.main(["--weights", str(tiny_weights), "--fuzz", "6", "--only", "fuzz", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert code == 0 and report["fuzz"]["requests"] == 6 and "load" not in report
+    assert capsys.readouterr().out.startswith("fuzz: 6 requests")
