@@ -5,9 +5,11 @@
 The model comes from MUSE_WEIGHTS (a folder or a Hub repo id; unset = the shipped `weights/`),
 loaded on the first request, never at import; MUSE_COMPILE=1 compiles its transformers (meant for a
 GPU). Three streamed endpoints share one worker: `/generate` (text to image), `/inpaint` and
-`/superres`, with parameters named like
-`MusePipeline.stream`. Every input is validated here and problems come back as `gr.Error`
-messages; server-side failures are logged, never shown as a stack trace.
+`/superres`, with parameters named like `MusePipeline.stream`. This file is the page only: its
+components, upload adapters and layout. Checking a request and streaming it as page updates keyed by
+output name is `muse.playground`'s; every setting's label, help, range and default comes from the one
+schema (`muse.settings`). Problems come back as `gr.Error` messages; server-side failures are logged,
+never shown as a stack trace.
 """
 
 from __future__ import annotations
@@ -15,26 +17,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
-import json
 import logging
-import math
 import os
-import secrets
-import tempfile
-import threading
-import time
-from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import gradio as gr
-import numpy as np
 from PIL import Image
 
-from muse import images, viz
-from muse.hub import WeightsError
-from muse.images import square, to_rgb
-from muse.pipeline import DEFAULT_WEIGHTS, PIPELINE_NAME, DecodeStep, MusePipeline, load_pipeline
-from muse.schedules import SCHEDULES
+from muse import images, playground
+from muse.playground import CONTROLS, LIMITS, MAX_PROMPT_CHARS, OUTPUTS, REQUEST_SETTINGS
+from muse.settings import shown
 
 try:  # Hugging Face Spaces (ZeroGPU): run the handlers on a GPU; elsewhere a no-op
     import spaces
@@ -46,29 +38,21 @@ except ImportError:
 
 log = logging.getLogger("muse.app")
 
-# ----- limits of the playground (the library accepts more; the page keeps requests quick) ------
-TIMESTEPS = (1, 64)
-COND_SCALE = (0.0, 10.0)
-TEMPERATURE = (0.0, 3.0)
-CRITIC_NOISE = (0.0, 3.0)
-CRITIC_NOISE_INFO = "acts only with the token critic on (tick 'Use the token critic')"
-TOPK = (0.0, 0.99)
-NUM_IMAGES = (1, 4)
-SEED_MAX = 2**32 - 1
-MAX_PROMPT_CHARS = 100_000  # longer text is cut here; the encoder then keeps its first max_length tokens
 MAX_UPLOAD_PIXELS = 64_000_000  # larger files are refused before they are decoded
 WORK_SIZE = 512  # uploads are reduced to this many pixels on the long side (the model sees 32-64 px)
-DISPLAY_SIZE = 256  # each image on the page, nearest-upscaled
-TIMELINE_SIZE = 128
 QUEUE_SIZE = int(os.environ.get("MUSE_QUEUE_SIZE", "16"))
 MAX_FILE_SIZE = "50mb"
 
-# Component order of every streamed update (the API returns them in this order too).
-OUTPUTS = ("canvas", "prediction", "status", "seed", "before_after", "timeline", "reveal_map", "heat_map",
-           "schedule_plot", "animation", "files")
-
 EXAMPLES = [("😀", "grinning face"), ("❤️", "red heart"), ("👍", "thumbs up sign"), ("🚀", "rocket"),
             ("💩", "pile of poo"), ("🐱", "cat face"), ("😎", "smiling face with sunglasses"), ("🔥", "fire")]
+
+
+def _controls_table() -> str:
+    """What each control does, in markdown, from the settings' help texts."""
+    rows = [("Negative prompt", playground.NEGATIVE_PROMPT_HELP)]
+    rows += [(playground.control(name).label, playground.control(name).help) for name in CONTROLS]
+    return "| control | what it does |\n|---|---|\n" + "\n".join(f"| **{label}** | {text} |" for label, text in rows)
+
 
 EXPLANATION = """
 ### How MaskGIT decodes
@@ -79,17 +63,7 @@ At each step the transformer predicts *all* masked tokens at once (the **predict
 how many stay masked after each step, and the last step fixes them all. The super-res stage then repeats
 this at 64 px, conditioned on the base image's tokens.
 
-| control | what it does |
-|---|---|
-| **timesteps** | decoding steps per stage: more steps reveal fewer tokens at a time (slower, often cleaner) |
-| **cond_scale** | classifier-free guidance: 0 ignores the prompt, 1 is plain conditioning, higher follows it harder |
-| **temperature** | randomness of each predicted token (annealed to 0 by the last step); 0 = always the likeliest |
-| **critic noise** | noise added to the token critic's scores when choosing what to keep: more = more varied choices. It acts only with **use critic** on; without the critic, the sampler ranks by the model's own confidence |
-| **top-k threshold** | drops the least likely codes before sampling: 0.9 keeps the top 10 % |
-| **schedule** | the curve of masked tokens per step (see the plot below): cosine reveals few tokens early |
-| **use critic** | rank tokens with the separate token critic instead of the model's own confidence |
-| **negative prompt** | what guidance steers away from (replaces the empty prompt of classifier-free guidance) |
-| **previews** | off: only the final image is drawn, which is faster |
+""" + _controls_table() + """
 
 The step-by-step pictures come from a tiny *preview decoder* distilled from the tokenizer's decoder
 (about 15 times cheaper, so streaming every step costs little); the final image always comes from the full decoder.
@@ -112,105 +86,7 @@ def _theme() -> gr.themes.Base:
                           font_mono=["ui-monospace", "monospace"])
 
 
-# ----- the model: loaded on first use, once ------------------------------------------------------
-
-class _LazyPipeline:
-    """Loads MUSE_WEIGHTS (or the shipped weights) on the first request; failures are not cached."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pipe: Optional[MusePipeline] = None
-        self._source: Optional[str] = None
-
-    @staticmethod
-    def source() -> Optional[str]:
-        return os.environ.get("MUSE_WEIGHTS") or None
-
-    def loaded(self) -> Optional[MusePipeline]:
-        return self._pipe if self._pipe is not None and self._source == self.source() else None
-
-    def get(self) -> MusePipeline:
-        source = self.source()
-        with self._lock:
-            if self._pipe is None or self._source != source:
-                self._pipe = None
-                where = source or "the shipped weights/ folder"
-                try:
-                    self._pipe = load_pipeline(source)
-                    if os.environ.get("MUSE_COMPILE", "").strip() in ("1", "true", "yes"):
-                        self._pipe.compile()  # meant for a GPU: see muse.compiled
-                except WeightsError as err:
-                    raise UserError(f"The model is not available ({where}): {err}. Set MUSE_WEIGHTS to a "
-                                    "model folder or a Hugging Face Hub repo id.", title="No model") from None
-                except Exception:
-                    log.exception("loading the model from %s failed", where)
-                    raise UserError(f"The model ({where}) could not be loaded; the server log has the details.",
-                                    title="No model") from None
-                self._source = source
-                log.info("loaded the model from %s on %s", where, self._pipe.device)
-        return self._pipe
-
-
-MODEL = _LazyPipeline()
-
-
-def get_pipeline() -> MusePipeline:
-    """The model, loaded on first use (MUSE_WEIGHTS, or the shipped weights)."""
-    return MODEL.get()
-
-
-def _weights_json() -> dict:
-    """pipeline.json of a local weights folder (no model load): slider defaults and token counts."""
-    source = _LazyPipeline.source()
-    folder = Path(source).expanduser() if source else DEFAULT_WEIGHTS
-    try:
-        spec = json.loads((folder / PIPELINE_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return spec if isinstance(spec, dict) else {}
-
-
-def _token_counts(superres: bool = True) -> dict[str, int]:
-    """Tokens each stage generates, from the loaded model or else its pipeline.json."""
-    pipe = MODEL.loaded()
-    if pipe is not None:
-        f = pipe.vq.config.downsample
-        counts = {"base": (pipe.config.base_size // f) ** 2}
-        if pipe.superres_model is not None:
-            counts["superres"] = (pipe.config.superres_size // f) ** 2
-    else:  # before the first request: the sizes in pipeline.json, 4x downsampling (DESIGN.md)
-        spec = _weights_json()
-        try:
-            counts = {"base": (int(spec.get("base_size", 32)) // 4) ** 2,
-                      "superres": (int(spec.get("superres_size", 64)) // 4) ** 2}
-        except (TypeError, ValueError):
-            counts = {"base": 64, "superres": 256}
-    if not superres:
-        counts.pop("superres", None)
-    return counts
-
-
-def _ui_defaults() -> dict[str, Any]:
-    defaults: dict[str, Any] = dict(timesteps=12, cond_scale=3.0, temperature=1.0, critic_noise_scale=1.0,
-                                    topk_filter_thres=0.9, use_critic=True, schedule="cosine", superres=True)
-    tuned = _weights_json().get("defaults", {})
-    if isinstance(tuned, dict):
-        for name, value in tuned.items():
-            if name not in defaults:
-                continue
-            kind = type(defaults[name])
-            if type(value) is kind or (kind is float and type(value) is int):
-                defaults[name] = value
-    clamp = {"timesteps": TIMESTEPS, "cond_scale": COND_SCALE, "temperature": TEMPERATURE,
-             "critic_noise_scale": CRITIC_NOISE, "topk_filter_thres": TOPK}
-    for name, (lo, hi) in clamp.items():
-        defaults[name] = min(max(defaults[name], lo), hi)
-    if defaults["schedule"] not in SCHEDULES:
-        defaults["schedule"] = "cosine"
-    return defaults
-
-
-# ----- input checking ------------------------------------------------------------------------
+# ----- errors and uploads --------------------------------------------------------------------------
 
 class UserError(gr.Error):
     """A message about the user's input: shown on the page (or to the API client), not logged as a
@@ -219,83 +95,6 @@ class UserError(gr.Error):
     def __init__(self, message: str, title: str = "Error") -> None:
         super().__init__(message, title=title, print_exception=False)
 
-
-def _shown(value: Any, limit: int = 40) -> str:
-    """repr of a rejected value, cut short: an error message must not echo a 100,000-character input."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
-def _number(name: str, value: Any, lo: float, hi: float, integer: bool = False) -> float:
-    kind = "a whole number" if integer else "a number"
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise UserError(f"{name} must be {kind} from {_fmt(lo)} to {_fmt(hi)}, got {_shown(value)}.") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or (integer and float(value) != int(value)) or not (lo <= value <= hi):
-        raise UserError(f"{name} must be {kind} from {_fmt(lo)} to {_fmt(hi)}, got {_shown(value)}.")
-    return int(value) if integer else float(value)
-
-
-def _flag(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise UserError(f"{name} must be true or false, got {_shown(value)}.")
-
-
-def _prompt(value: Any, name: str = "prompt", required: bool = True) -> Optional[str]:
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise UserError(f"{name} must be text, got {type(value).__name__}.")
-    value = " ".join(value[:4 * MAX_PROMPT_CHARS].split())
-    if not value:
-        if required:
-            raise UserError("Type a prompt first, for example “red heart” or “grinning face”.",
-                            title="Empty prompt")
-        return None
-    return value[:MAX_PROMPT_CHARS]
-
-
-def _settings(negative_prompt, timesteps, cond_scale, temperature, critic_noise_scale, topk_filter_thres,
-              use_critic, schedule, seed, randomize_seed, num_images, previews,
-              superres: Any = True) -> tuple[dict[str, Any], int, bool]:
-    """Checked keyword arguments for `MusePipeline.stream*`, the seed to use, and the previews switch."""
-    if not isinstance(schedule, str) or schedule not in SCHEDULES:
-        raise UserError(f"schedule must be one of {', '.join(SCHEDULES)}; got {_shown(schedule)}.")
-    kwargs = dict(
-        negative_prompt=_prompt(negative_prompt, "negative_prompt", required=False),
-        timesteps=_number("timesteps", timesteps, *TIMESTEPS, integer=True),
-        cond_scale=_number("cond_scale", cond_scale, *COND_SCALE),
-        temperature=_number("temperature", temperature, *TEMPERATURE),
-        critic_noise_scale=_number("critic_noise_scale", critic_noise_scale, *CRITIC_NOISE),
-        topk_filter_thres=_number("topk_filter_thres", topk_filter_thres, *TOPK),
-        use_critic=_flag("use_critic", use_critic),
-        schedule=schedule,
-        superres=_flag("superres", superres),
-        num_images=_number("num_images", num_images, *NUM_IMAGES, integer=True),
-    )
-    if _flag("randomize_seed", randomize_seed):
-        seed = secrets.randbelow(SEED_MAX + 1)
-    elif seed is None or seed == "":
-        raise UserError("Give a seed (a whole number) or turn on “randomize seed”.")
-    else:
-        seed = _number("seed", seed, 0, SEED_MAX, integer=True)
-    kwargs["seed"] = seed
-    return kwargs, seed, _flag("previews", previews)
-
-
-# ----- uploads -------------------------------------------------------------------------------
 
 def open_image(source: Any, what: str = "image") -> Image.Image:
     """An uploaded file (path, bytes or file object) as a decoded PIL image (RGB, or RGBA with
@@ -357,7 +156,7 @@ def _checked_model(model: type, expected: str) -> type:
             try:
                 return super().model_validate(obj, *args, **kwargs)
             except ValidationError:
-                raise UserError(f"Expected {expected}; got {_shown(obj)}.", title="Not an image") from None
+                raise UserError(f"Expected {expected}; got {shown(obj)}.", title="Not an image") from None
 
     Checked.__name__ = Checked.__qualname__ = model.__name__
     return Checked
@@ -420,216 +219,68 @@ with _no_stub_files():
             return payload
 
 
-def painted_mask(layer: Image.Image) -> np.ndarray:
-    """bool (H, W): the painted pixels of one editor layer. A layer with transparency is painted
-    where its alpha is non-zero (the browser's brush strokes); an opaque one is read as a mask
-    image, white = regenerate (API callers)."""
-    if layer.mode in ("RGBA", "LA"):
-        alpha = np.asarray(layer.getchannel("A"))
-        if alpha.min() < 255:
-            return alpha > 0
-    return np.asarray(to_rgb(layer).convert("L")) >= 128
+# ----- the endpoints ---------------------------------------------------------------------------------
 
+def _endpoint(run: Callable[..., Iterator[playground.Update]], *leading: str,
+              superres: bool = True) -> Callable[..., Iterator[tuple]]:
+    """The handler of a playground request `run(*leading, settings)`: with an explicit signature (API
+    clients see the parameters by name, defaulting to the page's values), one value per output in
+    OUTPUTS order (a name the update leaves out is skipped), and problems as gr.Error messages
+    (unexpected failures logged, never shown)."""
+    signature = playground.endpoint_signature(leading, superres)
 
-def editor_to_image_and_mask(value: Any) -> tuple[Image.Image, Image.Image]:
-    """The editor's value -> (RGB image, "L" mask of the background's size, white = regenerate)."""
-    if not isinstance(value, dict) or (value.get("background") is None and value.get("composite") is None):
-        raise UserError("Upload an image to inpaint first.", title="No image")
-    background = value.get("background") or value.get("composite")
-    layers = [im for im in value.get("layers") or [] if im is not None]
-    if not layers:
-        raise UserError("Paint over the part of the image to regenerate (no mask layer was sent).", title="No mask")
-    mask = np.zeros((background.height, background.width), dtype=bool)
-    for layer in layers:
-        painted = Image.fromarray(painted_mask(layer).astype(np.uint8) * 255)
-        if painted.size != background.size:
-            # A layer at another scale (a canvas-sized layer) maps onto the background; one of another
-            # shape cannot be placed without guessing, so it is refused.
-            if abs(painted.width * background.height - painted.height * background.width) > \
-                    max(painted.size + background.size):
-                raise UserError(f"The mask is {painted.width}x{painted.height} pixels but the image is "
-                                f"{background.width}x{background.height}: give a mask of the image's size.",
-                                title="Mask size")
-            painted = painted.resize(background.size, Image.Resampling.NEAREST)
-        mask |= np.asarray(painted) > 0
-    if not mask.any():
-        raise UserError("The mask is empty: paint over the part of the image to regenerate "
-                        "(or, from the API, send a mask layer that is white there).", title="Empty mask")
-    return to_rgb(background), Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
-
-
-# ----- streaming a request to the page ---------------------------------------------------------
-
-def _user_errors(handler: Callable[..., Iterator]) -> Callable[..., Iterator]:
-    """Errors in a streamed handler become gr.Error messages; unexpected ones are logged, not shown."""
-
-    @functools.wraps(handler)
-    def wrapper(*args, **kwargs):
+    @functools.wraps(run, assigned=("__module__", "__name__", "__qualname__", "__doc__"))
+    def handler(*args: Any, **kwargs: Any) -> Iterator[tuple]:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
         try:
-            yield from handler(*args, **kwargs)
+            for update in run(*(values.pop(name) for name in leading), values):
+                yield tuple(update[name] if name in update else gr.skip() for name in OUTPUTS)
         except gr.Error:
             raise
-        except ValueError as err:  # the library's validation messages (WeightsError too)
-            raise UserError(str(err)) from None
+        except ValueError as err:  # the playground's messages, and the library's validation (WeightsError too)
+            raise UserError(str(err), title=getattr(err, "title", "Error")) from None
         except Exception as err:
             log.exception("request failed")
             raise UserError(f"Something went wrong on the server ({type(err).__name__}); the server log has the "
                             "details. Try again, perhaps with other settings.", title="Server error") from None
 
-    return wrapper
+    handler.__signature__ = signature  # type: ignore[attr-defined]  (Gradio names the API parameters from it)
+    return handler
 
 
-def _truncation_note(pipe: MusePipeline, prompt: str, negative_prompt: Optional[str]) -> str:
-    """A status suffix when the text encoder will cut a prompt (it reads only its first max_length tokens)."""
-    cut = [name for name, text in (("prompt", prompt), ("negative prompt", negative_prompt))
-           if text and pipe.text_encoder.truncates(text)]
-    if not cut:
-        return ""
-    return f" · {' and '.join(cut)} cut to the text encoder's {pipe.text_encoder.max_length} tokens"
+generate = gpu(_endpoint(playground.generate, "prompt"))
+inpaint = gpu(_endpoint(playground.inpaint, "image", "prompt"))
+superres = gpu(_endpoint(playground.superres, "image", "prompt", superres=False))
 
 
-def _stream(steps: Iterator[DecodeStep], *, seed: int, kwargs: dict[str, Any], has_critic: bool,
-            before: Optional[Image.Image] = None, note: str = "") -> Iterator[tuple]:
-    """One update per decoding step of each stage (see OUTPUTS); the last one holds the final
-    image and the pictures of the decoding. `note` is appended to every status line."""
-    skip = gr.skip()
-    history: list[DecodeStep] = []
-    started = time.perf_counter()
-    finished = False
-    with tempfile.TemporaryDirectory(prefix="muse-app-") as tmp, contextlib.ExitStack() as stack:
-        @stack.callback
-        def _report() -> None:  # runs when the stream ends: finished, failed, or closed by a cancel
-            if not finished:
-                where = history[-1].label if history else "before the first step"
-                log.info("request stopped after %s (%.2f s)", where, time.perf_counter() - started)
-            steps.close()  # stop the decoding generator now, not when it is garbage-collected
-
-        for i, step in enumerate(steps):
-            history.append(step)
-            if step.is_final:
-                elapsed = time.perf_counter() - started
-                finished = True
-                yield _final_update(history, seed, kwargs, has_critic, before, Path(tmp), elapsed, note)
-                continue
-            status = f"{step.label} · seed {seed}{note}"
-            canvas = viz.step_canvas(step, DISPLAY_SIZE) if step.canvas is not None else (None if i == 0 else skip)
-            prediction = viz.step_prediction(step, DISPLAY_SIZE) if step.prediction is not None else \
-                (None if i == 0 else skip)
-            if i == 0:  # clear the previous run's results
-                yield canvas, prediction, status, seed, None, [], None, None, skip, None, None
-            else:
-                yield canvas, prediction, status, skip, skip, skip, skip, skip, skip, skip, skip
-
-
-def _final_update(history: list[DecodeStep], seed: int, kwargs: dict[str, Any], has_critic: bool,
-                  before: Optional[Image.Image], tmp: Path, elapsed: float, note: str = "") -> tuple:
-    last = history[-1]
-    final = viz.tile([viz.upscale(im, DISPLAY_SIZE) for im in last.canvas])
-    png = tmp / f"muse-{seed}.png"
-    viz.tile(last.canvas).save(png)  # the model's own resolution
-    files = [str(png)]
-    previewed = [s for s in history if s.canvas is not None]
-    gallery = viz.timeline(previewed, TIMELINE_SIZE) if len(previewed) > 1 else []
-    animation = None
-    if len(previewed) > 1:  # with previews off only the final canvas exists
-        animation = str(viz.decoding_gif(previewed, tmp / f"muse-{seed}.gif"))
-        files.append(animation)
-    counts: dict[str, int] = {}
-    for s in history:
-        counts.setdefault(s.stage, s.num_tokens)
-    schedule = viz.schedule_plot(kwargs["schedule"], kwargs["timesteps"], counts)
-    before_after = (viz.tile([before] * len(last.canvas)), final) if before is not None else None
-    status = f"done in {elapsed:.1f} s · {last.label} · seed {seed}{note}"
-    return (final, viz.step_prediction(last, DISPLAY_SIZE), status, seed, before_after, gallery,
-            viz.reveal_order_map(history), viz.confidence_map(history, critic=has_critic), schedule, animation, files)
-
-
-def _has_critic(pipe: MusePipeline, use_critic: bool) -> bool:
-    return use_critic and (pipe.base_critic is not None or bool(getattr(pipe.base_model.config, "self_critic", False)))
-
-
-@gpu
-@_user_errors
-def generate(prompt: str, negative_prompt: Optional[str] = None, timesteps: int = 12, cond_scale: float = 3.0,
-             temperature: float = 1.0, critic_noise_scale: float = 1.0, topk_filter_thres: float = 0.9,
-             use_critic: bool = True, schedule: str = "cosine", superres: bool = True, seed: int = 0,
-             randomize_seed: bool = True, num_images: int = 1, previews: bool = True) -> Iterator[tuple]:
-    """Text to image, streamed: one update per decoding step of each stage."""
-    prompt = _prompt(prompt)
-    kwargs, seed, previews = _settings(negative_prompt, timesteps, cond_scale, temperature, critic_noise_scale,
-                                       topk_filter_thres, use_critic, schedule, seed, randomize_seed,
-                                       num_images, previews, superres)
-    pipe = get_pipeline()
-    steps = pipe.stream(prompt, previews=previews, **kwargs)
-    yield from _stream(steps, seed=seed, kwargs=kwargs, has_critic=_has_critic(pipe, kwargs["use_critic"]),
-                       note=_truncation_note(pipe, prompt, kwargs["negative_prompt"]))
-
-
-@gpu
-@_user_errors
-def inpaint(image: Any, prompt: str, negative_prompt: Optional[str] = None, timesteps: int = 12,
-            cond_scale: float = 3.0, temperature: float = 1.0, critic_noise_scale: float = 1.0,
-            topk_filter_thres: float = 0.9, use_critic: bool = True, schedule: str = "cosine",
-            superres: bool = True, seed: int = 0, randomize_seed: bool = True, num_images: int = 1,
-            previews: bool = True) -> Iterator[tuple]:
-    """Regenerate the painted part of an image (editor value: background + mask layers), streamed."""
-    rgb, mask = editor_to_image_and_mask(image)
-    prompt = _prompt(prompt)
-    kwargs, seed, previews = _settings(negative_prompt, timesteps, cond_scale, temperature, critic_noise_scale,
-                                       topk_filter_thres, use_critic, schedule, seed, randomize_seed,
-                                       num_images, previews, superres)
-    pipe = get_pipeline()
-    size = pipe.config.superres_size if kwargs["superres"] and pipe.superres_model is not None \
-        else pipe.config.base_size
-    before = viz.upscale(square(rgb, size), DISPLAY_SIZE)
-    steps = pipe.stream_inpaint(rgb, mask, prompt, previews=previews, **kwargs)
-    yield from _stream(steps, seed=seed, kwargs=kwargs, has_critic=_has_critic(pipe, kwargs["use_critic"]),
-                       before=before, note=_truncation_note(pipe, prompt, kwargs["negative_prompt"]))
-
-
-@gpu
-@_user_errors
-def superres(image: Any, prompt: str, negative_prompt: Optional[str] = None, timesteps: int = 12,
-             cond_scale: float = 3.0, temperature: float = 1.0, critic_noise_scale: float = 1.0,
-             topk_filter_thres: float = 0.9, use_critic: bool = True, schedule: str = "cosine", seed: int = 0,
-             randomize_seed: bool = True, num_images: int = 1, previews: bool = True) -> Iterator[tuple]:
-    """The super-res stage alone, conditioned on a low-resolution image and a prompt, streamed."""
-    if image is None:
-        raise UserError("Upload a low-resolution image first.", title="No image")
-    if not isinstance(image, Image.Image):
-        raise UserError("The image could not be read.", title="Not an image")
-    prompt = _prompt(prompt)
-    kwargs, seed, previews = _settings(negative_prompt, timesteps, cond_scale, temperature, critic_noise_scale,
-                                       topk_filter_thres, use_critic, schedule, seed, randomize_seed,
-                                       num_images, previews)
-    kwargs.pop("superres")
-    pipe = get_pipeline()
-    if pipe.superres_model is None:
-        raise UserError("This model has no super-res stage.")
-    rgb = to_rgb(image)
-    before = viz.upscale(square(rgb, pipe.config.base_size), DISPLAY_SIZE)
-    steps = pipe.stream_superres(rgb, prompt, previews=previews, **kwargs)
-    yield from _stream(steps, seed=seed, kwargs={**kwargs, "superres": True},
-                       has_critic=_has_critic(pipe, kwargs["use_critic"]), before=before,
-                       note=_truncation_note(pipe, prompt, kwargs["negative_prompt"]))
-
-
-def schedule_preview(schedule: str, timesteps: Any, superres: Any = True) -> Any:
-    """The schedule plot for the current sliders (before any run)."""
-    try:
-        steps = _number("timesteps", timesteps, *TIMESTEPS, integer=True)
-        if schedule not in SCHEDULES:
-            return gr.skip()
-        return viz.schedule_plot(schedule, steps, _token_counts(_flag("superres", superres)))
-    except gr.Error:
-        return gr.skip()
+def schedule_preview(schedule: Any, timesteps: Any, superres: Any = True) -> Any:
+    """The schedule plot for the current settings (before any run); left alone while one is invalid."""
+    plot = playground.schedule_preview(schedule, timesteps, superres)
+    return gr.skip() if plot is None else plot
 
 
 # ----- the page ------------------------------------------------------------------------------
 
+def _control(name: str, value: Any, **layout: Any) -> gr.Component:
+    """The input of one setting, from the schema: its label, help, step and starting value, and the
+    playground's range."""
+    setting = playground.control(name)
+    common = dict(value=value, label=setting.label, info=setting.help, **layout)
+    if setting.kind is bool:
+        return gr.Checkbox(**common)
+    if setting.choices:
+        return Dropdown(list(setting.choices), **common)
+    lo, hi = LIMITS[name]
+    if setting.step is None:  # the seed: any whole number in range
+        return Number(precision=0, minimum=lo, maximum=hi, **common)
+    return Slider(lo, hi, step=setting.step, **common)
+
+
 def build_demo() -> gr.Blocks:
     """The Blocks app, its queue configured (one worker for decoding; a bounded line)."""
-    d = _ui_defaults()
+    d = playground.page_defaults()
     with gr.Blocks(title="muse · MaskGIT playground", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# muse · MaskGIT playground\nType a prompt and watch the image appear token by token: "
                     "every decoding step of the base (32 px) and super-res (64 px) stages is drawn as it is computed.")
@@ -660,28 +311,26 @@ def build_demo() -> gr.Blocks:
                         sr_btn = gr.Button("Upscale to 64 px", variant="primary", elem_id="superres")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
                 with gr.Accordion("Advanced settings", open=False):
-                    negative_prompt = gr.Textbox(value="", label="Negative prompt", placeholder="(none)",
-                                                 max_length=MAX_PROMPT_CHARS)
+                    c: dict[str, gr.Component] = {  # a request's settings, by name
+                        "negative_prompt": gr.Textbox(value=d["negative_prompt"], label="Negative prompt",
+                                                      placeholder="(none)", max_length=MAX_PROMPT_CHARS)}
                     with gr.Row():
-                        seed = Number(label="Seed", value=0, precision=0, minimum=0, maximum=SEED_MAX, elem_id="seed")
-                        randomize_seed = gr.Checkbox(label="Randomize seed", value=True)
-                    timesteps = Slider(*TIMESTEPS, value=d["timesteps"], step=1, label="Timesteps",
-                                       info="decoding steps per stage", elem_id="timesteps")
-                    cond_scale = Slider(*COND_SCALE, value=d["cond_scale"], step=0.1, label="Guidance (cond_scale)")
-                    temperature = Slider(*TEMPERATURE, value=d["temperature"], step=0.05, label="Temperature")
+                        c["seed"] = _control("seed", d["seed"], elem_id="seed")
+                        c["randomize_seed"] = _control("randomize_seed", d["randomize_seed"])
+                    c["timesteps"] = _control("timesteps", d["timesteps"], elem_id="timesteps")
+                    c["cond_scale"] = _control("cond_scale", d["cond_scale"])
+                    c["temperature"] = _control("temperature", d["temperature"])
                     # The noise perturbs the critic's scores: without the critic it has nothing to act on.
-                    critic_noise_scale = Slider(*CRITIC_NOISE, value=d["critic_noise_scale"], step=0.05,
-                                                label="Critic noise", info=CRITIC_NOISE_INFO,
-                                                interactive=bool(d["use_critic"]), elem_id="critic_noise")
-                    topk_filter_thres = Slider(*TOPK, value=d["topk_filter_thres"], step=0.01,
-                                               label="Top-k threshold", info="0.9 keeps the top 10 % of codes")
-                    schedule = Dropdown(list(SCHEDULES), value=d["schedule"], label="Schedule")
+                    c["critic_noise_scale"] = _control("critic_noise_scale", d["critic_noise_scale"],
+                                                       interactive=bool(d["use_critic"]), elem_id="critic_noise")
+                    c["topk_filter_thres"] = _control("topk_filter_thres", d["topk_filter_thres"])
+                    c["schedule"] = _control("schedule", d["schedule"])
                     with gr.Row():
-                        use_critic = gr.Checkbox(label="Use the token critic", value=d["use_critic"], elem_id="use_critic")
-                        superres_box = gr.Checkbox(label="Super-res stage (64 px)", value=d["superres"])
+                        c["use_critic"] = _control("use_critic", d["use_critic"], elem_id="use_critic")
+                        c["superres"] = _control("superres", d["superres"])
                     with gr.Row():
-                        num_images = Slider(*NUM_IMAGES, value=1, step=1, label="Number of images")
-                        previews = gr.Checkbox(label="Previews (off = faster)", value=True, elem_id="previews")
+                        c["num_images"] = _control("num_images", d["num_images"])
+                        c["previews"] = _control("previews", d["previews"], elem_id="previews")
             with gr.Column(scale=6, min_width=340):
                 status = gr.Textbox(label="Step", interactive=False, elem_id="status",
                                     placeholder="waiting for a prompt")
@@ -715,25 +364,24 @@ def build_demo() -> gr.Blocks:
         with gr.Accordion("How MaskGIT decodes, and what each control does", open=False):
             gr.Markdown(EXPLANATION)
 
-        outputs = [canvas, prediction, status, seed, before_after, timeline, reveal_map, heat_map, schedule_plot,
-                   animation, files]
-        settings = [negative_prompt, timesteps, cond_scale, temperature, critic_noise_scale, topk_filter_thres,
-                    use_critic, schedule]
-        tail = [seed, randomize_seed, num_images, previews]
-        heavy = dict(outputs=outputs, concurrency_limit=1, concurrency_id="decode", show_progress="full",
-                     show_progress_on=[canvas, status])
-        gen_event = gr.on([generate_btn.click, prompt.submit], generate,
-                          inputs=[prompt, *settings, superres_box, *tail], api_name="generate", **heavy)
+        named = dict(canvas=canvas, prediction=prediction, status=status, seed=c["seed"], before_after=before_after,
+                     timeline=timeline, reveal_map=reveal_map, heat_map=heat_map, schedule_plot=schedule_plot,
+                     animation=animation, files=files)
+        heavy = dict(outputs=[named[name] for name in OUTPUTS], concurrency_limit=1, concurrency_id="decode",
+                     show_progress="full", show_progress_on=[canvas, status])
+        settings = [c[name] for name in REQUEST_SETTINGS]
+        gen_event = gr.on([generate_btn.click, prompt.submit], generate, inputs=[prompt, *settings],
+                          api_name="generate", **heavy)
         inpaint_event = gr.on([inpaint_btn.click, inpaint_prompt.submit], inpaint,
-                              inputs=[editor, inpaint_prompt, *settings, superres_box, *tail],
-                              api_name="inpaint", **heavy)
-        sr_event = gr.on([sr_btn.click, sr_prompt.submit], superres, inputs=[low_res, sr_prompt, *settings, *tail],
-                         api_name="superres", **heavy)
+                              inputs=[editor, inpaint_prompt, *settings], api_name="inpaint", **heavy)
+        sr_event = gr.on([sr_btn.click, sr_prompt.submit], superres, api_name="superres", **heavy,
+                         inputs=[low_res, sr_prompt, *(s for s in settings if s is not c["superres"])])
         stop_btn.click(None, cancels=[gen_event, inpaint_event, sr_event], queue=False, api_visibility="private")
-        use_critic.change(lambda on: gr.update(interactive=bool(on)), inputs=[use_critic],
-                          outputs=[critic_noise_scale], queue=False, show_progress="hidden", api_visibility="private")
-        gr.on([demo.load, schedule.change, timesteps.release, superres_box.change], schedule_preview,
-              inputs=[schedule, timesteps, superres_box], outputs=[schedule_plot], queue=False,
+        c["use_critic"].change(lambda on: gr.update(interactive=bool(on)), inputs=[c["use_critic"]],
+                               outputs=[c["critic_noise_scale"]], queue=False, show_progress="hidden",
+                               api_visibility="private")
+        gr.on([demo.load, c["schedule"].change, c["timesteps"].release, c["superres"].change], schedule_preview,
+              inputs=[c["schedule"], c["timesteps"], c["superres"]], outputs=[schedule_plot], queue=False,
               show_progress="hidden", api_visibility="private")
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     return demo

@@ -11,7 +11,8 @@ from typing import Any, Optional, Union
 
 import torch
 
-from .hub import MAX_CONFIG_BYTES, PathLike, WeightsError, resolve_folder
+from .config import VQConfig
+from .hub import MAX_CONFIG_BYTES, PathLike, WeightsError, read_config, resolve_folder
 from .preview import PreviewDecoder
 from .settings import GenerationSettings, known_settings
 from .text import DEFAULT_TEXT_ENCODER
@@ -90,6 +91,30 @@ def read_pipeline_config(folder: Path) -> PipelineConfig:
         return PipelineConfig(**raw)
     except (json.JSONDecodeError, TypeError, ValueError, UnicodeDecodeError) as err:
         raise WeightsError(f"{spec} is not a valid pipeline config: {err}") from None
+
+
+@dataclass(frozen=True)
+class PipelineSummary:
+    """What a pipeline folder's configs say about it, read without loading a weight (so a UI can show
+    defaults and token counts before its first request)."""
+
+    config: PipelineConfig
+    downsample: int  # the tokenizer's pixels per token side
+    has_superres: bool
+
+    def token_counts(self, superres: bool = True) -> dict[str, int]:
+        """Tokens each stage of text to image generates, by stage name (as `MusePipeline.token_counts`)."""
+        sizes = {"base": self.config.base_size, "superres": self.config.superres_size}
+        names = ["base", "superres"] if superres and self.has_superres else ["base"]
+        return {name: (sizes[name] // self.downsample) ** 2 for name in names}
+
+
+def describe(source: Optional[PathLike]) -> PipelineSummary:
+    """The shipped weights (None) or a local folder, from its validated pipeline.json and tokenizer
+    config.json alone; a WeightsError when they are missing or invalid (a Hub id is not fetched)."""
+    folder = local_folder(source)
+    config = read_pipeline_config(folder)
+    return PipelineSummary(config, read_config(folder / "vq", VQConfig).downsample, (folder / "superres").is_dir())
 
 
 def save_pipeline_config(config: PipelineConfig, folder: Path) -> None:

@@ -1,10 +1,14 @@
-"""The playground's handlers called directly (no server), and the pictures in muse.viz."""
+"""The playground's handlers called directly (no server), its logic (`muse.playground`), and the
+pictures in muse.viz. Outputs are read by name (`OUTPUTS`), never by position."""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from muse import viz
+from muse import playground, viz
+from muse.hub import WeightsError
 from muse.images import square
+from muse.loader import describe
+from muse.playground import CONTROLS, LIMITS, OUTPUTS, REQUEST_SETTINGS, PlaygroundError
+from muse.settings import SCHEMA, SettingError
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -41,12 +49,6 @@ def request(**overrides):
     return kwargs
 
 
-def stream_outputs():
-    import app as module
-
-    return module.OUTPUTS
-
-
 def is_skip(value) -> bool:
     return isinstance(value, dict) and value.get("__type__") == "update" and len(value) == 1
 
@@ -56,7 +58,7 @@ def collect(stream, check_final_files=True):
     when the stream closes)."""
     out = []
     for u in stream:
-        u = dict(zip(stream_outputs(), u))
+        u = dict(zip(OUTPUTS, u))  # the handler yields one value per output, in OUTPUTS order
         if check_final_files and u["files"] is not None and not is_skip(u["files"]):
             for path in u["files"]:
                 assert Path(path).is_file() and Path(path).stat().st_size > 0
@@ -73,7 +75,7 @@ def collect(stream, check_final_files=True):
 # ----- the model is loaded lazily ----------------------------------------------------------------
 
 def test_import_builds_the_page_without_a_model(tmp_path):
-    code = ("import app, sys; assert app.MODEL._pipe is None; "
+    code = ("import app, sys; from muse.playground import MODEL; assert MODEL.loaded() is None; "
             "names = {f.api_name for f in app.demo.fns.values()}; "
             "assert {'generate', 'inpaint', 'superres'} <= names, names")
     env = {**os.environ, "MUSE_WEIGHTS": str(tmp_path / "nothing-here"), "PYTHONPATH": str(ROOT)}
@@ -92,10 +94,10 @@ def test_missing_weights_give_a_clear_error_then_recover(app, tiny_weights, monk
 
 
 def test_missing_shipped_weights_give_a_clear_error(app, tmp_path, monkeypatch):
-    import muse.pipeline
+    import muse.loader
 
     monkeypatch.delenv("MUSE_WEIGHTS")
-    monkeypatch.setattr(muse.pipeline, "DEFAULT_WEIGHTS", tmp_path / "weights")  # as before training
+    monkeypatch.setattr(muse.loader, "DEFAULT_WEIGHTS", tmp_path / "weights")  # as before training
     with pytest.raises(gr.Error, match="shipped model is missing"):
         collect(app.generate(**request()))
 
@@ -125,7 +127,7 @@ def test_generate_yields_one_update_per_step_per_stage(app):
     expected = [f"{stage} {i}/4" for stage in ("base", "superres") for i in range(1, 5)]
     for u, label in zip(ups, expected):
         assert label in u["status"]
-        assert isinstance(u["canvas"], Image.Image) and u["canvas"].size == (app.DISPLAY_SIZE,) * 2
+        assert isinstance(u["canvas"], Image.Image) and u["canvas"].size == (playground.DISPLAY_SIZE,) * 2
         assert isinstance(u["prediction"], Image.Image)
     assert "base 1/4 · " in ups[0]["status"] and "of 64 tokens fixed" in ups[0]["status"]
     # the first update clears the previous run's pictures; later ones leave them alone
@@ -155,7 +157,7 @@ def test_base_only_and_previews_off(app):
     assert len(ups) == 4
     assert all(u["canvas"] is None or is_skip(u["canvas"]) for u in ups[:-1])
     final = ups[-1]
-    assert final["canvas"].size == (2 * app.DISPLAY_SIZE, app.DISPLAY_SIZE)  # two images side by side
+    assert final["canvas"].size == (2 * playground.DISPLAY_SIZE, playground.DISPLAY_SIZE)  # two images side by side
     assert final["timeline"] == [] and final["animation"] is None  # nothing to animate without previews
     assert "64 of 64 tokens fixed" in final["status"]
 
@@ -185,7 +187,7 @@ def test_inpaint_from_browser_layers_uses_alpha_against_the_background(app):
     background = gradient((120, 80)).convert("RGBA")
     layer = Image.new("RGBA", (240, 160), (0, 0, 0, 0))  # a canvas-sized layer: mapped onto the background
     layer.paste((255, 45, 122, 255), (0, 0, 120, 160))  # the left half painted, opaque brush
-    rgb, mask = app.editor_to_image_and_mask({"background": background, "layers": [layer], "composite": None})
+    rgb, mask = playground.editor_to_image_and_mask({"background": background, "layers": [layer], "composite": None})
     assert rgb.mode == "RGB" and mask.size == background.size
     m = np.asarray(mask) > 0
     assert m[:, :55].all() and not m[:, 65:].any()
@@ -197,24 +199,26 @@ def test_inpaint_from_browser_layers_uses_alpha_against_the_background(app):
 def test_mask_rules(app):
     image = gradient()
     black, white = Image.new("L", image.size, 0), Image.new("L", image.size, 255)
-    with pytest.raises(gr.Error, match="mask is empty"):
-        app.editor_to_image_and_mask({"background": image, "layers": [black]})
-    with pytest.raises(gr.Error, match="mask is empty"):
-        app.editor_to_image_and_mask({"background": image, "layers": [Image.new("RGBA", image.size)]})
-    with pytest.raises(gr.Error, match="no mask layer"):
-        app.editor_to_image_and_mask({"background": image, "layers": []})
-    with pytest.raises(gr.Error, match="Upload an image"):
-        app.editor_to_image_and_mask({"background": None, "layers": [white]})
-    _, mask = app.editor_to_image_and_mask({"background": image, "layers": [white]})
+    with pytest.raises(PlaygroundError, match="mask is empty"):
+        playground.editor_to_image_and_mask({"background": image, "layers": [black]})
+    with pytest.raises(PlaygroundError, match="mask is empty"):
+        playground.editor_to_image_and_mask({"background": image, "layers": [Image.new("RGBA", image.size)]})
+    with pytest.raises(PlaygroundError, match="no mask layer"):
+        playground.editor_to_image_and_mask({"background": image, "layers": []})
+    with pytest.raises(PlaygroundError, match="Upload an image"):
+        playground.editor_to_image_and_mask({"background": None, "layers": [white]})
+    _, mask = playground.editor_to_image_and_mask({"background": image, "layers": [white]})
     assert (np.asarray(mask) == 255).all()
     ups = collect(app.inpaint({"background": image, "layers": [white]}, **request(superres=False)))
     assert "64 of 64 tokens fixed" in ups[-1]["status"]  # all white: the whole image regenerated
+    with pytest.raises(gr.Error, match="mask is empty"):  # through the endpoint: a message for the page
+        collect(app.inpaint({"background": image, "layers": [black]}, **request()))
 
 
 def test_superres_streams_the_superres_stage(app):
     ups = collect(app.superres(gradient((20, 20)), **{k: v for k, v in request().items() if k != "superres"}))
     assert len(ups) == 4 and all("superres" in u["status"] for u in ups)
-    assert ups[-1]["canvas"].size == (app.DISPLAY_SIZE,) * 2
+    assert ups[-1]["canvas"].size == (playground.DISPLAY_SIZE,) * 2
     assert ups[-1]["before_after"] is not None
     with pytest.raises(gr.Error, match="Upload a low-resolution image"):
         collect(app.superres(None, "x"))
@@ -262,11 +266,11 @@ def test_a_100000_character_prompt_is_cut_and_says_so(app):
 def test_a_mask_of_another_shape_is_refused_one_of_another_scale_is_mapped(app):
     image = Image.new("RGB", (64, 32), "blue")
     wide = Image.new("L", (64, 64), 255)
-    with pytest.raises(gr.Error, match="mask is 64x64 pixels but the image is 64x32"):
-        app.editor_to_image_and_mask({"background": image, "layers": [wide], "composite": None})
+    with pytest.raises(PlaygroundError, match="mask is 64x64 pixels but the image is 64x32"):
+        playground.editor_to_image_and_mask({"background": image, "layers": [wide], "composite": None})
     double = Image.new("L", (128, 64), 0)
     double.paste(255, (0, 0, 64, 64))
-    rgb, mask = app.editor_to_image_and_mask({"background": image, "layers": [double], "composite": None})
+    rgb, mask = playground.editor_to_image_and_mask({"background": image, "layers": [double], "composite": None})
     assert mask.size == (64, 32) and np.asarray(mask)[:, :32].all() and not np.asarray(mask)[:, 32:].any()
 
 
@@ -308,7 +312,7 @@ def test_unexpected_failures_are_logged_not_shown(app, monkeypatch, caplog):
     def boom(*args, **kwargs):
         raise RuntimeError("secret internal detail")
 
-    pipe = app.get_pipeline()
+    pipe = playground.MODEL.get()
     monkeypatch.setattr(pipe, "stream", boom)
     with pytest.raises(gr.Error) as err:
         collect(app.generate(**request()))
@@ -320,6 +324,105 @@ def test_schedule_preview(app):
     assert isinstance(app.schedule_preview("arccos", 8, True), Image.Image)
     assert is_skip(app.schedule_preview("arccos", 0, True))
     assert is_skip(app.schedule_preview("nope", 8, True))
+
+
+def test_schedule_preview_before_the_model_is_loaded_counts_tokens_from_the_configs(app, tiny_pipe, monkeypatch):
+    monkeypatch.setattr(playground.MODEL, "_pipe", None)
+    assert playground.token_counts() == tiny_pipe.token_counts() == {"base": 64, "superres": 256}
+    assert playground.token_counts(superres=False) == tiny_pipe.token_counts(superres=False)
+    assert is_skip(app.schedule_preview("cosine", 8, "maybe"))
+
+
+# ----- one settings schema, outputs by name --------------------------------------------------------
+
+def page_inputs(app) -> dict[str, object]:
+    """The page's setting inputs by label."""
+    kinds = (gr.Slider, gr.Number, gr.Dropdown, gr.Checkbox)
+    return {b.label: b for b in app.demo.blocks.values() if isinstance(b, kinds)}
+
+
+def test_every_control_comes_from_the_schema(app):
+    inputs, defaults = page_inputs(app), playground.page_defaults()
+    for name in CONTROLS:
+        setting = playground.control(name)
+        component = inputs[setting.label]
+        assert component.info == setting.help and component.value == defaults[name], name
+        if name in LIMITS:
+            assert (component.minimum, component.maximum) == LIMITS[name], name
+        if setting.step is not None:
+            assert component.step == setting.step, name
+        if setting.choices:
+            assert [value for _, value in component.choices] == list(setting.choices)
+    assert inputs[SCHEMA["timesteps"].label].value == 4  # the tiny weights' tuned default, not the schema's 12
+    for name in CONTROLS:
+        setting = playground.control(name)
+        assert f"| **{setting.label}** | {setting.help} |" in app.EXPLANATION
+
+
+def test_page_defaults_are_the_weights_tuned_values_within_the_limits(tiny_weights, tmp_path, monkeypatch):
+    folder = tmp_path / "tuned"
+    (folder / "vq").mkdir(parents=True)
+    shutil.copy(tiny_weights / "vq" / "config.json", folder / "vq" / "config.json")
+    spec = json.loads((tiny_weights / "pipeline.json").read_text())
+    spec["defaults"] = {"timesteps": 100, "cond_scale": 2.5, "use_critic": False, "schedule": "linear"}
+    (folder / "pipeline.json").write_text(json.dumps(spec))
+    monkeypatch.setenv("MUSE_WEIGHTS", str(folder))
+    d = playground.page_defaults()
+    assert (d["timesteps"], d["cond_scale"], d["use_critic"], d["schedule"]) == (64, 2.5, False, "linear")
+    assert d["temperature"] == SCHEMA["temperature"].default and d["seed"] == 0 and d["randomize_seed"] is True
+    spec["defaults"] = {"timesteps": "many"}  # refused by the validated config: the schema's defaults
+    (folder / "pipeline.json").write_text(json.dumps(spec))
+    assert playground.page_defaults()["timesteps"] == SCHEMA["timesteps"].default
+
+
+def test_describe_reads_a_folder_without_loading_it(tiny_weights, tiny_pipe, tmp_path):
+    summary = describe(tiny_weights)
+    assert summary.token_counts() == tiny_pipe.token_counts()
+    assert summary.token_counts(superres=False) == tiny_pipe.token_counts(superres=False)
+    assert summary.config.defaults == {"timesteps": 4}
+    with pytest.raises(WeightsError, match="missing pipeline.json"):
+        describe(tmp_path)
+    (tmp_path / "pipeline.json").write_text('{"base_size": "big"}')
+    with pytest.raises(WeightsError, match="base_size"):
+        describe(tmp_path)
+
+
+def test_the_app_checks_through_the_schema_with_its_tighter_limits():
+    for name, (lo, hi) in LIMITS.items():
+        with pytest.raises(SettingError) as expected:
+            SCHEMA[name].check(2 * hi + 1, (lo, hi), coerce=True)
+        with pytest.raises(PlaygroundError) as got:
+            playground.check_setting(name, 2 * hi + 1)
+        assert str(got.value) == str(expected.value)
+    with pytest.raises(PlaygroundError) as got:
+        playground.check_setting("timesteps", 0)
+    assert str(got.value) == "timesteps must be a whole number from 1 to 64, got 0."  # the messages of before
+    with pytest.raises(PlaygroundError) as got:
+        playground.check_setting("schedule", "bogus")
+    assert str(got.value) == "schedule must be one of cosine, linear, arccos, power; got 'bogus'."
+    assert playground.check_setting("timesteps", " 12 ") == 12  # as API clients send them
+    assert playground.check_setting("previews", "false") is False
+
+
+def test_endpoints_take_the_request_settings_by_name(app):
+    defaults = playground.page_defaults()
+    for handler, leading in ((app.generate, ["prompt"]), (app.inpaint, ["image", "prompt"]),
+                             (app.superres, ["image", "prompt"])):
+        settings = [n for n in REQUEST_SETTINGS if handler is not app.superres or n != "superres"]
+        params = inspect.signature(handler).parameters
+        assert list(params) == leading + settings
+        assert all(params[n].default == defaults[n] for n in settings)
+
+
+def test_updates_are_keyed_by_output_name(tiny_pipe):
+    values = {**playground.page_defaults(), "timesteps": 2, "seed": 3, "randomize_seed": False, "superres": True}
+    request = playground.check_request("red heart", values)
+    steps = tiny_pipe.stream(request.prompt, previews=request.previews, **request.kwargs)
+    updates = list(playground.stream_updates(steps, request, has_critic=True))
+    assert len(updates) == 4 and all(set(u) <= set(OUTPUTS) for u in updates)
+    assert set(updates[0]) == set(OUTPUTS) - {"schedule_plot"}  # the first clears the previous run's results
+    assert set(updates[1]) == {"status", "canvas", "prediction"}  # later ones leave the rest alone
+    assert set(updates[-1]) == set(OUTPUTS) and updates[-1]["seed"] == 3
 
 
 # ----- muse.viz ----------------------------------------------------------------------------------

@@ -1,21 +1,21 @@
-"""The playground as a server: `python app.py` on 127.0.0.1, driven through gradio_client."""
+"""The playground as a server: `python app.py` on 127.0.0.1, driven through gradio_client.
+
+Results are read by output name: the elem_id of each output component, from the server's config."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.slow
+from muse.playground import OUTPUTS
+from tests.harness import running_app  # shared with benchmarks/robustness.py
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_common import running_app  # noqa: E402  (shared with benchmarks/robustness.py)
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -38,21 +38,32 @@ def client(server, tmp_path_factory):
 
 
 QUICK = dict(timesteps=4, seed=5, randomize_seed=False)
-OUT = {name: i for i, name in enumerate(("canvas", "prediction", "status", "seed", "before_after", "timeline",
-                                         "reveal_map", "heat_map", "schedule_plot", "animation", "files"))}
+ENDPOINTS = ("generate", "inpaint", "superres")
 
 
-def assert_final_image(outputs, size=256):
-    assert outputs[OUT["status"]].startswith("done"), outputs[OUT["status"]]
-    with Image.open(outputs[OUT["canvas"]]) as im:
+def output_names(client, api_name: str) -> list[str]:
+    """The names of an endpoint's outputs, in the order its results come: the elem_ids of its output
+    components, from the server's config."""
+    elem_ids = {c["id"]: c.get("props", {}).get("elem_id") for c in client.config["components"]}
+    dependency = next(d for d in client.config["dependencies"] if d.get("api_name") == api_name)
+    return [elem_ids[i] for i in dependency["outputs"]]
+
+
+def named(client, results: Sequence[Any], api_name: str = "generate") -> dict[str, Any]:
+    """An endpoint's results by output name."""
+    return dict(zip(output_names(client, api_name), results))
+
+
+def assert_final_image(outputs: dict[str, Any], size=256):
+    assert outputs["status"].startswith("done"), outputs["status"]
+    with Image.open(outputs["canvas"]) as im:
         assert im.format == "PNG" and im.size == (size, size)
-    files = outputs[OUT["files"]]
-    assert any(f.endswith(".png") for f in files)
+    assert any(f.endswith(".png") for f in outputs["files"])
 
 
 def normal_request_works(client):
-    out = client.predict(prompt="red heart", timesteps=2, superres=False, api_name="/generate")
-    assert out[OUT["status"]].startswith("done")
+    out = named(client, client.predict(prompt="red heart", timesteps=2, superres=False, api_name="/generate"))
+    assert out["status"].startswith("done")
 
 
 def image_file(tmp_path, name, image: Image.Image):
@@ -77,16 +88,21 @@ def test_api_names_and_parameters(client):
     assert [p["parameter_name"] for p in info["/inpaint"]["parameters"]][:2] == ["image", "prompt"]
 
 
+def test_every_endpoint_returns_the_named_outputs(client):
+    for api_name in ENDPOINTS:
+        assert sorted(output_names(client, api_name)) == sorted(OUTPUTS), api_name
+
+
 def test_generate_streams_every_step(client):
     job = client.submit(prompt="grinning face", **QUICK, api_name="/generate")
-    statuses = [update[OUT["status"]] for update in job]
+    statuses = [named(client, update)["status"] for update in job]
     assert len(statuses) >= QUICK["timesteps"]
     assert statuses[0].startswith("base 1/4") and "superres 2/4" in " ".join(statuses)
-    final = job.outputs()[-1]
+    final = named(client, job.outputs()[-1])
     assert_final_image(final)
-    assert final[OUT["seed"]] == 5
-    assert any(f.endswith(".gif") for f in final[OUT["files"]])
-    assert len(final[OUT["timeline"]]) == 8
+    assert final["seed"] == 5
+    assert any(f.endswith(".gif") for f in final["files"])
+    assert len(final["timeline"]) == 8
 
 
 def test_inpaint_with_image_and_mask(client, tmp_path):
@@ -95,18 +111,19 @@ def test_inpaint_with_image_and_mask(client, tmp_path):
     mask.paste(255, (0, 0, 40, 80))
     job = client.submit(image=editor(image_file(tmp_path, "img.png", image), image_file(tmp_path, "mask.png", mask)),
                         prompt="red heart", **QUICK, api_name="/inpaint")
-    statuses = [update[OUT["status"]] for update in job]
+    statuses = [named(client, update, "inpaint")["status"] for update in job]
     assert len(statuses) == 8 and "of 128 tokens fixed" in statuses[-1]
-    final = job.outputs()[-1]
+    final = named(client, job.outputs()[-1], "inpaint")
     assert_final_image(final)
-    assert final[OUT["before_after"]] is not None
+    assert final["before_after"] is not None
 
 
 def test_superres(client, tmp_path):
     low = Image.new("RGB", (24, 24), (200, 40, 40))
-    out = client.predict(image_file(tmp_path, "low.png", low), prompt="red heart", **QUICK, api_name="/superres")
+    out = named(client, client.predict(image_file(tmp_path, "low.png", low), prompt="red heart", **QUICK,
+                                       api_name="/superres"), "superres")
     assert_final_image(out)
-    assert "superres 4/4" in out[OUT["status"]]
+    assert "superres 4/4" in out["status"]
 
 
 def big_image():
@@ -169,10 +186,10 @@ def test_bad_inputs_get_a_clear_error_or_a_sane_result(client, tmp_path, case):
     api, make, message = BAD[case]
     kwargs = {**QUICK, "timesteps": 2, **make(tmp_path)}
     if message is None:
-        out = client.predict(**kwargs, api_name=api)
+        out = named(client, client.predict(**kwargs, api_name=api), api.strip("/"))
         assert_final_image(out)
         if case == "all-white mask":
-            assert "256 of 256 tokens fixed" in out[OUT["status"]]  # the whole image regenerated
+            assert "256 of 256 tokens fixed" in out["status"]  # the whole image regenerated
     else:
         with pytest.raises(AppError) as err:
             client.predict(**kwargs, api_name=api)
