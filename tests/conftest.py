@@ -1,37 +1,40 @@
-"""Shared fixtures: tiny random models for every path (fast, CPU), built once per session."""
+"""Shared fixtures: tiny random models for every path (fast, CPU), built once per session.
+
+The tiny model is the registry's 'tiny' preset (`muse.presets`), the same one `python -m muse.train
+--preset tiny` trains: defined once, there.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from muse.config import TransformerConfig, VQConfig  # noqa: E402
-from muse.pipeline import MusePipeline, PipelineConfig  # noqa: E402
+from muse.config import TransformerConfig  # noqa: E402
+from muse.pipeline import MusePipeline  # noqa: E402
+from muse.presets import build_pipeline, make_preset  # noqa: E402
 from muse.text import TextEncoder  # noqa: E402
-from muse.transformer import MaskedTransformer  # noqa: E402
-from muse.vq import VQModel  # noqa: E402
 
-TINY_VQ = VQConfig(base_channels=8, channel_mult=(1, 2), res_blocks=1, mid_blocks=1, codebook_size=32, code_dim=8,
-                   space_to_depth=2)
-TINY_GEN = dict(num_tokens=32, dim=32, depth=2, heads=2, dim_head=16, ff_mult=2, text_dim=384, text_pooled=True)
-TINY_SR = dict(TINY_GEN, seq_len=256, cond_seq_len=64, cond_spatial=True)  # the shipped super-res layout
+TINY = make_preset("tiny")  # for the default text encoder's width (384)
+
+
+def _set_fields(config: TransformerConfig) -> dict:
+    """The fields `config` sets away from their defaults, but its sequence length."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if f.name != "seq_len" and getattr(config, f.name) != f.default}
+
+
+# The tiny generator's sizes, for tests that build variants: TransformerConfig(seq_len=..., kind=..., **TINY_GEN).
+TINY_GEN = _set_fields(TINY.base)
 
 
 def make_tiny_pipeline(text_encoder: TextEncoder, seed: int = 0) -> MusePipeline:
-    """A complete two-stage pipeline with critics, random weights."""
-    torch.manual_seed(seed)
-    vq = VQModel(TINY_VQ)
-    base = MaskedTransformer(TransformerConfig(seq_len=64, **TINY_GEN))
-    base_critic = MaskedTransformer(TransformerConfig(seq_len=64, kind="critic", **TINY_GEN))
-    superres = MaskedTransformer(TransformerConfig(**TINY_SR))
-    superres_critic = MaskedTransformer(TransformerConfig(kind="critic", **TINY_SR))
-    return MusePipeline(vq, base, text_encoder, superres, base_critic, superres_critic,
-                        PipelineConfig(defaults={"timesteps": 4}))
+    """A complete two-stage pipeline with critics, random weights drawn from `seed`."""
+    return build_pipeline("tiny", text_encoder, seed=seed, defaults={"timesteps": 4})
 
 
 @pytest.fixture(scope="session")

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
-from muse.config import TransformerConfig
 from muse.guidance import GuidedCritic, GuidedLogits, guidance_context
 from muse.hub import WeightsError
 from muse.text import TextEncoder, packaged_minilm
 from muse.transformer import MaskedTransformer
 from muse.vq import VQModel
 
-from .conftest import TINY_GEN, TINY_SR, TINY_VQ
+from .conftest import TINY
 
 
 def _context(model, b=2, length=5, seed=0, cond=None):
@@ -26,7 +26,7 @@ def _context(model, b=2, length=5, seed=0, cond=None):
 
 
 def test_vq_shapes_at_both_resolutions():
-    vq = VQModel(TINY_VQ).eval()
+    vq = VQModel(TINY.vq).eval()
     for size in (32, 64):
         images = torch.rand(2, 3, size, size)
         ids = vq.encode(images)
@@ -40,16 +40,16 @@ def test_vq_shapes_at_both_resolutions():
 
 
 def test_dead_codes_restart_onto_encoder_outputs():
-    vq = VQModel(TINY_VQ)
+    vq = VQModel(TINY.vq)
     vq.quantizer.usage[:5] = 0.0
-    z = torch.randn(2, TINY_VQ.code_dim, 4, 4)
+    z = torch.randn(2, TINY.vq.code_dim, 4, 4)
     assert vq.quantizer.restart_dead_codes(z, threshold=0.5) == 5
     assert (vq.quantizer.usage >= 0.5).all()
 
 
 def test_batched_guidance_equals_two_passes():
     torch.manual_seed(0)
-    model = MaskedTransformer(TransformerConfig(seq_len=64, **TINY_GEN)).eval()
+    model = MaskedTransformer(TINY.base).eval()
     cond, embeds, mask = _context(model)
     null = model.prepare_context(torch.zeros_like(embeds), torch.zeros_like(mask))
     ids = torch.randint(0, 33, (2, 64))
@@ -71,7 +71,7 @@ def test_logits_at_positions_and_shared_first_layer_equal_the_full_forward(depth
     self-attention once: both must give the full two-half forward's logits, whatever the depth,
     with a null or a negative-prompt unconditional half, on consecutive self-conditioned steps."""
     torch.manual_seed(0)
-    model = MaskedTransformer(TransformerConfig(seq_len=64, self_cond=self_cond, **dict(TINY_GEN, depth=depth))).eval()
+    model = MaskedTransformer(replace(TINY.base, self_cond=self_cond, depth=depth)).eval()
     cond, embeds, mask = _context(model)
     null = model.prepare_context(torch.zeros_like(embeds), torch.zeros_like(mask))
     negative, _, _ = _context(model, seed=1)
@@ -103,7 +103,7 @@ def test_logits_at_positions_and_shared_first_layer_equal_the_full_forward(depth
 
 def test_empty_context_attends_only_null_and_padding_is_ignored():
     torch.manual_seed(0)
-    model = MaskedTransformer(TransformerConfig(seq_len=64, **TINY_GEN)).eval()
+    model = MaskedTransformer(TINY.base).eval()
     ids = torch.randint(0, 33, (1, 64))
     a = model.prepare_context(torch.randn(1, 4, 384), torch.zeros(1, 4, dtype=torch.bool))
     b = model.prepare_context(torch.randn(1, 9, 384), torch.zeros(1, 9, dtype=torch.bool))
@@ -119,7 +119,7 @@ def test_empty_context_attends_only_null_and_padding_is_ignored():
 
 def test_superres_conditioning_ids_reach_the_transformer():
     torch.manual_seed(0)
-    model = MaskedTransformer(TransformerConfig(**TINY_SR)).eval()
+    model = MaskedTransformer(TINY.superres).eval()
     ids = torch.randint(0, 33, (2, 256))
     cond_a = torch.randint(0, 32, (2, 64))
     cond_b = cond_a.clone()
@@ -137,7 +137,7 @@ def test_spatial_conditioning_puts_each_parent_under_its_children():
     convolution, its neighbours; changing one low-res token changes only the 6x6 high-res patch
     around it."""
     torch.manual_seed(0)
-    model = MaskedTransformer(TransformerConfig(**TINY_SR)).eval()
+    model = MaskedTransformer(TINY.superres).eval()
     cond = torch.randint(0, 32, (1, 64))
     changed = cond.clone()
     changed[0, 3 * 8 + 5] = (changed[0, 3 * 8 + 5] + 1) % 32  # low-res (3, 5)
@@ -154,7 +154,7 @@ def test_spatial_conditioning_puts_each_parent_under_its_children():
 
 def test_spatial_superres_shares_guidance_halves_and_answers_at_positions():
     torch.manual_seed(0)
-    model = MaskedTransformer(TransformerConfig(**TINY_SR)).eval()
+    model = MaskedTransformer(TINY.superres).eval()
     cond_ids = torch.randint(0, 32, (2, 64))
     cond, embeds, mask = _context(model, cond=cond_ids)
     negative, _, _ = _context(model, seed=1, cond=cond_ids)
@@ -175,7 +175,7 @@ def test_pooled_caption_token_follows_the_caption():
     """text_pooled adds the mean-pooled caption as one more context token: it follows the caption,
     ignores padding, and a dropped caption leaves only the null key."""
     torch.manual_seed(0)
-    model = MaskedTransformer(TransformerConfig(seq_len=64, **TINY_GEN)).eval()
+    model = MaskedTransformer(TINY.base).eval()
     e = torch.randn(1, 3, 384)
     ctx = model.prepare_context(e, torch.ones(1, 3, dtype=torch.bool))
     assert ctx.mask.shape[-1] == 1 + 3 + 1 and bool(ctx.mask.all())
@@ -185,8 +185,8 @@ def test_pooled_caption_token_follows_the_caption():
 
 def test_critic_and_self_critic_heads():
     torch.manual_seed(0)
-    critic = MaskedTransformer(TransformerConfig(seq_len=64, kind="critic", **TINY_GEN)).eval()
-    gen = MaskedTransformer(TransformerConfig(seq_len=64, self_critic=True, self_cond=True, **TINY_GEN)).eval()
+    critic = MaskedTransformer(TINY.base_critic).eval()
+    gen = MaskedTransformer(replace(TINY.base, self_critic=True, self_cond=True)).eval()
     ids = torch.randint(0, 32, (2, 64))
     with torch.no_grad():
         ctx = _context(critic)[0]
@@ -231,10 +231,10 @@ def test_text_encoder_unknown_name_offline_is_clear_error(monkeypatch):
 def _components():
     torch.manual_seed(1)
     return {
-        "vq": VQModel(TINY_VQ),
-        "generator": MaskedTransformer(TransformerConfig(seq_len=64, self_critic=True, self_cond=True, **TINY_GEN)),
-        "superres": MaskedTransformer(TransformerConfig(seq_len=256, cond_seq_len=64, **TINY_GEN)),
-        "critic": MaskedTransformer(TransformerConfig(seq_len=64, kind="critic", **TINY_GEN)),
+        "vq": VQModel(TINY.vq),
+        "generator": MaskedTransformer(replace(TINY.base, self_critic=True, self_cond=True)),
+        "superres": MaskedTransformer(replace(TINY.superres, cond_spatial=False)),
+        "critic": MaskedTransformer(TINY.base_critic),
     }
 
 

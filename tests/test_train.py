@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from muse.config import TransformerConfig
 from muse.data import CaptionedImages
+from muse.data.captions import exact_name
 from muse.eval import eval_prompts, random_floor, topk_accuracy
+from muse.train.captions import CaptionBank
 from muse.train.losses import critic_loss, maskgit_loss, vq_loss
 from muse.train.loop import Dist, LoopConfig, load_checkpoint, make_optimizer, train_loop
+from muse.train.paths import RunFolder
 from muse.transformer import MaskedTransformer
 from muse.vq import VQModel
 
-from .conftest import TINY_GEN, TINY_VQ
+from .conftest import TINY
 
 
 def _loss_drops(model, loss_fn, lr=3e-3, steps=3):
@@ -34,7 +38,7 @@ def _loss_drops(model, loss_fn, lr=3e-3, steps=3):
 
 def test_tokenizer_step_lowers_loss():
     torch.manual_seed(0)
-    vq = VQModel(TINY_VQ)
+    vq = VQModel(TINY.vq)
     images = torch.rand(4, 3, 32, 32)
     before, after = _loss_drops(vq, lambda g: vq_loss(vq, images))
     assert after < before
@@ -44,7 +48,7 @@ def test_tokenizer_step_lowers_loss():
                                  dict(seq_len=256, cond_seq_len=64), dict(seq_len=256, cond_seq_len=64, cond_spatial=True)])
 def test_transformer_step_lowers_loss(cfg):
     torch.manual_seed(0)
-    model = MaskedTransformer(TransformerConfig(**cfg, **TINY_GEN))
+    model = MaskedTransformer(replace(TINY.base, **cfg))
     ids = torch.randint(0, 32, (4, cfg["seq_len"]))
     cond = torch.randint(0, 32, (4, 64)) if cfg.get("cond_seq_len") else None
     text, mask = torch.randn(4, 5, 384), torch.ones(4, 5, dtype=torch.bool)
@@ -56,11 +60,11 @@ def test_preview_decoder_distils_towards_the_full_decoder():
     from muse.preview import PreviewConfig, PreviewDecoder, distill_loss
 
     torch.manual_seed(0)
-    vq = VQModel(TINY_VQ).eval()
+    vq = VQModel(TINY.vq).eval()
     ids = torch.randint(0, 32, (8, 8, 8))
     with torch.no_grad():
         codes, target = vq.quantizer.lookup(ids), vq.decode(ids)
-    preview = PreviewDecoder(PreviewConfig(code_dim=TINY_VQ.code_dim, downsample=TINY_VQ.downsample, hidden=16))
+    preview = PreviewDecoder(PreviewConfig(code_dim=TINY.vq.code_dim, downsample=TINY.vq.downsample, hidden=16))
     assert preview(codes).shape == target.shape == (8, 3, 32, 32)
     before, after = _loss_drops(preview, lambda g: distill_loss(preview, codes, target), steps=10)
     assert after < before
@@ -68,8 +72,8 @@ def test_preview_decoder_distils_towards_the_full_decoder():
 
 def test_critic_step_lowers_loss():
     torch.manual_seed(0)
-    gen = MaskedTransformer(TransformerConfig(seq_len=64, **TINY_GEN)).eval()
-    critic = MaskedTransformer(TransformerConfig(seq_len=64, kind="critic", **TINY_GEN))
+    gen = MaskedTransformer(TINY.base).eval()
+    critic = MaskedTransformer(TINY.base_critic)
     ids = torch.randint(0, 32, (4, 64))
     text, mask = torch.randn(4, 5, 384), torch.ones(4, 5, dtype=torch.bool)
     before, after = _loss_drops(critic, lambda g: critic_loss(gen, critic, ids, text, mask, g))
@@ -78,7 +82,7 @@ def test_critic_step_lowers_loss():
 
 def test_loop_checkpoints_and_resumes(tmp_path):
     torch.manual_seed(0)
-    vq = VQModel(TINY_VQ)
+    vq = VQModel(TINY.vq)
     images = torch.rand(4, 3, 32, 32)
 
     def step(net, gen):
@@ -91,7 +95,7 @@ def test_loop_checkpoints_and_resumes(tmp_path):
     assert state["step"] == 6 and (tmp_path / "loss.png").is_file()
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
     # Resume: a fresh model picks up the saved weights and optimiser, then trains on to 8 steps.
-    again = VQModel(TINY_VQ)
+    again = VQModel(TINY.vq)
     cfg.steps = 8
     train_loop(again, step, cfg, torch.device("cpu"), Dist(), "t")
     assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == 8
@@ -102,9 +106,47 @@ def test_loop_checkpoints_and_resumes(tmp_path):
     (tmp_path / "checkpoint").rename(tmp_path / "checkpoint.old")
     (tmp_path / "checkpoint.tmp").mkdir()  # and a half-written new one, ignored
     cfg.steps = 9
-    train_loop(VQModel(TINY_VQ), step, cfg, torch.device("cpu"), Dist(), "t")
+    train_loop(VQModel(TINY.vq), step, cfg, torch.device("cpu"), Dist(), "t")
     assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == 9
     assert not (tmp_path / "checkpoint.old").exists() and not (tmp_path / "checkpoint.tmp").exists()
+
+
+def test_run_folder_names_every_file_of_the_layout(tmp_path):
+    """The names are those existing runs hold: a rename would orphan their checkpoints and caches."""
+    run = RunFolder(tmp_path)
+    assert (run.spec, run.captions, run.tokens) == (tmp_path / "run.json", tmp_path / "captions.safetensors",
+                                                    tmp_path / "tokens.safetensors")
+    base = run.stage("base")
+    assert base.root == tmp_path / "base" and base.checkpoint == tmp_path / "base" / "checkpoint"
+    assert (base.metrics, base.loss_plot, base.stop) == tuple(tmp_path / "base" / f for f in ("metrics.jsonl",
+                                                                                            "loss.png", "STOP"))
+
+
+def test_run_folder_reads_the_checkpoint_an_interrupted_save_left(tmp_path):
+    base = RunFolder(tmp_path).stage("base")
+    old = tmp_path / "base" / "checkpoint.old"
+    assert base.latest() == base.checkpoint and not base.has_model()  # none yet: where the first save goes
+    (old / "model").mkdir(parents=True)  # a save killed between its two renames
+    assert base.latest() == old and base.model() == old / "model" and base.has_model()
+    (base.checkpoint / "model").mkdir(parents=True)  # a whole checkpoint wins over a leftover .old
+    assert base.latest() == base.checkpoint and base.model() == base.checkpoint / "model"
+
+
+def test_stage_summary_reports_each_trained_stage(tmp_path):
+    from muse.train.export import stage_summary
+
+    torch.manual_seed(0)
+    vq, images = VQModel(TINY.vq), torch.rand(2, 3, 32, 32)
+
+    def step(net, gen):
+        loss, metrics, _ = vq_loss(net, images)
+        return loss, metrics, 2
+
+    cfg = LoopConfig(out_dir=RunFolder(tmp_path).stage("tokenizer").root, steps=2, log_every=1)
+    train_loop(vq, step, cfg, torch.device("cpu"), Dist(), "t")
+    summary = stage_summary(tmp_path)
+    assert list(summary) == ["tokenizer"]
+    assert summary["tokenizer"]["step"] == 2 and summary["tokenizer"]["last"]["step"] == 2
 
 
 def _fake_data(n=40):
@@ -134,6 +176,84 @@ def _write_emoji_folder(folder, n=12):
     return folder
 
 
+def _caption(bank: CaptionBank, j: int) -> torch.Tensor:
+    return bank.embeds[bank.offsets[j]:bank.offsets[j + 1]].float()
+
+
+def _no_encoder():
+    raise AssertionError("a cached caption bank must not load the text encoder")
+
+
+def test_caption_bank_encodes_each_images_captions_once_and_caches_them(tmp_path, text_encoder):
+    data, path = _fake_data(6), tmp_path / "captions.safetensors"
+    bank = CaptionBank.load_or_build(path, data, lambda: text_encoder, seed=0, per_image=4)
+    assert bank.choices.shape == (6, 4) and path.is_file()
+    assert bank.offsets[-1] == len(bank.embeds) and bank.embeds.dtype == torch.float16
+    for i, record in enumerate(data.records):
+        # The exact name (the evaluation prompt) first; images 0 and 1 share a name, so one entry.
+        j = int(bank.choices[i, 0])
+        assert j == bank.choices[i - i % 2, 0]
+        embeds, mask = text_encoder([exact_name(record)])
+        assert torch.allclose(_caption(bank, j), embeds[0][mask[0]], rtol=1e-2, atol=1e-2)
+    cached = CaptionBank.load_or_build(path, data, _no_encoder, seed=0, per_image=4)
+    assert all(torch.equal(getattr(cached, f), getattr(bank, f)) for f in ("embeds", "offsets", "choices"))
+    assert torch.equal(CaptionBank.build(data, text_encoder, 4, seed=0).choices, bank.choices)  # seeded draws
+
+
+def test_caption_bank_draws_one_of_each_images_own_captions(text_encoder):
+    bank = CaptionBank.build(_fake_data(6), text_encoder, per_image=4, seed=0)
+    idx = torch.tensor([0, 3, 3, 5])
+    embeds, mask = bank(idx, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert embeds.shape == (4, mask.shape[1], text_encoder.dim)
+    for row, image in enumerate(idx.tolist()):
+        n = int(mask[row].sum())
+        assert mask[row, :n].all() and not embeds[row, n:].any()  # left-aligned, zero padding
+        assert any(torch.equal(embeds[row, :n], _caption(bank, j)) for j in bank.choices[image].tolist())
+    again, _ = bank(idx, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert torch.equal(again, embeds)
+    # Over many draws an image gets every one of its captions.
+    many, _ = bank(torch.zeros(64, dtype=torch.long), torch.Generator().manual_seed(1), torch.device("cpu"))
+    assert len({tuple(row.flatten().tolist()) for row in many}) == len(set(bank.choices[0].tolist()))
+
+
+def test_caption_bank_keeps_an_empty_caption_as_one_blank_position(text_encoder):
+    data = CaptionedImages(np.zeros((2, 8, 8, 3), np.uint8), [{"caption": ""}, {"caption": "a red heart"}])
+    bank = CaptionBank.build(data, text_encoder, per_image=2, seed=0)
+    embeds, mask = bank(torch.tensor([0, 1]), torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert mask[0].sum() == 1 and not embeds[0].any() and mask[1].sum() > 1
+
+
+def test_export_writes_a_pipeline_folder_that_loads_and_generates(tmp_path, tiny_pipe, tiny_weights):
+    """A run (seeded from a saved tiny pipeline, as `--init` does) exports to a folder `load_pipeline`
+    reads: the run's weights, the fine-tuned decoder when that stage ran, the preview decoder, and the
+    checkpoint an interrupted save left."""
+    from muse import load_pipeline
+    from muse.preview import PreviewConfig, PreviewDecoder
+    from muse.text import DEFAULT_TEXT_ENCODER
+    from muse.train.export import export
+    from muse.train.stages import init_run
+
+    run = RunFolder(tmp_path / "run")
+    assert init_run(run.root, tiny_weights) == ["tokenizer", "base", "superres", "base_critic", "superres_critic"]
+    assert init_run(run.root, tiny_weights) == []  # stages with a checkpoint are left alone
+    base = run.stage("base")
+    base.checkpoint.rename(base.root / "checkpoint.old")
+    torch.manual_seed(1)
+    decoder_tuned = VQModel(TINY.vq)
+    decoder_tuned.save_pretrained(run.stage("tokenizer_decoder").checkpoint / "model")
+    preview = PreviewDecoder(PreviewConfig(code_dim=TINY.vq.code_dim, downsample=TINY.vq.downsample, hidden=16))
+    preview.save_pretrained(run.stage("preview").checkpoint / "model")
+
+    pipe = load_pipeline(export(run.root, tmp_path / "weights", defaults={"timesteps": 2}))
+    for attr in ("base_model", "superres_model", "base_critic", "superres_critic"):
+        got, want = getattr(pipe, attr).state_dict(), getattr(tiny_pipe, attr).state_dict()
+        assert all(torch.equal(got[k], want[k]) for k in want), attr
+    assert all(torch.equal(v, decoder_tuned.state_dict()[k]) for k, v in pipe.vq.state_dict().items())
+    assert pipe.renderer.preview_decoder is not None
+    assert pipe.config.text_encoder == DEFAULT_TEXT_ENCODER and pipe.config.defaults == {"timesteps": 2}
+    assert pipe("red heart", seed=0)[0].size == (64, 64)
+
+
 @pytest.mark.slow
 def test_stages_export_a_pipeline_and_a_new_run_starts_from_it(tmp_path, capsys):
     """The command line trains every stage on a tiny preset, exports a pipeline that generates, and a
@@ -141,16 +261,18 @@ def test_stages_export_a_pipeline_and_a_new_run_starts_from_it(tmp_path, capsys)
     trains on from its weights instead of from random ones."""
     from muse import load_pipeline
     from muse.train.__main__ import main
-    from muse.train.stages import CaptionBank, model_from_run
+    from muse.train.stages import model_from_run
 
     data = _write_emoji_folder(tmp_path / "data")
     run = tmp_path / "run"
     common = ["--data", str(data), "--run", str(run), "--preset", "tiny", "--batch-size", "4"]
     assert main(["all", "--steps", "2", *common]) == 0
-    bank = CaptionBank.load_or_build(run / "captions.safetensors", None, None)  # built by the run
-    assert bank.choices.shape == (12, 6)  # six encoded captions per image, the exact name first
-    embeds, mask = bank(torch.arange(4), torch.Generator().manual_seed(0), torch.device("cpu"))
-    assert embeds.shape[:2] == mask.shape and mask[:, 0].all()
+    folder = RunFolder(run)
+    assert json.loads(folder.spec.read_text())["preset"] == "tiny"
+    assert all(folder.stage(s).has_model() for s in ("tokenizer", "base", "superres", "base_critic",
+                                                       "superres_critic", "preview"))
+    assert load_file(str(folder.tokens))["ids64"].shape == (12, 16, 16)
+    assert CaptionBank.load(folder.captions).choices.shape == (12, 6)  # six encoded captions per image
     assert main(["export", "--run", str(run), "--out", str(tmp_path / "weights")]) == 0
     pipe = load_pipeline(tmp_path / "weights")
     assert pipe.superres_model.config.cond_spatial and pipe.vq.config.space_to_depth == 2

@@ -14,7 +14,9 @@ import json
 import sys
 from pathlib import Path
 
+from ..text import DEFAULT_TEXT_ENCODER
 from . import stages
+from .export import export
 
 STAGES = ("tokenizer", "tokenizer_decoder", "base", "superres", "base_critic", "superres_critic", "critics", "preview",
           "all", "export")
@@ -35,14 +37,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--text-encoder", default=stages.DEFAULT_TEXT_ENCODER, help="Hub id or folder")
+    p.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER, help="Hub id or folder")
     p.add_argument("--init", type=Path, metavar="WEIGHTS",
                    help="start each stage that has no checkpoint yet from this pipeline folder's component "
                         "(e.g. the shipped weights/), with a fresh optimiser")
     p.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
     p.add_argument("--out", type=Path, default=Path("weights"), help="export: pipeline folder to write")
     p.add_argument("--defaults", type=str, default="{}", help="export: JSON generation defaults for pipeline.json")
-    p.add_argument("--record-text-encoder", default=stages.DEFAULT_TEXT_ENCODER,
+    p.add_argument("--record-text-encoder", default=DEFAULT_TEXT_ENCODER,
                    help="export: text encoder name written to pipeline.json")
     return p.parse_args(argv)
 
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(a.threads)
     if a.stage == "export":
-        out = stages.export(a.run, a.out, a.record_text_encoder, json.loads(a.defaults))
+        out = export(a.run, a.out, a.record_text_encoder, json.loads(a.defaults))
         print(f"wrote {out}")
         return 0
     if a.steps is None and a.minutes is None and not a.minutes_each:
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         elif stage == "preview":
             stages.train_preview(args)
         else:
-            stages._transformer_stage(args, stage)
+            stages.train_transformer(args, stage)
     return 0
 
 

@@ -20,6 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .paths import StageFolder, previous_folder, staging_folder
+
 StepFn = Callable[[nn.Module, torch.Generator], tuple[torch.Tensor, dict, int]]  # -> loss, metrics, batch size
 
 
@@ -89,8 +91,8 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
 
     Everything is written to a sibling folder first, then swapped in with renames: a process killed
     mid-save (a session ending, a machine going away) leaves the previous checkpoint whole
-    (`checkpoint_folder` finds it)."""
-    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+    (`paths.checkpoint_folder` finds it)."""
+    tmp, old = staging_folder(folder), previous_folder(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp / "model")
@@ -103,12 +105,6 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
         os.replace(folder, old)
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def checkpoint_folder(folder: Path) -> Path:
-    """`folder`, or the previous checkpoint a save interrupted between its two renames left as `.old`."""
-    old = folder.with_name(folder.name + ".old")
-    return old if not folder.is_dir() and old.is_dir() else folder
 
 
 def load_model_weights(folder: Path, model: nn.Module) -> None:
@@ -160,7 +156,7 @@ def make_optimizer(model: nn.Module, cfg: LoopConfig) -> torch.optim.AdamW:
 
 def train_loop(model: nn.Module, step_fn: StepFn, cfg: LoopConfig, device: torch.device, dist_info: Dist,
                desc: str, every_steps: Optional[Callable[[int], None]] = None) -> nn.Module:
-    """Run `step_fn` until cfg.steps or cfg.minutes; resume from cfg.out_dir/checkpoint when present."""
+    """Run `step_fn` until cfg.steps or cfg.minutes; resume from cfg.out_dir's checkpoint when present."""
     from tqdm.auto import tqdm
 
     if cfg.steps is None and cfg.minutes is None:
@@ -168,8 +164,8 @@ def train_loop(model: nn.Module, step_fn: StepFn, cfg: LoopConfig, device: torch
     model.to(device).train()
     optimizer = make_optimizer(model, cfg)
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    ckpt = cfg.out_dir / "checkpoint"
-    found = checkpoint_folder(ckpt)
+    folder = StageFolder(cfg.out_dir)
+    found = folder.latest()
     info = {"step": 0, "elapsed_s": 0.0}
     if (found / "optimizer.safetensors").is_file():
         info = load_checkpoint(found, model, optimizer)
@@ -184,8 +180,8 @@ def train_loop(model: nn.Module, step_fn: StepFn, cfg: LoopConfig, device: torch
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 1000 * info["step"] + dist_info.rank)
     use_amp = cfg.amp and device.type == "cuda"
-    metrics_file = cfg.out_dir / "metrics.jsonl"
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    metrics_file = folder.metrics
+    folder.root.mkdir(parents=True, exist_ok=True)
     step, elapsed = info["step"], info["elapsed_s"]
     budget_s = cfg.minutes * 60 if cfg.minutes is not None else math.inf
     total_steps = cfg.steps if cfg.steps is not None else math.inf
@@ -200,7 +196,7 @@ def train_loop(model: nn.Module, step_fn: StepFn, cfg: LoopConfig, device: torch
         return min(1.0, max(step / total_steps if total_steps < math.inf else 0.0,
                             elapsed / budget_s if budget_s < math.inf else 0.0))
 
-    stop_file = cfg.out_dir / "STOP"  # `touch STOP` ends the stage early, with a checkpoint
+    stop_file = folder.stop  # `touch STOP` ends the stage early, with a checkpoint
     while step < total_steps and elapsed < budget_s and not stop_file.exists():
         t0 = time.time()
         lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup)) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress())))
@@ -230,15 +226,15 @@ def train_loop(model: nn.Module, step_fn: StepFn, cfg: LoopConfig, device: torch
             window_t, window_n, sums, count = time.time(), 0, {}, 0
         bar.update(1)
         if dist_info.main and time.time() - last_ckpt > cfg.checkpoint_every_s:
-            save_checkpoint(ckpt, model, optimizer, {"step": step, "elapsed_s": elapsed})
+            save_checkpoint(folder.checkpoint, model, optimizer, {"step": step, "elapsed_s": elapsed})
             last_ckpt = time.time()
     bar.close()
     if stop_file.exists() and dist_info.main:
         stop_file.unlink()
         print(f"[{desc}] stopped early at step {step} (STOP file)")
     if dist_info.main:
-        save_checkpoint(ckpt, model, optimizer, {"step": step, "elapsed_s": elapsed})
+        save_checkpoint(folder.checkpoint, model, optimizer, {"step": step, "elapsed_s": elapsed})
         if metrics_file.is_file():
-            plot_losses(metrics_file, cfg.out_dir / "loss.png", desc)
+            plot_losses(metrics_file, folder.loss_plot, desc)
     model.eval()
     return model
