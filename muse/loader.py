@@ -102,11 +102,21 @@ class PipelineSummary:
     downsample: int  # the tokenizer's pixels per token side
     has_superres: bool
 
+    def stage_names(self, superres: bool = True) -> list[str]:
+        """The stages text to image runs: base, then super-res when asked for and present."""
+        return ["base", "superres"] if superres and self.has_superres else ["base"]
+
+    def image_size(self, stage: str) -> int:
+        """Side in pixels of a stage's images."""
+        return self.config.superres_size if stage == "superres" else self.config.base_size
+
+    def output_size(self, superres: bool = True) -> int:
+        """Side in pixels of the images text to image and inpainting return."""
+        return self.image_size(self.stage_names(superres)[-1])
+
     def token_counts(self, superres: bool = True) -> dict[str, int]:
-        """Tokens each stage of text to image generates, by stage name (as `MusePipeline.token_counts`)."""
-        sizes = {"base": self.config.base_size, "superres": self.config.superres_size}
-        names = ["base", "superres"] if superres and self.has_superres else ["base"]
-        return {name: (sizes[name] // self.downsample) ** 2 for name in names}
+        """Tokens each stage of text to image generates, by stage name."""
+        return {name: (self.image_size(name) // self.downsample) ** 2 for name in self.stage_names(superres)}
 
 
 def describe(source: Optional[PathLike]) -> PipelineSummary:

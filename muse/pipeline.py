@@ -21,8 +21,8 @@ from PIL import Image
 from .compiled import compile_forward
 from .hub import PathLike, push_folder_to_hub
 from .images import ImageError, ImageLike, as_mask, as_pil, mask_to_grid, pil_to_tensor, square, to_rgb
-from .loader import (COMPONENTS, DEFAULT_WEIGHTS, PIPELINE_NAME, PipelineConfig, check_compatible, check_device,
-                     load_components, save_pipeline_config)
+from .loader import (COMPONENTS, DEFAULT_WEIGHTS, PIPELINE_NAME, PipelineConfig, PipelineSummary, check_compatible,
+                     check_device, load_components, save_pipeline_config)
 from .preview import PreviewDecoder
 from .render import Renderer
 from .runner import StagePlan, TextContext, has_critic, run_stages
@@ -204,18 +204,22 @@ class MusePipeline:
             raise TypeError(f"unknown setting(s) {unknown}; known: {sorted(SCHEMA)}")
         return GenerationSettings(**{**known_settings(self.config.defaults), **kwargs})
 
+    @property
+    def summary(self) -> PipelineSummary:
+        """Sizes and stages, as `muse.loader.describe` reads them from a folder."""
+        return PipelineSummary(self.config, self.vq.config.downsample, self.superres_model is not None)
+
     def stage_names(self, superres: bool = True) -> list[str]:
         """The stages text to image runs: base, then super-res when asked for and present."""
-        return ["base", "superres"] if superres and self.superres_model is not None else ["base"]
+        return self.summary.stage_names(superres)
 
     def output_size(self, superres: bool = True) -> int:
         """Side in pixels of the images text to image and inpainting return."""
-        return self.config.superres_size if self.stage_names(superres)[-1] == "superres" else self.config.base_size
+        return self.summary.output_size(superres)
 
     def token_counts(self, superres: bool = True) -> dict[str, int]:
         """Tokens each stage generates, by stage name."""
-        sizes = {"base": self.config.base_size, "superres": self.config.superres_size}
-        return {name: (sizes[name] // self.vq.config.downsample) ** 2 for name in self.stage_names(superres)}
+        return self.summary.token_counts(superres)
 
     def uses_critic(self, use_critic: bool = True) -> bool:
         """Whether `use_critic` puts a critic in charge of the keep choice (else the model's confidence)."""
@@ -316,10 +320,9 @@ class MusePipeline:
             raise ImageError(f"the mask is {mask.width}x{mask.height} pixels but the image is "
                              f"{image.width}x{image.height}; give a mask of the image's size")
         rgb = to_rgb(image)
-        names = self.stage_names(r.settings.superres)
-        sizes = {"base": self.config.base_size, "superres": self.config.superres_size}
-        originals = {n: pil_to_tensor([square(rgb, sizes[n])]).to(self.device) for n in names}
-        regions = {n: mask_to_grid(mask, sizes[n] // self.renderer.factor).to(self.device) for n in names}
+        names, summary = self.stage_names(r.settings.superres), self.summary
+        originals = {n: pil_to_tensor([square(rgb, summary.image_size(n))]).to(self.device) for n in names}
+        regions = {n: mask_to_grid(mask, summary.image_size(n) // self.renderer.factor).to(self.device) for n in names}
         if not bool(regions["base"].any()):
             raise ImageError("the mask is empty: paint (in white) the part of the image to regenerate "
                              "(uint8 masks: 255 = regenerate; bool and other integer masks: non-zero)")

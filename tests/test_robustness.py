@@ -49,7 +49,7 @@ def test_nan_in_raw_json_is_a_named_error(live):
         with pytest.raises(AppError, match=f"{name} must be"):
             rb.raw_generate(live.url, {**rb.BASE, name: float("nan"), "randomize_seed": False}, order)
     out = rb.raw_generate(live.url, dict(rb.BASE), order)
-    assert out[2].startswith("done")
+    assert out[rb.STATUS].startswith("done")
 
 
 def test_a_file_outside_the_upload_folder_is_refused_not_read(live):

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from muse.playground import OUTPUTS
+
 from .live_app import rss_mb
 
 ENDPOINTS = ("/generate", "/inpaint", "/superres")
@@ -36,6 +38,9 @@ UNCLEAR = re.compile(r"Traceback|File \"|line \d+, in |Server error|has not enab
 
 
 # ----- request material ------------------------------------------------------------------------
+
+# An API client gets the outputs by position, in the app's OUTPUTS order: read them by name.
+CANVAS, STATUS = OUTPUTS.index("canvas"), OUTPUTS.index("status")
 
 def make_files(folder: Path) -> dict[str, Path]:
     """Image files good and bad, written once: what a public upload box receives."""
@@ -170,12 +175,12 @@ def classify(call: Callable[[], Any]) -> tuple[str, str]:
         if "Queue is full" in text:
             return "queue_full", text[:200]
         return "failure", text[:300]
-    status = out[2] if isinstance(out, (list, tuple)) and len(out) > 2 else None
+    status = out[STATUS] if isinstance(out, (list, tuple)) and len(out) > STATUS else None
     if not (isinstance(status, str) and status.startswith("done")):
         return "failure", f"no final image: status {status!r}"
     from PIL import Image
 
-    with Image.open(out[0]) as image:
+    with Image.open(out[CANVAS]) as image:
         if image.format != "PNG" or min(image.size) < 1:
             return "failure", f"canvas is not a PNG: {image.format} {image.size}"
     return "ok", status[:120]
@@ -212,15 +217,15 @@ def raw_generate(url: str, kwargs: dict[str, Any], order: list[str]) -> Any:
     if event != "complete":
         raise RuntimeError(f"stream ended with {event!r}")
     outputs = json.loads(last)
-    canvas = outputs[0]
-    path = canvas.get("path") if isinstance(canvas, dict) else canvas
-    return [path, *outputs[1:]]
+    canvas = outputs[CANVAS]
+    outputs[CANVAS] = canvas.get("path") if isinstance(canvas, dict) else canvas
+    return outputs
 
 
 def normal_request(client: Any) -> str:
     out = client.predict(prompt="red heart", timesteps=2, superres=False, seed=3, randomize_seed=False,
                          api_name="/generate")
-    return out[2]
+    return out[STATUS]
 
 
 def run_fuzz(url: str, cases: list[Case], log_path: Optional[Path] = None) -> dict[str, Any]:
