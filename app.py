@@ -68,8 +68,10 @@ this at 64 px, conditioned on the base image's tokens.
 The step-by-step pictures come from a tiny *preview decoder* distilled from the tokenizer's decoder
 (about 15 times cheaper, so streaming every step costs little); the final image always comes from the full decoder.
 
-The reveal-order map shows the step that fixed each token; the heat map shows how sure the sampler was
-of each token when it kept it (higher is surer).
+The reveal-order map shows the step that fixed each token. The confidence figure shows, for each token
+at the step that fixed it, the model's own probability of the token (0-1), the critic's probability that
+it is right (with the critic on), and the random noise the sampler added to its keep score before
+ranking, with how many choices that noise made.
 """
 
 CSS = """

@@ -60,6 +60,10 @@ class DecodeStep:
     canvas: Optional[list[Image.Image]] = None  # current image, still-masked tokens greyed
     prediction: Optional[list[Image.Image]] = None  # still-masked tokens filled with the model's guess
     is_final: bool = False  # the last step of the last stage: canvas holds the result
+    # The parts of the keep score (see `muse.sampling.DecodeState`), NaN where the sampler did not choose:
+    log_probs: Optional[torch.Tensor] = None  # float; the model's log-probability of its sampled token
+    critic_scores: Optional[torch.Tensor] = None  # float; the critic's "token is wrong" logit; None: no critic pass
+    keep_noise: Optional[torch.Tensor] = None  # float; the random term the sampler added to the keep score
 
     @property
     def num_tokens(self) -> int:
@@ -270,7 +274,9 @@ class MusePipeline:
             yield DecodeStep(stage=plans[index].name, stage_index=index, num_stages=len(plans), step=state.step,
                              total=state.total, ids=state.ids, pred_ids=state.pred_ids, masked=state.masked,
                              revealed=state.revealed, scores=state.scores, region=plans[index].region,
-                             seed=r.seed, canvas=canvas, prediction=prediction, is_final=final)
+                             seed=r.seed, canvas=canvas, prediction=prediction, is_final=final,
+                             log_probs=state.log_probs, critic_scores=state.critic_scores,
+                             keep_noise=state.keep_noise)
 
     @staticmethod
     def _output(steps: Iterator[DecodeStep], output_type: str) -> Union[list[Image.Image], torch.Tensor]:
@@ -365,5 +371,12 @@ class MusePipeline:
 
 def load_pipeline(source: Optional[PathLike] = None, device: Union[str, torch.device, None] = None,
                   revision: Optional[str] = None, dtype: Union[str, torch.dtype, None] = "auto") -> MusePipeline:
-    """The shipped model (None), a local folder, or a Hub repo id."""
+    """The shipped model (None), a local folder, or a Hub repo id; aMUSEd weights (a diffusers-layout
+    folder, or amused/...) load as a `muse.amused.AmusedPipeline` (needs the [amused] extra)."""
+    from .amused.load import is_amused_source
+
+    if is_amused_source(source):
+        from .amused.pipeline import load_amused
+
+        return load_amused(source, device=device, revision=revision, dtype=dtype)
     return MusePipeline.from_pretrained(source, device=device, revision=revision, dtype=dtype)

@@ -52,11 +52,18 @@ class DecodeState:
     scores: torch.Tensor  # float; keep scores used to choose (higher = kept)
     # long; the model's sample wherever it was asked (every position masked before this step), ids elsewhere
     pred_ids: torch.Tensor
+    # What the keep score is made of, NaN where the sampler did not choose (known or fixed earlier):
+    # keep score = log_probs + keep_noise without a critic pass, -critic_scores + keep_noise with one.
+    log_probs: Optional[torch.Tensor] = None  # float; the model's log-probability of its sampled token
+    critic_scores: Optional[torch.Tensor] = None  # float; the critic's "token is wrong" logit; None: no critic pass
+    keep_noise: Optional[torch.Tensor] = None  # float; the random term added to the keep score
 
     def reshape(self, *shape: int) -> "DecodeState":
         """The same state with every grid viewed as `shape`, e.g. (B, h, w)."""
-        return replace(self, **{k: getattr(self, k).view(*shape)
-                                for k in ("ids", "masked", "revealed", "scores", "pred_ids")})
+        return replace(self, **{k: getattr(self, k).view(*shape) for k in GRIDS if getattr(self, k) is not None})
+
+
+GRIDS = ("ids", "masked", "revealed", "scores", "pred_ids", "log_probs", "critic_scores", "keep_noise")
 
 
 def gumbel_noise(shape: torch.Size | tuple, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -135,6 +142,7 @@ def decode(
     settings: SamplerSettings,
     generator: torch.Generator,
     critic_fn: Optional[CriticFn] = None,
+    rules: str = "muse",
 ) -> Iterator[DecodeState]:
     """Fill `region` (bool (B, N)) of `init_ids` (long (B, N)) in `settings.timesteps` steps.
 
@@ -144,7 +152,15 @@ def decode(
     Only the still-masked positions are sampled (every region position when `can_remask_prev_masked`).
     Whenever every row has the same number masked, both functions are asked at those positions,
     long (B, M), through `at_positions`; a function that takes them may compute there alone.
+
+    `rules` names the sampler's rules (`muse.sampler_rules.SAMPLER_RULES`): "muse" is this loop;
+    "amused" is aMUSEd's AmusedScheduler, draw for draw (`muse.sampler_rules.amused_decode`).
     """
+    if rules != "muse":
+        from .sampler_rules import decode_with_rules  # here: that module imports this one
+
+        yield from decode_with_rules(rules, logits_fn, init_ids, region, mask_id, settings, generator, critic_fn)
+        return
     if init_ids.shape != region.shape or init_ids.dim() != 2:
         raise ValueError(f"init_ids {tuple(init_ids.shape)} and region {tuple(region.shape)} must both be (B, N)")
     total = settings.timesteps
@@ -179,24 +195,33 @@ def decode(
             filled, pred_ids = torch.where(masked, pred, ids), pred
 
         # Keep scores (higher = kept) for the candidates. The last step reveals every remaining
-        # position whatever the scores: no critic pass for it.
+        # position whatever the scores: no critic pass for it. The model's log-probability of its
+        # sample is kept with a critic too (no random draw: the ids stay those of the same seed).
+        chosen = pred if positions is not None else filled  # the sampled id at each logits row
+        log_probs = logits.log_softmax(dim=-1).gather(-1, chosen[..., None]).squeeze(-1)
+        critic = None
         if critic_at is not None and step < total - 1:
             critic = critic_at(filled, positions)  # higher = more likely wrong
             noise = torch.rand(critic.shape, generator=generator, device=critic.device) - 0.5
             keep = -(critic + noise * settings.critic_noise_scale * remaining)
+            added = -(noise * settings.critic_noise_scale * remaining)
         else:
-            chosen = pred if positions is not None else filled  # the sampled id at each logits row
-            log_probs = logits.log_softmax(dim=-1).gather(-1, chosen[..., None]).squeeze(-1)
             noise = gumbel_noise(log_probs.shape, generator, log_probs.device)
             keep = log_probs + noise * settings.choice_temperature * remaining
+            added = noise * settings.choice_temperature * remaining
         keep = torch.nan_to_num(keep, nan=-NEVER_SCORE, posinf=NEVER_SCORE, neginf=-NEVER_SCORE)
         keep = keep.clamp(-NEVER_SCORE / 2, NEVER_SCORE / 2)
         candidates = region if settings.can_remask_prev_masked else masked
         never = torch.full_like(ids, NEVER_SCORE, dtype=keep.dtype)
         keep = never.scatter(1, positions, keep) if positions is not None else torch.where(candidates, keep, never)
+        nan = torch.full_like(ids, float("nan"), dtype=log_probs.dtype)
+
+        def on_grid(values: torch.Tensor) -> torch.Tensor:  # (B, M) or (B, N) -> (B, N), NaN off the candidates
+            return nan.scatter(1, positions, values) if positions is not None else torch.where(candidates, values, nan)
 
         remask = select_remask(keep, counts_per_step[step]) & candidates
         revealed = masked & ~remask
         ids, masked = torch.where(remask, torch.full_like(filled, mask_id), filled), remask
         yield DecodeState(step=step + 1, total=total, ids=ids, masked=masked, revealed=revealed,
-                          scores=keep, pred_ids=pred_ids)
+                          scores=keep, pred_ids=pred_ids, log_probs=on_grid(log_probs),
+                          critic_scores=None if critic is None else on_grid(critic), keep_noise=on_grid(added))

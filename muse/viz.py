@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -202,18 +203,88 @@ def reveal_order(steps: Sequence["DecodeStep"], index: int = 0) -> dict[str, np.
     return out
 
 
-def confidence_at_reveal(steps: Sequence["DecodeStep"], index: int = 0) -> dict[str, np.ndarray]:
-    """Per stage, a float (h, w) grid: the keep score each token had at the step that fixed it
-    (critic confidence, or log-probability, plus the sampler's noise); NaN for known tokens."""
+def at_reveal(steps: Sequence["DecodeStep"], values: Callable[["DecodeStep"], Optional[np.ndarray]],
+              index: int = 0) -> dict[str, np.ndarray]:
+    """Per stage, a float (h, w) grid: `values(step)` (an (h, w) grid of row `index`, or None) at the
+    step that fixed each token; NaN for known tokens and where a step has no value."""
     out = {}
     for stage, rows in _stages(steps).items():
-        conf = np.full(_grid(rows[0].revealed[index]).shape, np.nan, dtype=np.float64)
+        grid = np.full(_grid(rows[0].revealed[index]).shape, np.nan, dtype=np.float64)
         for s in rows:
-            scores = _grid(s.scores[index]).astype(np.float64)
-            chosen = _grid(s.revealed[index]).astype(bool) & np.isfinite(scores) & (np.abs(scores) < SENTINEL)
-            conf[chosen] = scores[chosen]
-        out[stage] = conf
+            got = values(s)
+            if got is not None:
+                fixed = _grid(s.revealed[index]).astype(bool)
+                grid[fixed] = np.asarray(got, dtype=np.float64)[fixed]
+        out[stage] = grid
     return out
+
+
+def _field(step: "DecodeStep", name: str, index: int) -> Optional[np.ndarray]:
+    value = getattr(step, name)
+    return None if value is None else _grid(value[index]).astype(np.float64)
+
+
+def model_probability(step: "DecodeStep", index: int = 0) -> Optional[np.ndarray]:
+    """(h, w): the model's probability of the token it sampled at this step (exp of `log_probs`: the
+    guided distribution before temperature and top-k); NaN where it was not asked."""
+    logp = _field(step, "log_probs", index)
+    return None if logp is None else np.exp(logp)
+
+
+def critic_probability(step: "DecodeStep", index: int = 0) -> Optional[np.ndarray]:
+    """(h, w): the critic's probability that the sampled token is right, sigmoid(-its "wrong" logit);
+    None on a step without a critic pass (the last one, or the critic off)."""
+    wrong = _field(step, "critic_scores", index)
+    return None if wrong is None else 1.0 / (1.0 + np.exp(wrong))
+
+
+def keep_noise(step: "DecodeStep", index: int = 0) -> Optional[np.ndarray]:
+    """(h, w): the random term the sampler added to the keep score at this step."""
+    return _field(step, "keep_noise", index)
+
+
+def confidence_at_reveal(steps: Sequence["DecodeStep"], index: int = 0) -> dict[str, np.ndarray]:
+    """Per stage, a float (h, w) grid in [0, 1]: the model's probability of each token at the step that
+    fixed it; NaN for known tokens."""
+    return at_reveal(steps, lambda s: model_probability(s, index), index)
+
+
+def critic_at_reveal(steps: Sequence["DecodeStep"], index: int = 0) -> dict[str, np.ndarray]:
+    """Per stage, the critic's probability that each token is right at the step that fixed it; NaN for
+    known tokens and for tokens fixed without a critic pass (the last step fixes all the rest)."""
+    return at_reveal(steps, lambda s: critic_probability(s, index), index)
+
+
+def noise_at_reveal(steps: Sequence["DecodeStep"], index: int = 0) -> dict[str, np.ndarray]:
+    """Per stage, the noise the sampler added to each token's keep score at the step that fixed it."""
+    return at_reveal(steps, lambda s: keep_noise(s, index), index)
+
+
+def ranked_by(step: "DecodeStep", index: int = 0) -> Optional[np.ndarray]:
+    """(h, w): what the sampler ranked by before its noise: -critic logit with a critic pass, else the
+    model's log-probability; NaN off the candidates."""
+    wrong = _field(step, "critic_scores", index)
+    return -wrong if wrong is not None else _field(step, "log_probs", index)
+
+
+def noise_decided(step: "DecodeStep", index: int = 0) -> tuple[int, int]:
+    """(tokens fixed at this step that the noise chose, tokens fixed at it): a fixed token counts when the
+    same number chosen by the noiseless score alone would have left it masked. The last step fixes
+    every remaining token whatever the scores: (0, n)."""
+    fixed = _grid(step.revealed[index]).astype(bool)
+    base = ranked_by(step, index)
+    if base is None or step.step == step.total:
+        return 0, int(fixed.sum())
+    candidates = np.isfinite(base)
+    kept = candidates & ~_grid(step.masked[index]).astype(bool)
+    k = int(kept.sum())
+    if k == 0:
+        return 0, int(fixed.sum())
+    # ties broken by position, like the sampler's stable sort
+    order = np.argsort(-np.where(candidates, base, -np.inf).ravel(), kind="stable")[:k]
+    noiseless = np.zeros(base.size, dtype=bool)
+    noiseless[order] = True
+    return int((fixed.ravel() & ~noiseless).sum()), int(fixed.sum())
 
 
 def _figure(width: float, height: float):
@@ -229,19 +300,29 @@ def _to_image(fig) -> Image.Image:
     return Image.open(buf).convert("RGB")
 
 
-def _map_panel(ax, fig, grid: np.ndarray, cmap, title: str, bar_label: str, discrete: Optional[int] = None):
+def _map_panel(ax, fig, grid: np.ndarray, cmap, title: str, bar_label: str, discrete: Optional[int] = None,
+               limits: Optional[tuple[float, float]] = None):
+    """One token grid as colours with its colour bar; NaN (known, or no value) grey. `limits` fix the
+    scale (a probability's 0-1), else it spans the values."""
     from matplotlib import colors
 
     data = np.ma.masked_invalid(grid)
-    cmap = cmap.with_extremes(bad=KNOWN_GRAY)
+    # No value (a known token, or no such quantity at that step): transparent over hatched grey, so no
+    # colour of the scale can be mistaken for it.
+    cmap = cmap.with_extremes(bad=(0.0, 0.0, 0.0, 0.0))
+    ax.set_facecolor(KNOWN_GRAY)
+    ax.patch.set_hatch("///")
+    ax.patch.set_edgecolor((0.7, 0.7, 0.7))
     if discrete:
         norm = colors.BoundaryNorm(np.arange(0.5, discrete + 1.5), cmap.N)
+    elif limits is not None:
+        norm = colors.Normalize(*limits)
     else:
         finite = grid[np.isfinite(grid)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         norm = colors.Normalize(lo, hi if hi > lo else lo + 1e-6)
     image = ax.imshow(data, cmap=cmap, norm=norm, interpolation="nearest")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
     bar = fig.colorbar(image, ax=ax, shrink=0.85)
@@ -269,17 +350,68 @@ def reveal_order_map(steps: Sequence["DecodeStep"], index: int = 0) -> Image.Ima
     return _to_image(fig)
 
 
+PROBABILITY_LABEL = "model's p(sampled token), 0-1"
+CRITIC_LABEL = "critic's P(token right) = sigmoid(-logit), 0-1"
+
+
+def noise_label(critic: bool) -> str:
+    """What the keep score's noise is, in the sampler's terms."""
+    return ("noise added to -critic logit\n(uniform x critic_noise_scale x anneal)" if critic else
+            "noise added to log p\n(Gumbel x choice_temperature x anneal)")
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One row of the confidence figure: a quantity per stage, what its colour bar says, its scale."""
+
+    title: str
+    grids: dict[str, np.ndarray]  # per stage, (h, w); NaN = no value
+    cmap: str
+    label: str  # the colour bar's legend: the quantity, in the sampler's terms
+    limits: Optional[tuple[float, float]]  # None: symmetric about 0, spanning the values
+
+
+def confidence_panels(steps: Sequence["DecodeStep"], index: int = 0, critic: Optional[bool] = None) -> list[Panel]:
+    """What decided each token when it was fixed: the model's probability of the token; the critic's
+    probability that it is right (when a critic ranked; `critic` None: from the steps); the noise the
+    sampler added to the keep score."""
+    if critic is None:
+        critic = any(s.critic_scores is not None for s in steps)
+    panels = [Panel("model's p(token) when fixed", confidence_at_reveal(steps, index), "magma", PROBABILITY_LABEL,
+                    (0.0, 1.0))]
+    if critic:
+        panels.append(Panel("critic's P(right) when fixed", critic_at_reveal(steps, index), "viridis", CRITIC_LABEL,
+                            (0.0, 1.0)))
+    panels.append(Panel("noise in the keep score", noise_at_reveal(steps, index), "PuOr_r", noise_label(critic), None))
+    return panels
+
+
 def confidence_map(steps: Sequence["DecodeStep"], index: int = 0, critic: Optional[bool] = None) -> Image.Image:
-    """Heat map of the keep score each token had when it was fixed, one panel per stage."""
+    """`confidence_panels` as one figure, a column per stage; the noise panel says how many of the
+    ranked choices its noise made (`noise_decided`)."""
     from matplotlib import colormaps
 
-    maps = confidence_at_reveal(steps, index)
-    what = {True: "critic confidence", False: "log-probability", None: "keep score"}[critic]
-    fig = _figure(3.4 * len(maps), 3.0)
-    axes = fig.subplots(1, len(maps), squeeze=False)[0]
-    for ax, (stage, conf) in zip(axes, maps.items()):
-        _map_panel(ax, fig, conf, colormaps["magma"], f"{STAGE_NAMES.get(stage, stage)}: confidence when fixed",
-                   f"{what} (higher = surer)")
+    stages = _stages(steps)
+    panels = confidence_panels(steps, index, critic)
+    critic = len(panels) == 3
+    fig = _figure(3.6 * len(stages), 2.9 * len(panels) + 0.3)
+    fig.supxlabel("hatched: no value (a known token" + ("; for the critic, a token fixed at the last step, "
+                                                         "which keeps all the rest unranked)" if critic else ")"),
+                  fontsize=8)
+    axes = fig.subplots(len(panels), len(stages), squeeze=False)
+    for c, (stage, rows_of_stage) in enumerate(stages.items()):
+        name = STAGE_NAMES.get(stage, stage)
+        chosen = [noise_decided(s, index) for s in rows_of_stage]
+        decided = sum(d for d, _ in chosen)
+        ranked = sum(n for s, (_, n) in zip(rows_of_stage, chosen) if s.step < s.total)
+        for r, panel in enumerate(panels):
+            title, limits = f"{name}: {panel.title}", panel.limits
+            if limits is None:
+                finite = panel.grids[stage][np.isfinite(panel.grids[stage])]
+                m = float(np.abs(finite).max()) if finite.size else 0.0
+                limits = (-m, m) if m > 0 else (-1.0, 1.0)
+                title += f"\n(noise chose {decided} of {ranked} ranked tokens)"
+            _map_panel(axes[r][c], fig, panel.grids[stage], colormaps[panel.cmap], title, panel.label, limits=limits)
     return _to_image(fig)
 
 

@@ -207,3 +207,34 @@ def test_yielded_state_contents():
 def test_invalid_settings_are_clear_errors(bad):
     with pytest.raises(ValueError):
         SamplerSettings(**bad)
+
+
+@pytest.mark.parametrize("with_critic", [False, True])
+def test_state_exposes_the_parts_of_the_keep_score(with_critic):
+    """log_probs is the model's log-probability of its sample, critic_scores the critic's output and
+    keep_noise the random rest: together exactly the keep score the sampler ranked by."""
+    gen = torch.Generator().manual_seed(3)
+    table = torch.randn(2, 64, generator=gen)
+    critic = (lambda ids: table.expand(ids.shape[0], -1)) if with_critic else None
+    settings = SamplerSettings(timesteps=4, critic_noise_scale=2.0, choice_temperature=4.5)
+    states = run(settings, critic=critic)
+    before = torch.ones(2, 64, dtype=torch.bool)  # masked before the step: the sampler's candidates
+    for s in states:
+        ids_in = torch.where(before, torch.full_like(s.ids, MASK), s.pred_ids)
+        expected = fake_logits()(ids_in).log_softmax(-1).gather(-1, s.pred_ids[..., None]).squeeze(-1)
+        assert torch.allclose(s.log_probs[before], expected[before], atol=1e-5)
+        assert s.log_probs[~before].isnan().all() and s.keep_noise[~before].isnan().all()
+        assert (s.log_probs[before] <= 0).all()
+        last = s.step == s.total
+        if with_critic and not last:
+            assert torch.equal(s.critic_scores[before], table.expand(2, -1)[before])
+            base = -s.critic_scores
+            assert s.keep_noise[before].abs().max() <= 0.5 * 2.0 * (s.total - s.step) / s.total + 1e-6
+        else:
+            assert s.critic_scores is None
+            base = s.log_probs
+        assert torch.allclose(s.scores[before], (base + s.keep_noise)[before], atol=1e-4)
+        if last:
+            assert (s.keep_noise[before] == 0).all()  # annealed away: the last step keeps all
+        before = s.masked
+
