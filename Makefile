@@ -15,8 +15,11 @@ $(VENV)/.runtime: requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
+# The [amused] extra (diffusers) too: the tests check muse against diffusers' aMUSEd pipelines.
+# -c requirements.txt keeps torch at its pinned CPU build while the extra resolves.
+$(VENV)/.dev: requirements-dev.txt pyproject.toml $(VENV)/.runtime
 	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q -c requirements.txt -e '.[amused]'
 	touch $@
 
 setup: $(VENV)/.runtime

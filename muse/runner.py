@@ -29,6 +29,7 @@ class Stage:
     logits_fn: LogitsFn
     mask_id: int
     critic_fn: Optional[CriticFn] = None
+    rules: str = "muse"  # the sampler's rules (`muse.sampler_rules.SAMPLER_RULES`): aMUSEd's models use "amused"
 
 
 def run_stage(stage: Stage, init_ids: torch.Tensor, region: torch.Tensor, settings: SamplerSettings,
@@ -36,7 +37,7 @@ def run_stage(stage: Stage, init_ids: torch.Tensor, region: torch.Tensor, settin
     """Fill `region` (bool (B, h, w)) of `init_ids` (long (B, h, w)); states with (B, h, w) grids."""
     shape = init_ids.shape
     for state in decode(stage.logits_fn, init_ids.flatten(1), region.flatten(1), stage.mask_id, settings,
-                        generator, stage.critic_fn):
+                        generator, stage.critic_fn, stage.rules):
         yield state.reshape(*shape)
 
 
