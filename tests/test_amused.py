@@ -258,3 +258,60 @@ def test_options_are_checked(pipe):
         pipe(PROMPT, crop_coord=(1,), output_type="ids")
     with pytest.raises(TypeError, match="unknown setting"):
         pipe(PROMPT, guidance=3, output_type="ids")
+
+
+# The published configs' sizes (amused/amused-256 and amused/amused-512, transformer/ and vqvae/; the
+# VQ is the same in both). Only configs: their weights (2.4 GB) are not fetched in tests.
+PUBLISHED_TRANSFORMER = {"_class_name": "UVit2DModel", "attention_dropout": 0.0, "block_num_heads": 12,
+                         "block_out_channels": 768, "codebook_size": 8192, "cond_embed_dim": 768, "downsample": False,
+                         "encoder_hidden_size": 768, "hidden_dropout": 0.0, "hidden_size": 1024, "in_channels": 768,
+                         "intermediate_size": 2816, "layer_norm_eps": 1e-06, "ln_elementwise_affine": True,
+                         "micro_cond_embed_dim": 1280, "micro_cond_encode_dim": 256, "num_attention_heads": 16,
+                         "num_hidden_layers": 22, "num_res_blocks": 3, "sample_size": 16, "upsample": False,
+                         "use_bias": False, "vocab_size": 8256}
+PUBLISHED_VQ = {"_class_name": "VQModel", "act_fn": "silu", "block_out_channels": [128, 256, 256, 512, 768],
+                "down_block_types": ["DownEncoderBlock2D"] * 5, "in_channels": 3, "latent_channels": 64,
+                "layers_per_block": 2, "lookup_from_codebook": True, "mid_block_add_attention": False,
+                "norm_num_groups": 32, "norm_type": "group", "num_vq_embeddings": 8192, "out_channels": 3,
+                "sample_size": 32, "scaling_factor": 0.18215, "up_block_types": ["UpDecoderBlock2D"] * 5,
+                "vq_embed_dim": None, "force_upcast": True}
+
+
+@pytest.mark.parametrize("size,grid,downsample", [(256, 16, False), (512, 32, True)])
+def test_published_configs_pass_the_checks(tiny_folder, tmp_path, size, grid, downsample):
+    from safetensors.torch import save_file
+
+    folder = copy_of(tiny_folder, tmp_path)
+    (folder / "transformer" / "config.json").write_text(json.dumps(
+        {**PUBLISHED_TRANSFORMER, "sample_size": grid, "downsample": downsample, "upsample": downsample}))
+    (folder / "vqvae" / "config.json").write_text(json.dumps(PUBLISHED_VQ))
+    text = json.loads((folder / "text_encoder" / "config.json").read_text())
+    (folder / "text_encoder" / "config.json").write_text(json.dumps({**text, "hidden_size": 768, "projection_dim": 768}))
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": "AmusedScheduler", "mask_token_id": 8255, "masking_schedule": "cosine"}))
+    summary = describe(folder)  # configs only: these weight files are the tiny model's
+    assert summary.output_size() == size and summary.token_counts() == {"base": grid * grid}
+    save_file({"x": torch.zeros(1)}, folder / "vqvae" / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(WeightsError, match="do not match its config"):
+        load_pipeline(folder)
+
+
+def test_legacy_clip_position_ids_are_dropped(tiny_folder, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = copy_of(tiny_folder, tmp_path)
+    file = folder / "text_encoder" / "model.safetensors"
+    save_file({**load_file(file), "text_model.embeddings.position_ids": torch.arange(77)[None]}, file)
+    assert torch.equal(load_pipeline(folder)(PROMPT, output_type="ids", seed=0, timesteps=3),
+                       load_pipeline(tiny_folder)(PROMPT, output_type="ids", seed=0, timesteps=3))
+
+
+def test_micro_conditioning_defaults_and_text_limits(pipe):
+    options = pipe.options()
+    assert (options.sampler, options.aesthetic_score, options.crop_coord, options.micro_size) == ("amused", 6.0, (0, 0), None)
+    default = pipe(PROMPT, output_type="ids", seed=0, timesteps=4)
+    assert torch.equal(default, pipe(PROMPT, output_type="ids", seed=0, timesteps=4, micro_size=(8, 8)))
+    assert not torch.equal(default, pipe(PROMPT, output_type="ids", seed=0, timesteps=4, micro_size=(512, 512),
+                                         aesthetic_score=2))
+    assert pipe.text_encoder.max_length == 77 and not pipe.text_encoder.truncates(PROMPT)
+    assert pipe.text_encoder.truncates("word " * 100)  # the playground's truncation note reads this

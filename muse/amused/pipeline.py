@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..hub import PathLike, WeightsError, check_against_header, load_safetensors
+from ..hub import (SAFETENSORS_FLOAT, PathLike, WeightsError, load_safetensors, read_safetensors_header,
+                   strict_load)
+from ..hub import _raise_mismatch as raise_mismatch
 from ..images import ImageError, ImageLike, as_mask, as_pil, pil_to_tensor, square, to_rgb
 from ..loader import PipelineSummary, check_device
 from ..pipeline import DecodeStep, MusePipeline, _Request
@@ -95,12 +97,14 @@ class AmusedTokenizer:
 class PalettePreview:
     """Step previews as one colour per code: ids (B, h, w) -> (B, 3, H, W) by table lookup.
 
-    The palette is fitted once, lazily: a few grids of random codes go through the real decoder, and a
-    least-squares map from each code's embedding to the mean colour of its cell gives every code a
-    colour (8,192 codes from 4 decodes). A preview then costs a gather, however large the image."""
+    The palette is fitted once, lazily: a grid of random codes goes through the real decoder, and a
+    least-squares map from each code's embedding (plus a constant) to the mean colour of its cell gives
+    every code a colour: 8,192 codes from one 16 x 16 decode (256 cells for aMUSEd's 65 unknowns per
+    colour), about one transformer step's time once per model. A preview then costs a gather, however
+    large the image (benchmarks/amused.py)."""
 
-    def __init__(self, samples: int = 4, seed: int = 0):
-        self.samples, self.seed = samples, seed
+    def __init__(self, samples: int = 1, seed: int = 0, max_grid: int = 16):
+        self.samples, self.seed, self.max_grid = samples, seed, max_grid
         self.palette: Optional[torch.Tensor] = None  # (K, 3) in [0, 1]
 
     def eval(self) -> "PalettePreview":
@@ -125,10 +129,35 @@ class PalettePreview:
     def decode(self, vq: AmusedTokenizer, ids: torch.Tensor) -> torch.Tensor:
         """ids (B, h, w) -> (B, 3, h * f, w * f): each token a flat cell of its code's colour."""
         if self.palette is None:
-            self.fit(vq, ids.shape[-1])
+            self.fit(vq, min(ids.shape[-1], self.max_grid))
         colours = self.palette.to(ids.device)[ids].permute(0, 3, 1, 2)  # (B, 3, h, w)
         f = vq.config.downsample
         return colours.repeat_interleave(f, -2).repeat_interleave(f, -1)
+
+
+class ClipText:
+    """aMUSEd's CLIP-L text encoder with projection and its tokenizer, read as aMUSEd reads them."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.max_length = int(tokenizer.model_max_length)  # 77: CLIP's context, padded to it
+        self.dim = int(model.config.hidden_size)
+
+    def truncates(self, text: str) -> bool:
+        """Whether `text` is longer than the encoder reads (it is then cut to `max_length` tokens)."""
+        return len(self.tokenizer(text, truncation=True, max_length=self.max_length + 1).input_ids) > self.max_length
+
+    def to(self, *args: Any) -> "ClipText":
+        self.model.to(*args)
+        return self
+
+    def encode(self, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """prompts (P) -> pooled projection (P, D) and the penultimate layer's hidden states (P, L, H),
+        padded to the tokenizer's maximum length."""
+        ids = self.tokenizer(prompts, return_tensors="pt", padding="max_length", truncation=True,
+                             max_length=self.max_length).input_ids.to(device)
+        out = self.model(ids, return_dict=True, output_hidden_states=True)
+        return out.text_embeds, out.hidden_states[-2]
 
 
 class AmusedLogits:
@@ -173,14 +202,14 @@ class AmusedPipeline(MusePipeline):
                  tokenizer: Any, scheduler_config: dict[str, Any], source: str = "amused"):
         # MusePipeline.__init__ is not run: its components and checks are muse's own networks'.
         self.vq = AmusedTokenizer(vqvae.eval())
-        self.transformer, self.amused_text_encoder, self.tokenizer = transformer.eval(), text_encoder.eval(), tokenizer
+        self.transformer, self.tokenizer = transformer.eval(), tokenizer
+        self.text_encoder = ClipText(text_encoder, tokenizer)  # not muse's TextEncoder: aMUSEd's own CLIP-L
         self.scheduler_config = dict(scheduler_config)
         self.mask_id = int(scheduler_config["mask_token_id"])
         self.grid = int(transformer.config.sample_size)
         self.config = pipeline_config(source, self.grid * self.vq.config.downsample, scheduler_config,
                                       int(tokenizer.model_max_length))
         self.base_model, self.superres_model, self.base_critic, self.superres_critic = transformer, None, None, None
-        self.text_encoder = None  # muse's TextEncoder is not used: aMUSEd brings CLIP-L (amused_text_encoder)
         self.renderer = Renderer(self.vq, PalettePreview())
 
     # ----- construction and I/O -----------------------------------------------------------
@@ -205,7 +234,7 @@ class AmusedPipeline(MusePipeline):
 
     def to(self, device: Union[str, torch.device], dtype: Optional[torch.dtype] = None) -> "AmusedPipeline":
         """Move every component to `device`; `dtype` also casts the transformer and text encoder."""
-        for model in (self.transformer, self.amused_text_encoder):
+        for model in (self.transformer, self.text_encoder.model):
             model.to(device, dtype) if dtype is not None else model.to(device)
         self.vq.vqvae.to(device)
         return self
@@ -216,7 +245,7 @@ class AmusedPipeline(MusePipeline):
 
     def save_pretrained(self, folder: PathLike) -> Path:
         """The diffusers layout (safetensors), loadable by `load_pipeline` and by diffusers."""
-        return save_layout(folder, self.vq.vqvae, self.transformer, self.amused_text_encoder, self.tokenizer,
+        return save_layout(folder, self.vq.vqvae, self.transformer, self.text_encoder.model, self.tokenizer,
                            self.scheduler_config)
 
     def compile(self, backend: Any = "inductor", mode: Optional[str] = None) -> "AmusedPipeline":
@@ -255,12 +284,8 @@ class AmusedPipeline(MusePipeline):
         return StagePlan(name, self.transformer, None, known, region)
 
     def encode_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """CLIP-L as aMUSEd reads it: prompts (P) -> pooled projection (P, D) and the penultimate
-        layer's hidden states (P, L, H), padded to the tokenizer's maximum length."""
-        ids = self.tokenizer(prompts, return_tensors="pt", padding="max_length", truncation=True,
-                             max_length=self.tokenizer.model_max_length).input_ids.to(self.device)
-        out = self.amused_text_encoder(ids, return_dict=True, output_hidden_states=True)
-        return out.text_embeds, out.hidden_states[-2]
+        """prompts (P) -> pooled (P, D), hidden states (P, L, H) (`ClipText.encode`)."""
+        return self.text_encoder.encode(prompts, self.device)
 
     def bind(self, r: _AmusedRequest) -> Stage:
         """The request's stage: text encoded once (prompts, then negatives or the empty prompt, as
@@ -317,16 +342,29 @@ class AmusedPipeline(MusePipeline):
             yield step
 
 
-def _strict_component(cls: type, config: dict[str, Any], file: Path, where: str) -> torch.nn.Module:
-    """Build `cls` from its config and load `file` strictly: names and shapes checked on the meta device
-    first, NaN or infinite weights refused (muse.hub's checks). fp16 files are cast to the model's float32."""
-    from ..hub import strict_load
+# Buffers older transformers versions saved with CLIP's weights and current ones rebuild: dropped on load.
+LEGACY_BUFFERS = ("text_model.embeddings.position_ids",)
 
+
+def _strict_component(cls: type, config: Any, file: Path, where: str) -> torch.nn.Module:
+    """Build `cls` from its config and load `file` strictly: names, shapes and float-ness checked against
+    the file's header on the meta device first, NaN or infinite weights refused (muse.hub's checks).
+    fp16 files are cast to the model's float32."""
     build = (lambda: cls.from_config(config)) if hasattr(cls, "from_config") else (lambda: cls(config))
+    header = read_safetensors_header(file)
     with torch.device("meta"):
-        check_against_header(build(), file, where)
-    model = build()
+        own = build().state_dict()
+    legacy = [k for k in LEGACY_BUFFERS if k in header and k not in own]
+    header = {k: v for k, v in header.items() if k not in legacy}
+    wrong = [f"{k}: file {header[k][1]} vs model {tuple(own[k].shape)}"
+             for k in sorted(set(own) & set(header)) if header[k][1] != tuple(own[k].shape)]
+    wrong += [f"{k}: file {header[k][0]} vs model {own[k].dtype}" for k in sorted(set(own) & set(header))
+              if own[k].is_floating_point() != (header[k][0] in SAFETENSORS_FLOAT)]
+    raise_mismatch(sorted(set(own) - set(header)), sorted(set(header) - set(own)), wrong, where)
     state = load_safetensors(file)
+    for k in legacy:
+        state.pop(k)
+    model = build()
     strict_load(model, state, where)
     return model.eval()
 
