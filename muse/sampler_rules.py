@@ -117,17 +117,11 @@ def amused_decode(logits_fn: LogitsFn, init_ids: torch.Tensor, region: torch.Ten
         nan = torch.full_like(log_probs, float("nan"))
         revealed = masked & ~remask
         state = DecodeState(step=step + 1, total=total, ids=torch.where(remask, torch.full_like(filled, mask_id), filled),
-                            masked=remask, revealed=revealed, scores=scores, pred_ids=pred,
-                            **_optional_fields(log_probs=torch.where(masked, log_probs, nan),
-                                               keep_noise=torch.where(masked, keep_noise, nan)))
+                            masked=remask, revealed=revealed, scores=scores, pred_ids=filled,
+                            log_probs=torch.where(masked, log_probs, nan), critic_scores=None,
+                            keep_noise=torch.where(masked, keep_noise, nan))
         ids, masked = state.ids, remask
         yield state
-
-
-def _optional_fields(**values: Optional[torch.Tensor]) -> dict[str, Optional[torch.Tensor]]:
-    """The optional per-token DecodeState fields this version of `DecodeState` has (they are being added)."""
-    fields = getattr(DecodeState, "__dataclass_fields__", {})
-    return {k: v for k, v in values.items() if k in fields}
 
 
 def decode_with_rules(rules: str, logits_fn: LogitsFn, init_ids: torch.Tensor, region: torch.Tensor, mask_id: int,

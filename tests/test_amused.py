@@ -315,3 +315,25 @@ def test_micro_conditioning_defaults_and_text_limits(pipe):
                                          aesthetic_score=2))
     assert pipe.text_encoder.max_length == 77 and not pipe.text_encoder.truncates(PROMPT)
     assert pipe.text_encoder.truncates("word " * 100)  # the playground's truncation note reads this
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+@pytest.mark.parametrize("seq_len,steps,region", [(256, 12, 256), (1024, 16, 1024), (64, 7, 23), (256, 30, 100)])
+def test_mask_counts_are_amused_float32_counts(schedule, seq_len, steps, region):
+    """Our count rule against AmusedScheduler.step itself, step after step (inpainting: a region < N)."""
+    from muse.sampler_rules import amused_mask_len
+
+    scheduler = diffusers.AmusedScheduler(mask_token_id=8, masking_schedule=schedule)
+    scheduler.set_timesteps(steps)
+    g = torch.Generator().manual_seed(0)
+    sample = torch.randint(0, 8, (1, seq_len), generator=g)
+    sample[:, :region] = 8
+    start = torch.tensor([[region]]) / seq_len
+    for step, timestep in enumerate(scheduler.timesteps[:-1]):
+        masked = sample == 8
+        ours = amused_mask_len(schedule, step, steps, seq_len, start, masked)
+        logits = torch.randn(1, seq_len, 8, generator=g)
+        # as the pipelines pass it: mask.sum() / numel when inpainting, 1.0 for text to image
+        ratio = torch.tensor(region) / seq_len if region < seq_len else 1.0
+        sample = scheduler.step(logits, timestep, sample, starting_mask_ratio=ratio, generator=g).prev_sample
+        assert int((sample == 8).sum()) == int(ours)
