@@ -337,3 +337,10 @@ def test_mask_counts_are_amused_float32_counts(schedule, seq_len, steps, region)
         ratio = torch.tensor(region) / seq_len if region < seq_len else 1.0
         sample = scheduler.step(logits, timestep, sample, starting_mask_ratio=ratio, generator=g).prev_sample
         assert int((sample == 8).sum()) == int(ours)
+
+
+def test_compile_keeps_the_ids(tiny_folder):
+    fresh = load_pipeline(tiny_folder)
+    eager = fresh(PROMPT, output_type="ids", seed=0, timesteps=3)
+    fresh.compile(backend="eager")  # dynamo's tracing without inductor: the compiled path, cheaply
+    assert torch.equal(eager, fresh(PROMPT, output_type="ids", seed=0, timesteps=3))

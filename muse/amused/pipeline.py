@@ -322,7 +322,8 @@ class AmusedPipeline(MusePipeline):
         """Regenerate the white part of `mask` in `image`, aMUSEd's way: the whole image is encoded, the
         tokens whose (Lanczos-resized) mask is at least half white are masked, and the counts start from
         that fraction (linear schedule unless one is given). Outside the region the original pixels are
-        returned."""
+        returned. An image of another size is centre-cropped and resized to the model's (aMUSEd would run
+        at the image's own size), so diffusers' ids are reproduced for images of the model's size."""
         kwargs.setdefault("schedule", INPAINT_SCHEDULE)
         r = self._request(prompt, negative_prompt, **kwargs)
         image, mask = as_pil(image, "image"), as_mask(mask)
