@@ -344,3 +344,13 @@ def test_compile_keeps_the_ids(tiny_folder):
     eager = fresh(PROMPT, output_type="ids", seed=0, timesteps=3)
     fresh.compile(backend="eager")  # dynamo's tracing without inductor: the compiled path, cheaply
     assert torch.equal(eager, fresh(PROMPT, output_type="ids", seed=0, timesteps=3))
+
+
+def test_benchmark_runs_on_the_tiny_model(tmp_path, capsys):
+    from benchmarks.amused import main
+
+    out = tmp_path / "amused.json"
+    assert main(["--only", "tiny", "--runs", "1", "--grid", "4", "--timesteps", "2", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["tiny"]["same_ids_as_diffusers"] is True and results["tiny"]["tokens"] == 16
+    assert "ours stream, previews" in capsys.readouterr().out
