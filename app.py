@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import inspect
 import logging
 import os
 from typing import Any, Callable, Iterator, Optional
@@ -74,8 +75,16 @@ it is right (with the critic on), and the random noise the sampler added to its 
 ranking, with how many choices that noise made.
 """
 
+TOUR = """**Reading the pictures.** The *canvas* is the image after the step shown: grey tokens are still masked and
+yellow outlines mark the tokens fixed at that step. The *full prediction* fills every masked token with the model's
+current guess. *Fixed at this step* colours those tokens by what ranked them: the model's probability of the token,
+or, with the critic on, the critic's probability that it is right; the line below says how many of them the
+sampler's random noise chose instead. Drag the step slider or press Play to go back through the run; the
+figures further down sum up the whole run."""
+
 CSS = """
-#canvas img, #prediction img, #timeline img, #before_after img { image-rendering: pixelated; }
+#canvas img, #prediction img, #timeline img, #before_after img, #step_tokens img { image-rendering: pixelated; }
+.tour p { font-size: 0.9em; }
 #status textarea { font-family: ui-monospace, monospace; }
 .caption p { font-size: 0.85em; opacity: 0.8; margin: 0; }
 """
@@ -223,13 +232,14 @@ with _no_stub_files():
 
 # ----- the endpoints ---------------------------------------------------------------------------------
 
-def _endpoint(run: Callable[..., Iterator[playground.Update]], *leading: str,
-              superres: bool = True) -> Callable[..., Iterator[tuple]]:
+def _endpoint(run: Callable[..., Iterator[playground.Update]], *leading: str, superres: bool = True,
+              signature: Optional[inspect.Signature] = None,
+              outputs: tuple[str, ...] = OUTPUTS) -> Callable[..., Iterator[tuple]]:
     """The handler of a playground request `run(*leading, settings)`: with an explicit signature (API
-    clients see the parameters by name, defaulting to the page's values), one value per output in
-    OUTPUTS order (a name the update leaves out is skipped), and problems as gr.Error messages
-    (unexpected failures logged, never shown)."""
-    signature = playground.endpoint_signature(leading, superres)
+    clients see the parameters by name, defaulting to the page's values; `signature` overrides the
+    request endpoints' one), one value per output in `outputs` order (a name the update leaves out is
+    skipped), and problems as gr.Error messages (unexpected failures logged, never shown)."""
+    signature = signature or playground.endpoint_signature(leading, superres)
 
     @functools.wraps(run, assigned=("__module__", "__name__", "__qualname__", "__doc__"))
     def handler(*args: Any, **kwargs: Any) -> Iterator[tuple]:
@@ -238,7 +248,7 @@ def _endpoint(run: Callable[..., Iterator[playground.Update]], *leading: str,
         values = dict(bound.arguments)
         try:
             for update in run(*(values.pop(name) for name in leading), values):
-                yield tuple(update[name] if name in update else gr.skip() for name in OUTPUTS)
+                yield tuple(_shown(update[name]) if name in update else gr.skip() for name in outputs)
         except gr.Error:
             raise
         except ValueError as err:  # the playground's messages, and the library's validation (WeightsError too)
@@ -252,9 +262,60 @@ def _endpoint(run: Callable[..., Iterator[playground.Update]], *leading: str,
     return handler
 
 
+def _shown(value: Any) -> Any:
+    """An update's value as Gradio takes it: the step slider's position and range as a slider update."""
+    if isinstance(value, playground.StepSlider):
+        return gr.update(value=value.value, maximum=max(2, value.maximum))  # a 1-step slider cannot be drawn
+    return value
+
+
+def _page_event(fn: Callable[..., Any], outputs: tuple[str, ...]) -> Callable[..., tuple]:
+    """A quick page handler (replay, play, upload): its update as one value per name of `outputs`, its
+    PlaygroundError as a message."""
+
+    @functools.wraps(fn)
+    def handler(*args: Any) -> Any:
+        try:
+            update = fn(*args)
+        except playground.PlaygroundError as err:
+            raise UserError(str(err), title=err.title) from None
+        values = tuple(_shown(update[name]) if name in update else gr.skip() for name in outputs)
+        return values[0] if len(values) == 1 else values  # Gradio takes one output's value bare
+
+    return handler
+
+
+def _play(key: Any, step: Any, playing: bool) -> dict[str, Any]:
+    """One tick of the play button: the next step, and the timer stopped at the run's end."""
+    if not playing:
+        return {"timer": gr.Timer(active=False)}
+    update, more = playground.play_next(key, step)
+    if not more:
+        update.update(timer=gr.Timer(active=False), playing=False, play=gr.Button(value=PLAY_LABEL))
+    return update
+
+
+def _toggle_play(key: Any, playing: bool, speed: Any) -> dict[str, Any]:
+    """Start (from the shown step) or pause the replay at `speed` seconds per step."""
+    if not playing:
+        playground.replay(key, None)  # a clear message when there is no run to play
+    seconds = playground.check_speed(speed)
+    return {"playing": not playing, "timer": gr.Timer(value=seconds, active=not playing),
+            "play": gr.Button(value=PAUSE_LABEL if not playing else PLAY_LABEL)}
+
+
+def _set_speed(speed: Any) -> dict[str, Any]:
+    return {"timer": gr.Timer(value=playground.check_speed(speed))}
+
+
+PLAY_LABEL, PAUSE_LABEL = "▶ Play", "⏸ Pause"
+PLAY_OUTPUTS = (*playground.STEP_OUTPUTS, "timer", "playing", "play")
+
 generate = gpu(_endpoint(playground.generate, "prompt"))
 inpaint = gpu(_endpoint(playground.inpaint, "image", "prompt"))
 superres = gpu(_endpoint(playground.superres, "image", "prompt", superres=False))
+compare = gpu(_endpoint(playground.compare, "prompt", signature=playground.compare_signature(),
+                        outputs=playground.COMPARE_OUTPUTS))
 
 
 def schedule_preview(schedule: Any, timesteps: Any, superres: Any = True) -> Any:
@@ -297,10 +358,14 @@ def build_demo() -> gr.Blocks:
                                     example_labels=[f"{emoji} {text}" for emoji, text in EXAMPLES],
                                     label="Examples (emoji the model was trained on)")
                     with gr.Tab("Inpaint", id="inpaint"):
+                        # Uploads become the square the model sees at EDIT_SIZE px, so the brush (sized
+                        # in image pixels, adjustable in the editor's toolbar) is 1/8 of the width.
                         editor = MaskEditor(label="Image: paint over the part to regenerate", type="pil",
-                                            image_mode="RGBA", sources=["upload", "clipboard"], height=360,
-                                            brush=gr.Brush(colors=["#ff2d7a"], color_mode="fixed"),
-                                            layers=False, transforms=(), elem_id="editor")
+                                            image_mode="RGBA", sources=["upload", "clipboard"], height=460,
+                                            brush=gr.Brush(default_size=playground.BRUSH_RADIUS,
+                                                           colors=["#ff2d7a"], color_mode="fixed"),
+                                            layers=False, transforms=(), elem_id="editor",
+                                            canvas_size=(playground.EDIT_SIZE, playground.EDIT_SIZE), fixed_canvas=True)
                         inpaint_prompt = gr.Textbox(label="Prompt for the painted part", placeholder="red heart",
                                                     elem_id="inpaint_prompt", max_length=MAX_PROMPT_CHARS)
                         inpaint_btn = gr.Button("Inpaint", variant="primary", elem_id="inpaint")
@@ -337,18 +402,31 @@ def build_demo() -> gr.Blocks:
                 status = gr.Textbox(label="Step", interactive=False, elem_id="status",
                                     placeholder="waiting for a prompt")
                 with gr.Row():
-                    canvas = gr.Image(label="Canvas", format="png", interactive=False, elem_id="canvas", height=300,
+                    canvas = gr.Image(label="Canvas", format="png", interactive=False, elem_id="canvas", height=260,
                                       buttons=["download", "fullscreen"])
                     prediction = gr.Image(label="Full prediction", format="png", interactive=False,
-                                          elem_id="prediction", height=300, buttons=["fullscreen"])
-                gr.Markdown("Canvas: grey tokens are still masked, yellow outlines mark the tokens fixed at this "
-                            "step. Full prediction: the image with every still-masked token set to the model's current guess.",
-                            elem_classes="caption")
+                                          elem_id="prediction", height=260, buttons=["fullscreen"])
+                    step_tokens = gr.Image(label="Fixed at this step", format="png", interactive=False,
+                                           elem_id="step_tokens", height=260, buttons=["fullscreen"])
+                with gr.Row(equal_height=True):
+                    scrub = Slider(1, 2, value=1, step=1, label="Step (all stages: base first, then super-res)",
+                                   info="drag to replay the run, during it or after; nothing is decoded again",
+                                   elem_id="scrub", scale=4)
+                    with gr.Column(scale=2, min_width=170):
+                        play = gr.Button(PLAY_LABEL, elem_id="play", size="sm")
+                        speed = Slider(*playground.PLAY_SPEEDS, value=0.8, step=0.1, label="Seconds per step",
+                                       elem_id="speed")
+                step_info = gr.Textbox(label="This step", interactive=False, elem_id="step_info", lines=1,
+                                       placeholder="what decided the step shown")
+                gr.Markdown(TOUR, elem_id="tour", elem_classes="tour")
                 with gr.Row():
                     before_after = gr.ImageSlider(label="Before / after", format="png", interactive=False,
                                                   elem_id="before_after", max_height=240)
                     files = gr.File(label="Download: final PNG and decoding GIF", file_count="multiple",
                                     interactive=False, elem_id="files")
+                replay = gr.Textbox(visible=False, elem_id="replay")  # the run the step slider replays
+                playing = gr.State(False)
+                timer = gr.Timer(0.8, active=False)
         with gr.Accordion("Pictures of the decoding", open=True):
             timeline = gr.Gallery(label="Timeline: every step", format="png", columns=8, elem_id="timeline",
                                   interactive=False, object_fit="contain", height=240)
@@ -363,12 +441,48 @@ def build_demo() -> gr.Blocks:
                                          elem_id="schedule_plot")
                 animation = gr.Image(label="Decoding animation (GIF)", interactive=False, elem_id="animation",
                                      height=300)
+        with gr.Accordion("Side by side: one prompt and seed, two settings", open=True, elem_id="compare_section"):
+            cd = playground.compare_defaults()
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=4, min_width=300):
+                    cmp_prompt = gr.Textbox(label="Prompt", placeholder="grinning face", elem_id="compare_prompt",
+                                            max_length=MAX_PROMPT_CHARS)
+                    with gr.Row():
+                        cmp_seed = _control("seed", cd["seed"], elem_id="compare_seed")
+                        cmp_btn = gr.Button("Compare", variant="primary", elem_id="compare")
+                    gr.Markdown("Both columns decode the same prompt from the same seed, a step of each in turn; "
+                                "the negative prompt, *randomize seed* and *super-res* are those of the settings above. "
+                                "Difference: near white where both runs fixed the same token, dark where one has "
+                                "not fixed it yet, coloured where they chose differently, by how far into the "
+                                "runs both had chosen.", elem_classes="caption")
+                    cols: dict[str, dict[str, gr.Component]] = {}
+                    with gr.Row():
+                        for col in playground.COLUMNS:
+                            with gr.Column(min_width=140):
+                                gr.Markdown(f"**Column {col.upper()}**")
+                                cols[col] = {name: _control(name, cd[f"{name}_{col}"], elem_id=f"{name}_{col}",
+                                                            **({"interactive": bool(cd[f"use_critic_{col}"])}
+                                                               if name == "critic_noise_scale" else {}))
+                                             for name in playground.COMPARE_SETTINGS}
+                with gr.Column(scale=7, min_width=340):
+                    with gr.Row():
+                        canvas_a = gr.Image(label="Column A", format="png", interactive=False, elem_id="canvas_a",
+                                            height=260)
+                        canvas_b = gr.Image(label="Column B", format="png", interactive=False, elem_id="canvas_b",
+                                            height=260)
+                        difference = gr.Image(label="Where they differ, and when", format="png", interactive=False,
+                                              elem_id="difference", height=260)
+                    with gr.Row():
+                        status_a = gr.Textbox(label="A", interactive=False, elem_id="status_a")
+                        status_b = gr.Textbox(label="B", interactive=False, elem_id="status_b")
+                    compare_info = gr.Textbox(label="Difference", interactive=False, elem_id="compare_info")
         with gr.Accordion("How MaskGIT decodes, and what each control does", open=False):
             gr.Markdown(EXPLANATION)
 
         named = dict(canvas=canvas, prediction=prediction, status=status, seed=c["seed"], before_after=before_after,
                      timeline=timeline, reveal_map=reveal_map, heat_map=heat_map, schedule_plot=schedule_plot,
-                     animation=animation, files=files)
+                     animation=animation, files=files, step_tokens=step_tokens, step_info=step_info, scrub=scrub,
+                     replay=replay, timer=timer, playing=playing, play=play)
         heavy = dict(outputs=[named[name] for name in OUTPUTS], concurrency_limit=1, concurrency_id="decode",
                      show_progress="full", show_progress_on=[canvas, status])
         settings = [c[name] for name in REQUEST_SETTINGS]
@@ -378,7 +492,31 @@ def build_demo() -> gr.Blocks:
                               inputs=[editor, inpaint_prompt, *settings], api_name="inpaint", **heavy)
         sr_event = gr.on([sr_btn.click, sr_prompt.submit], superres, api_name="superres", **heavy,
                          inputs=[low_res, sr_prompt, *(s for s in settings if s is not c["superres"])])
-        stop_btn.click(None, cancels=[gen_event, inpaint_event, sr_event], queue=False, api_visibility="private")
+        compared = dict(canvas_a=canvas_a, canvas_b=canvas_b, status_a=status_a, status_b=status_b,
+                        difference=difference, compare_info=compare_info, compare_seed=cmp_seed)
+        shared = {"negative_prompt": c["negative_prompt"], "seed": cmp_seed, "randomize_seed": c["randomize_seed"],
+                  "superres": c["superres"]}
+        compare_inputs = [cmp_prompt] + [shared[name] if name in shared else cols[name[-1]][name[:-2]]
+                                         for name in playground.COMPARE_PARAMETERS]
+        compare_event = gr.on([cmp_btn.click, cmp_prompt.submit], compare, inputs=compare_inputs, api_name="compare",
+                              outputs=[compared[name] for name in playground.COMPARE_OUTPUTS], concurrency_limit=1,
+                              concurrency_id="decode", show_progress="full", show_progress_on=[canvas_a, canvas_b])
+        for col in playground.COLUMNS:  # as on the main settings: the noise acts only with the critic on
+            cols[col]["use_critic"].change(lambda on: gr.update(interactive=bool(on)),
+                                           inputs=[cols[col]["use_critic"]], outputs=[cols[col]["critic_noise_scale"]],
+                                           queue=False, show_progress="hidden", api_visibility="private")
+        stop_btn.click(None, cancels=[gen_event, inpaint_event, sr_event, compare_event], queue=False,
+                       api_visibility="private")
+        # Replaying a run reads its stored steps: quick, off the decoding queue, so it works during a run.
+        quick = dict(queue=False, show_progress="hidden", api_visibility="private")
+        scrub.input(_page_event(playground.replay, playground.STEP_OUTPUTS), inputs=[replay, scrub],
+                    outputs=[named[name] for name in playground.STEP_OUTPUTS], **quick)
+        play.click(_page_event(_toggle_play, ("playing", "timer", "play")), inputs=[replay, playing, speed],
+                   outputs=[playing, timer, play], **quick)
+        timer.tick(_page_event(_play, PLAY_OUTPUTS), inputs=[replay, scrub, playing],
+                   outputs=[named[name] for name in PLAY_OUTPUTS], **quick)
+        gr.on([speed.input, speed.release], _page_event(_set_speed, ("timer",)), inputs=[speed], outputs=[timer],
+              **quick)
         c["use_critic"].change(lambda on: gr.update(interactive=bool(on)), inputs=[c["use_critic"]],
                                outputs=[c["critic_noise_scale"]], queue=False, show_progress="hidden",
                                api_visibility="private")

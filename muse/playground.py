@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import logging
+import math
 import os
 import secrets
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, replace
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 from . import viz
@@ -39,6 +43,10 @@ LIMITS: dict[str, tuple[float, float]] = {
     "topk_filter_thres": (0.0, 0.99), "num_images": (1, 4), "seed": (0, 2**32 - 1)}
 MAX_PROMPT_CHARS = 100_000  # longer text is cut here; the encoder then keeps its first max_length tokens
 DISPLAY_SIZE = 256  # each image on the page, nearest-upscaled
+# The inpainting editor's canvas (every upload is fitted into it), so its brush, sized in canvas pixels,
+# is the same share of every image: a diameter of 1/8 of the width (adjustable in the editor).
+EDIT_SIZE = 256
+BRUSH_RADIUS = EDIT_SIZE // 16
 TIMELINE_SIZE = 128
 
 # The page's own switches (no library setting), checked and described like the schema's.
@@ -56,9 +64,22 @@ CONTROLS = ("timesteps", "cond_scale", "temperature", "critic_noise_scale", "top
 REQUEST_SETTINGS = ("negative_prompt", *CONTROLS)
 # What a request updates on the page. An update is a dict keyed by these names; a name it leaves out
 # keeps its value, and None clears it.
+# step_tokens, step_info and scrub show one step (the latest, or the one scrubbed to); replay is the key
+# the step slider replays the run by (`REPLAYS`).
 OUTPUTS = ("canvas", "prediction", "status", "seed", "before_after", "timeline", "reveal_map", "heat_map",
-           "schedule_plot", "animation", "files")
+           "schedule_plot", "animation", "files", "step_tokens", "step_info", "scrub", "replay")
+# What showing one step of a run updates (the step slider and the play button).
+STEP_OUTPUTS = ("canvas", "prediction", "step_tokens", "step_info", "scrub")
 Update = dict[str, Any]
+# Side by side: the settings each column sets on its own (the rest is shared), the suffix of each
+# column's parameters (use_critic_a, use_critic_b, ...), the shared ones, and what a comparison updates.
+COMPARE_SETTINGS = ("use_critic", "critic_noise_scale", "schedule", "cond_scale", "temperature", "timesteps")
+COLUMNS = ("a", "b")
+COMPARE_SHARED = ("negative_prompt", "seed", "randomize_seed", "superres")
+COMPARE_PARAMETERS = (*COMPARE_SHARED, *(f"{name}_{col}" for col in COLUMNS for name in COMPARE_SETTINGS))
+COMPARE_OUTPUTS = ("canvas_a", "canvas_b", "status_a", "status_b", "difference", "compare_info", "compare_seed")
+REPLAY_RUNS = 32  # runs kept for the step slider (each holds its steps' token grids and small pictures)
+PLAY_SPEEDS = (0.2, 3.0)  # seconds per step the play button can be set to
 
 
 class PlaygroundError(ValueError):
@@ -215,6 +236,36 @@ def check_request(prompt: Any, values: dict[str, Any]) -> Request:
     return Request(prompt, kwargs, check_setting("previews", values["previews"]))
 
 
+def compare_defaults() -> dict[str, Any]:
+    """The side-by-side parameters' starting values: the page's, column b with the critic flipped (so
+    the first comparison shows what the critic changes)."""
+    d = page_defaults()
+    values = {name: d[name] for name in COMPARE_SHARED}
+    for col in COLUMNS:
+        values.update({f"{name}_{col}": d[name] for name in COMPARE_SETTINGS})
+    values["use_critic_b"] = not d["use_critic"]
+    return values
+
+
+def compare_signature() -> inspect.Signature:
+    """The side-by-side endpoint's parameters: the prompt, the shared settings, then each column's
+    settings named like the Python API's with the column's suffix (timesteps_a, timesteps_b)."""
+    defaults = compare_defaults()
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return inspect.Signature([inspect.Parameter("prompt", kind)] + [
+        inspect.Parameter(name, kind, default=defaults[name]) for name in COMPARE_PARAMETERS])
+
+
+def check_compare(prompt: Any, values: dict[str, Any]) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    """(prompt, shared keyword arguments with the seed, each column's own) of a side-by-side request, every
+    setting checked by the schema within the page's limits."""
+    shared = check_request(prompt, {**page_defaults(), **{name: values[name] for name in COMPARE_SHARED},
+                                    "num_images": 1, "previews": True})
+    columns = [{name: check_setting(name, values[f"{name}_{col}"]) for name in COMPARE_SETTINGS} for col in COLUMNS]
+    kwargs = {k: v for k, v in shared.kwargs.items() if k not in COMPARE_SETTINGS}
+    return shared.prompt, kwargs, columns
+
+
 def painted_mask(layer: Image.Image) -> np.ndarray:
     """bool (H, W): the painted pixels of one editor layer. A layer with transparency is painted
     where its alpha is non-zero (the browser's brush strokes); an opaque one is read as a mask
@@ -255,13 +306,130 @@ def editor_to_image_and_mask(value: Any) -> tuple[Image.Image, Image.Image]:
     return to_rgb(background), Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
 
 
+# ----- replaying a run, step by step ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StepSlider:
+    """The step slider: the step shown (1-based across the run's stages) and the run's number of steps."""
+
+    value: int
+    maximum: int
+
+
+@dataclass
+class Run:
+    """A run's steps as they arrive (the step slider replays them: nothing is decoded again)."""
+
+    key: str
+    planned: int  # steps of every stage, known from the first one
+    steps: list[DecodeStep] = field(default_factory=list)
+    finished: bool = False
+
+
+class Replays:
+    """The steps of the last `size` runs, by a random key (unguessable: one user cannot replay another's)."""
+
+    def __init__(self, size: int = REPLAY_RUNS) -> None:
+        self._lock = threading.Lock()
+        self._runs: OrderedDict[str, Run] = OrderedDict()
+        self.size = size
+
+    def start(self, planned: int) -> Run:
+        run = Run(secrets.token_urlsafe(12), planned)
+        with self._lock:
+            self._runs[run.key] = run
+            while len(self._runs) > self.size:
+                self._runs.popitem(last=False)
+        return run
+
+    def get(self, key: Any) -> Optional[Run]:
+        with self._lock:
+            return self._runs.get(key) if isinstance(key, str) else None
+
+
+REPLAYS = Replays()
+
+
+def step_frame(step: DecodeStep, position: int, planned: int) -> Update:
+    """What the page shows of one step: its canvas and prediction (when previews drew them), the tokens it
+    fixed coloured by what ranked them, a line on what decided it, and the slider at `position`."""
+    info = viz.step_summary(step)
+    if step.canvas is None:
+        info += " · previews were off: no picture of this step"
+    return {"canvas": viz.step_canvas(step, DISPLAY_SIZE) if step.canvas is not None else None,
+            "prediction": viz.step_prediction(step, DISPLAY_SIZE) if step.prediction is not None else None,
+            "step_tokens": viz.step_tokens(step, DISPLAY_SIZE)[0], "step_info": info,
+            "scrub": StepSlider(position, planned)}
+
+
+def _run(key: Any) -> Run:
+    run = REPLAYS.get(key)
+    if run is None or not run.steps:
+        raise PlaygroundError(f"There is no run to replay: generate an image first (the step slider replays the "
+                              f"last {REPLAY_RUNS} runs).", title="Nothing to replay")
+    return run
+
+
+def replay(key: Any, step: Any) -> Update:
+    """Step `step` (1-based across the stages) of a run, from the steps it already produced; a step not
+    decoded yet shows the latest one."""
+    run = _run(key)
+    k = _step_number(step, run) if step is not None else len(run.steps)
+    return step_frame(run.steps[min(k, len(run.steps)) - 1], k if k <= len(run.steps) else len(run.steps),
+                      run.planned)
+
+
+def _step_number(value: Any, run: Run) -> int:
+    """A step of `run`, 1 to its planned number, as a slider or an API client sends it."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number == int(number) and 1 <= number <= run.planned):
+        raise PlaygroundError(f"step must be a whole number from 1 to {run.planned}, got {value!r}.")
+    return int(number)
+
+
+def play_next(key: Any, step: Any) -> tuple[Update, bool]:
+    """The step after `step` for the play button, and whether to keep playing (not past the last step of
+    a finished run; at the end, play starts again from step 1)."""
+    run = _run(key)
+    try:
+        k = int(float(step))
+    except (TypeError, ValueError):
+        k = 0
+    k = 1 if k >= len(run.steps) and run.finished else min(k + 1, len(run.steps))
+    return step_frame(run.steps[k - 1], k, run.planned), not (run.finished and k >= len(run.steps))
+
+
+def check_speed(value: Any) -> float:
+    """Seconds per step of the play button, within PLAY_SPEEDS."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise PlaygroundError(f"The play speed must be a number of seconds per step, got {value!r}.") from None
+    lo, hi = PLAY_SPEEDS
+    if not lo <= seconds <= hi:
+        raise PlaygroundError(f"The play speed must be between {lo} and {hi} seconds per step, got {seconds}.")
+    return seconds
+
+
 # ----- the three requests ---------------------------------------------------------------------------
 
 def generate(prompt: Any, settings: dict[str, Any]) -> Iterator[Update]:
     """Text to image, streamed: one update per decoding step of each stage."""
     request = check_request(prompt, settings)
     pipe = MODEL.get()
-    yield from _updates(pipe, request, pipe.stream(request.prompt, previews=request.previews, **request.kwargs))
+
+    def base_result(step: DecodeStep) -> list[Image.Image]:
+        # The base stage's result through the full decoder (its streamed pictures may be previews).
+        with torch.inference_mode():
+            return pipe.renderer.step_images(step.ids, step.pred_ids, step.masked, preview=False)[0]
+
+    size = pipe.output_size(superres=False)
+    yield from _updates(pipe, request, pipe.stream(request.prompt, previews=request.previews, **request.kwargs),
+                        labels=(f"base stage {size} px", f"final {pipe.output_size(request.kwargs['superres'])} px"),
+                        stage_result=base_result)
 
 
 def inpaint(image: Any, prompt: Any, settings: dict[str, Any]) -> Iterator[Update]:
@@ -270,8 +438,10 @@ def inpaint(image: Any, prompt: Any, settings: dict[str, Any]) -> Iterator[Updat
     request = check_request(prompt, settings)
     pipe = MODEL.get()
     before = square(rgb, pipe.output_size(request.kwargs["superres"]))
+    share = float((np.asarray(mask) >= 128).mean())
     steps = pipe.stream_inpaint(rgb, mask, request.prompt, previews=request.previews, **request.kwargs)
-    yield from _updates(pipe, request, steps, before)
+    yield from _updates(pipe, request, steps, before, labels=("original", "inpainted"),
+                        note=f" · mask covers {100 * share:.0f}% of the image")
 
 
 def superres(image: Any, prompt: Any, settings: dict[str, Any]) -> Iterator[Update]:
@@ -286,7 +456,50 @@ def superres(image: Any, prompt: Any, settings: dict[str, Any]) -> Iterator[Upda
         raise PlaygroundError("This model has no super-res stage.")
     rgb = to_rgb(image)
     steps = pipe.stream_superres(rgb, request.prompt, previews=request.previews, **request.kwargs)
-    yield from _updates(pipe, request, steps, square(rgb, pipe.output_size(superres=False)))
+    size = pipe.output_size(superres=False)
+    yield from _updates(pipe, request, steps, square(rgb, size),
+                        labels=(f"input at {size} px", f"super-res {pipe.output_size(superres=True)} px"))
+
+
+def compare(prompt: Any, values: dict[str, Any]) -> Iterator[Update]:
+    """Side by side: the same prompt and seed decoded with two columns of settings, step for step in turn on
+    one worker; each update shows both canvases and where the two runs chose different tokens, and when."""
+    prompt, shared, columns = check_compare(prompt, values)
+    pipe = MODEL.get()
+    seed = shared["seed"]
+    streams = [pipe.stream(prompt, previews=True, **shared, **column) for column in columns]
+    histories: list[list[DecodeStep]] = [[], []]
+    started = time.perf_counter()
+    try:
+        for pair in itertools.zip_longest(*streams):
+            update: Update = {}
+            for col, history, step in zip(COLUMNS, histories, pair):
+                if step is not None:  # else this column has finished: every update still holds its result
+                    history.append(step)
+                last = history[-1]
+                update[f"canvas_{col}"] = viz.step_canvas(last, DISPLAY_SIZE)
+                update[f"status_{col}"] = ("done · " if last.is_final else "") + last.label
+            update["difference"] = viz.difference_map(*histories, size=DISPLAY_SIZE * 3 // 4)
+            update["compare_info"] = _difference_line(histories, time.perf_counter() - started)
+            if len(histories[0]) == 1:
+                update["compare_seed"] = seed
+            yield update
+    finally:
+        for stream in streams:
+            stream.close()  # a cancelled comparison stops both decodings now
+
+
+def _difference_line(histories: list[list[DecodeStep]], elapsed: float) -> str:
+    """Where the two runs differ so far, per stage both reached."""
+    done = all(h and h[-1].is_final for h in histories)
+    parts = []
+    for stage, (differs, when) in viz.difference_grids(*histories).items():
+        both = np.isfinite(when)
+        line = f"{viz.STAGE_NAMES.get(stage, stage)}: {int(differs.sum())} of {int(both.sum())} tokens fixed in both differ"
+        if differs.any():
+            line += f" (the first by {100 * float(np.nanmin(when[differs])):.0f}% of the runs)"
+        parts.append(line)
+    return ("done in %.1f s · " % elapsed if done else "") + "; ".join(parts)
 
 
 def schedule_preview(schedule: Any, timesteps: Any, superres: Any = True) -> Optional[Image.Image]:
@@ -310,52 +523,76 @@ def truncation_note(pipe: MusePipeline, prompt: str, negative_prompt: Optional[s
     return f" · {' and '.join(cut)} cut to the text encoder's {pipe.text_encoder.max_length} tokens"
 
 
-def _updates(pipe: MusePipeline, request: Request, steps: Iterator[DecodeStep],
-             before: Optional[Image.Image] = None) -> Iterator[Update]:
+Labels = tuple[str, str]  # what the before / after images are, written under each
+
+
+def _updates(pipe: MusePipeline, request: Request, steps: Iterator[DecodeStep], before: Optional[Image.Image] = None,
+             labels: Labels = ("before", "after"), note: str = "",
+             stage_result: Optional[Callable[[DecodeStep], list[Image.Image]]] = None) -> Iterator[Update]:
     """`stream_updates` for a request on `pipe`."""
     before = viz.upscale(before, DISPLAY_SIZE) if before is not None else None
-    note = truncation_note(pipe, request.prompt, request.kwargs["negative_prompt"])
+    note += truncation_note(pipe, request.prompt, request.kwargs["negative_prompt"])
     yield from stream_updates(steps, request, has_critic=pipe.uses_critic(request.kwargs["use_critic"]),
-                              before=before, note=note)
+                              before=before, labels=labels, note=note, stage_result=stage_result)
 
 
 def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic: bool,
-                   before: Optional[Image.Image] = None, note: str = "") -> Iterator[Update]:
+                   before: Optional[Image.Image] = None, labels: Labels = ("before", "after"), note: str = "",
+                   stage_result: Optional[Callable[[DecodeStep], list[Image.Image]]] = None) -> Iterator[Update]:
     """One update per decoding step of each stage; the first clears the previous run's results, the last
-    holds the final image and the pictures of the decoding. `note` is appended to every status line."""
+    holds the final image and the pictures of the decoding. `note` is appended to every status line.
+
+    Before / after compares `before` with the result; without one, `stage_result` gives the first stage's
+    images when a later stage follows (text to image: the base stage's result against the final one).
+    Every step is kept in `REPLAYS` for the step slider."""
     history: list[DecodeStep] = []
+    befores: Optional[list[Image.Image]] = None
     started = time.perf_counter()
     finished = False
+    run: Optional[Run] = None
     with tempfile.TemporaryDirectory(prefix="muse-app-") as tmp, contextlib.ExitStack() as stack:
         @stack.callback
         def _report() -> None:  # runs when the stream ends: finished, failed, or closed by a cancel
+            if run is not None:
+                run.finished = True  # what arrived can be replayed, whole or not
             if not finished:
                 where = history[-1].label if history else "before the first step"
                 log.info("request stopped after %s (%.2f s)", where, time.perf_counter() - started)
             steps.close()  # stop the decoding generator now, not when it is garbage-collected
 
         for step in steps:
+            if run is None:
+                run = REPLAYS.start(step.total * step.num_stages)
             history.append(step)
+            run.steps.append(step)
+            if (before is None and stage_result is not None and step.stage_index == 0 and step.num_stages > 1
+                    and step.step == step.total):
+                befores = [viz.upscale(im, DISPLAY_SIZE) for im in stage_result(step)]
             if step.is_final:
                 finished = True
-                yield final_update(history, request, has_critic, before, Path(tmp),
-                                   time.perf_counter() - started, note)
+                run.finished = True
+                if before is not None:
+                    befores = [before] * len(step.canvas)
+                yield {**final_update(history, request, has_critic, befores, Path(tmp),
+                                      time.perf_counter() - started, note, labels),
+                       **step_frame(step, len(history), run.planned), "replay": run.key}
                 continue
-            update: Update = {"status": f"{step.label} · seed {request.seed}{note}"}
-            if step.canvas is not None:
-                update["canvas"] = viz.step_canvas(step, DISPLAY_SIZE)
-            if step.prediction is not None:
-                update["prediction"] = viz.step_prediction(step, DISPLAY_SIZE)
+            update: Update = {"status": f"{step.label} · seed {request.seed}{note}",
+                              **step_frame(step, len(history), run.planned)}
+            if step.canvas is None:  # previews off: the canvas and prediction keep their place
+                del update["canvas"], update["prediction"]
             if len(history) == 1:  # clear the previous run's results (the schedule plot stays)
                 update = {"canvas": None, "prediction": None, "before_after": None, "timeline": [],
                           "reveal_map": None, "heat_map": None, "animation": None, "files": None,
-                          **update, "seed": request.seed}
+                          **update, "seed": request.seed, "replay": run.key}
             yield update
 
 
-def final_update(history: list[DecodeStep], request: Request, has_critic: bool, before: Optional[Image.Image],
-                 tmp: Path, elapsed: float, note: str = "") -> Update:
-    """Every output: the final images, their files (in `tmp`) and the pictures of the whole decoding."""
+def final_update(history: list[DecodeStep], request: Request, has_critic: bool,
+                 befores: Optional[list[Image.Image]], tmp: Path, elapsed: float, note: str = "",
+                 labels: Labels = ("before", "after")) -> Update:
+    """The final images, their files (in `tmp`), before / after (`befores`: one image per result, at the
+    display size, or None) and the pictures of the whole decoding."""
     last, seed = history[-1], request.seed
     final = viz.tile([viz.upscale(im, DISPLAY_SIZE) for im in last.canvas])
     png = tmp / f"muse-{seed}.png"
@@ -371,8 +608,10 @@ def final_update(history: list[DecodeStep], request: Request, has_critic: bool, 
         counts.setdefault(s.stage, s.num_tokens)
     return {"canvas": final, "prediction": viz.step_prediction(last, DISPLAY_SIZE),
             "status": f"done in {elapsed:.1f} s · {last.label} · seed {seed}{note}", "seed": seed,
-            "before_after": (viz.tile([before] * len(last.canvas)), final) if before is not None else None,
-            "timeline": viz.timeline(previewed, TIMELINE_SIZE) if len(previewed) > 1 else [],
+            "before_after": (viz.caption(viz.tile(befores), labels[0]), viz.caption(final, labels[1]))
+            if befores is not None else None,
+            # labels are drawn under each picture: the gallery's own captions would cover it
+            "timeline": [im for im, _ in viz.timeline(previewed, TIMELINE_SIZE)] if len(previewed) > 1 else [],
             "reveal_map": viz.reveal_order_map(history),
             "heat_map": viz.confidence_map(history, critic=has_critic),
             "schedule_plot": viz.schedule_plot(request.kwargs["schedule"], request.kwargs["timesteps"], counts),

@@ -137,11 +137,12 @@ def test_generate_yields_one_update_per_step_per_stage(app):
     assert final["status"].startswith("done") and "256 of 256 tokens fixed" in final["status"]
     assert final["seed"] == 7
     assert isinstance(final["canvas"], Image.Image)
-    assert len(final["timeline"]) == 8 and final["timeline"][0][1].startswith("base 1/4")
+    assert len(final["timeline"]) == 8 and all(isinstance(im, Image.Image) for im in final["timeline"])
     for name in ("reveal_map", "heat_map", "schedule_plot"):
         assert isinstance(final[name], Image.Image)
     assert final["animation"].endswith(".gif")
-    assert final["before_after"] is None
+    before, after = final["before_after"]  # text to image: the base stage's result against the final one
+    assert before.size == after.size and before.height > playground.DISPLAY_SIZE  # a label under each
 
 
 def test_same_seed_same_image_and_randomize_reports_the_seed(app):
@@ -335,10 +336,24 @@ def test_schedule_preview_before_the_model_is_loaded_counts_tokens_from_the_conf
 
 # ----- one settings schema, outputs by name --------------------------------------------------------
 
-def page_inputs(app) -> dict[str, object]:
-    """The page's setting inputs by label."""
+def page_inputs(app, column: str = "") -> dict[str, object]:
+    """The page's setting inputs by label: the main settings, or a side-by-side column's ("a", "b")."""
     kinds = (gr.Slider, gr.Number, gr.Dropdown, gr.Checkbox)
-    return {b.label: b for b in app.demo.blocks.values() if isinstance(b, kinds)}
+    ids = {f"{name}_{col}" for col in playground.COLUMNS for name in playground.COMPARE_SETTINGS} | {"compare_seed"}
+    return {b.label: b for b in app.demo.blocks.values() if isinstance(b, kinds)
+            and ((b.elem_id or "").endswith(f"_{column}") and b.elem_id in ids if column else b.elem_id not in ids)}
+
+
+def test_side_by_side_columns_come_from_the_schema(app):
+    defaults = playground.compare_defaults()
+    for col in playground.COLUMNS:
+        inputs = page_inputs(app, col)
+        for name in playground.COMPARE_SETTINGS:
+            setting, component = playground.control(name), inputs[playground.control(name).label]
+            assert component.info == setting.help and component.value == defaults[f"{name}_{col}"], (col, name)
+            if name in LIMITS:
+                assert (component.minimum, component.maximum) == LIMITS[name], name
+    assert defaults["use_critic_a"] != defaults["use_critic_b"]  # the first comparison: critic on against off
 
 
 def test_every_control_comes_from_the_schema(app):
@@ -421,7 +436,8 @@ def test_updates_are_keyed_by_output_name(tiny_pipe):
     updates = list(playground.stream_updates(steps, request, has_critic=True))
     assert len(updates) == 4 and all(set(u) <= set(OUTPUTS) for u in updates)
     assert set(updates[0]) == set(OUTPUTS) - {"schedule_plot"}  # the first clears the previous run's results
-    assert set(updates[1]) == {"status", "canvas", "prediction"}  # later ones leave the rest alone
+    # later ones show the step and leave the rest alone
+    assert set(updates[1]) == {"status", *playground.STEP_OUTPUTS}
     assert set(updates[-1]) == set(OUTPUTS) and updates[-1]["seed"] == 3
 
 
@@ -499,3 +515,140 @@ def test_decoding_gif(steps, tmp_path):
     no_canvas = [dataclasses.replace(s, canvas=None) for s in steps]
     with pytest.raises(ValueError, match="previews"):
         viz.decoding_gif(no_canvas, tmp_path / "none.gif")
+
+
+# ----- replaying a run, before / after, the brush ----------------------------------------------------
+
+def test_the_step_slider_replays_each_step_without_decoding_again(app, monkeypatch):
+    ups = collect(app.generate(**request()))
+    key = ups[-1]["replay"]
+    assert isinstance(key, str) and ups[0]["replay"] == key
+    assert [u["scrub"]["value"] for u in ups] == list(range(1, 9))  # the slider follows the live run
+    assert all(u["scrub"]["maximum"] == 8 for u in ups)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("replaying must not decode")
+
+    monkeypatch.setattr(playground.MODEL, "get", no_decoding)
+    for k in (2, 5, 8):
+        frame = playground.replay(key, k)
+        streamed = ups[k - 1]
+        assert np.array_equal(np.asarray(frame["canvas"]), np.asarray(streamed["canvas"]))
+        assert np.array_equal(np.asarray(frame["prediction"]), np.asarray(streamed["prediction"]))
+        assert np.array_equal(np.asarray(frame["step_tokens"]), np.asarray(streamed["step_tokens"]))
+        assert frame["step_info"] == streamed["step_info"] and frame["scrub"].value == k
+    assert playground.replay(key, "3")["step_info"].startswith("base 3/4")  # as a slider sends it
+    assert "superres 1/4" in playground.replay(key, 5)["step_info"]
+    # play: step after step, then it stops at the end; from the end it starts again
+    shown, k, more = [], 1, True
+    while more:
+        frame, more = playground.play_next(key, k)
+        k = frame["scrub"].value
+        shown.append(k)
+    assert shown == list(range(2, 9))
+    assert playground.play_next(key, 8)[0]["scrub"].value == 1
+    for bad in (0, 9, 2.5, "x", float("nan")):
+        with pytest.raises(PlaygroundError, match="step must be a whole number from 1 to 8"):
+            playground.replay(key, bad)
+    with pytest.raises(PlaygroundError, match="no run to replay"):
+        playground.replay("not-a-run", 1)
+    for bad in (0.0, 10, "fast"):
+        with pytest.raises(PlaygroundError, match="play speed"):
+            playground.check_speed(bad)
+
+
+def test_step_info_names_what_ranked_the_tokens(app):
+    critic = collect(app.generate(**request(use_critic=True, superres=False)))
+    plain = collect(app.generate(**request(use_critic=False, superres=False)))
+    assert "critic P(right)" in critic[0]["step_info"] and "model p" in plain[0]["step_info"]
+    assert "noise chose" in plain[0]["step_info"]
+    assert "last step fixes every remaining token" in plain[-1]["step_info"]
+
+
+def test_before_after_of_text_to_image_is_the_base_result_then_the_final(app, tiny_pipe):
+    final = collect(app.generate(**request(seed=21)))[-1]
+    before, after = final["before_after"]
+    size = playground.DISPLAY_SIZE
+    base_only = tiny_pipe("red heart", timesteps=4, cond_scale=3.0, seed=21, superres=False)[0]
+    # the same seed decodes the same base stage first: its 32 px result, upscaled, above its label
+    assert np.array_equal(np.asarray(before)[:size], np.asarray(viz.upscale(base_only, size)))
+    assert np.array_equal(np.asarray(after)[:size], np.asarray(final["canvas"]))
+
+
+def test_inpaint_status_says_how_much_the_mask_covers(app):
+    image, mask = gradient((64, 64)), Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 8, 8))
+    final = collect(app.inpaint({"background": image, "layers": [mask], "composite": None}, **{
+        k: v for k, v in request(superres=False).items()}))[-1]
+    assert "mask covers 2% of the image" in final["status"]
+    before, after = final["before_after"]
+    assert before.size == after.size
+
+
+def test_the_brush_is_an_eighth_of_the_editor_canvas(app):
+    editor = next(b for b in app.demo.blocks.values() if getattr(b, "elem_id", None) == "editor")
+    assert editor.canvas_size == (playground.EDIT_SIZE, playground.EDIT_SIZE) and editor.fixed_canvas
+    assert 2 * editor.brush.default_size == playground.EDIT_SIZE // 8  # the size is a radius, in canvas pixels
+
+
+# ----- side by side ---------------------------------------------------------------------------------
+
+def compare_request(**overrides):
+    kwargs = dict(prompt="red heart", seed=4, randomize_seed=False, superres=True, timesteps_a=4, timesteps_b=4,
+                  use_critic_a=True, use_critic_b=False)
+    kwargs.update(overrides)
+    return kwargs
+
+
+def compared(stream):
+    return [dict(zip(playground.COMPARE_OUTPUTS, u)) for u in stream]
+
+
+def test_side_by_side_streams_two_columns_and_where_they_differ(app, tiny_pipe):
+    ups = compared(app.compare(**compare_request(timesteps_b=6)))
+    assert len(ups) == 2 * 6  # the longer column sets the pace; the shorter keeps its final image
+    assert ups[0]["status_a"].startswith("base 1/4") and ups[0]["status_b"].startswith("base 1/6")
+    assert ups[0]["compare_seed"] == 4
+    assert all(u["status_a"].startswith("done") for u in ups[7:])  # finished: its result stays
+    assert ups[-1]["status_b"].startswith("done") and ups[-1]["compare_info"].startswith("done")
+    for u in ups:
+        assert isinstance(u["difference"], Image.Image)
+    # each column is the pipeline's own result for its settings
+    for col, kwargs in (("a", dict(timesteps=4, use_critic=True)), ("b", dict(timesteps=6, use_critic=False))):
+        final = ups[-1]
+        alone = tiny_pipe("red heart", seed=4, cond_scale=page_value("cond_scale"), **kwargs)[0]
+        assert np.array_equal(np.asarray(final[f"canvas_{col}"]),
+                              np.asarray(viz.upscale(alone, playground.DISPLAY_SIZE)))
+
+
+def page_value(name):
+    return playground.page_defaults()[name]
+
+
+def test_the_difference_view_counts_positions_chosen_differently(tiny_pipe):
+    a = list(tiny_pipe.stream("red heart", seed=4, timesteps=4, use_critic=True))
+    b = list(tiny_pipe.stream("red heart", seed=4, timesteps=4, use_critic=False))
+    same = viz.difference_grids(a, a)
+    assert all(not differs.any() and np.isfinite(when).all() for differs, when in same.values())
+    grids = viz.difference_grids(a, b)
+    for stage, (differs, when) in grids.items():
+        ids_a, ids_b = [next(s for s in reversed(run) if s.stage == stage).ids[0].numpy() for run in (a, b)]
+        assert np.array_equal(differs, ids_a != ids_b)
+        assert ((when > 0) & (when <= 1)).all()
+    # halfway, only tokens both runs have fixed can differ
+    half = viz.difference_grids(a[:2], b[:2])["base"]
+    fixed_both = ~a[1].masked[0].numpy() & ~b[1].masked[0].numpy()
+    assert not (half[0] & ~fixed_both).any() and np.array_equal(np.isfinite(half[1]), fixed_both)
+
+
+def test_side_by_side_settings_are_checked_by_the_schema(app):
+    with pytest.raises(gr.Error, match="timesteps"):
+        compared(app.compare(**compare_request(timesteps_b=0)))
+    with pytest.raises(gr.Error, match="schedule"):
+        compared(app.compare(**compare_request(schedule_a="zigzag")))
+    with pytest.raises(gr.Error, match="Type a prompt"):
+        compared(app.compare(**compare_request(prompt="  ")))
+    names = list(inspect.signature(app.compare).parameters)
+    assert names[0] == "prompt" and {"use_critic_a", "critic_noise_scale_b", "schedule_a", "cond_scale_b",
+                                      "temperature_a", "timesteps_b", "seed"} <= set(names)
+    assert all(n[:-2] in SCHEMA for n in names if n.endswith(("_a", "_b")))

@@ -207,6 +207,30 @@ def test_stop_cancels_a_running_request(client):
     normal_request_works(client)
 
 
+def test_side_by_side_endpoint(client):
+    """/compare streams two columns with the Python API's parameter names (a suffix per column); its
+    settings are checked by the schema like the other endpoints'."""
+    from gradio_client.exceptions import AppError
+
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/compare"]
+    names = [p["parameter_name"] for p in info["parameters"]]
+    assert names[0] == "prompt" and {"timesteps_a", "use_critic_b", "schedule_a", "cond_scale_b", "temperature_a",
+                                     "critic_noise_scale_b", "seed", "randomize_seed"} <= set(names)
+    job = client.submit(prompt="red heart", seed=3, randomize_seed=False, timesteps_a=2, timesteps_b=3,
+                        superres=False, api_name="/compare")
+    updates = [named(client, u, "compare") for u in job]
+    final = named(client, job.outputs()[-1], "compare")
+    assert len(job.outputs()) == 3 and updates
+    assert final["status_a"].startswith("done") and final["status_b"].startswith("done · base 3/3")
+    assert final["compare_info"].startswith("done") and "tokens fixed in both differ" in final["compare_info"]
+    for name in ("canvas_a", "canvas_b", "difference"):
+        with Image.open(final[name]) as im:
+            assert im.format == "PNG"
+    with pytest.raises(AppError) as err:
+        client.predict(prompt="red heart", timesteps_b=500, api_name="/compare")
+    assert "timesteps" in str(err.value) and "Traceback" not in str(err.value)
+
+
 def test_no_request_crashed_the_handlers(client, server_log):
     """Every bad input above was caught by validation: nothing reached the 'unexpected error' path."""
     normal_request_works(client)

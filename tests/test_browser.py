@@ -144,3 +144,140 @@ def test_critic_noise_is_live_only_with_the_critic_on(page):
                                timeout=10_000)
         assert noise.is_disabled() == (not on)
         box.click()
+
+
+# Records every value an output textbox shows (polled: Gradio sets textarea values without DOM mutations).
+WATCH_TEXT = """(ids) => {
+  window.__seen = {};
+  for (const id of ids) window.__seen[id] = [];
+  window.__poll = setInterval(() => {
+    for (const id of ids) {
+      const box = document.querySelector('#' + id + ' textarea');
+      const seen = window.__seen[id];
+      if (box && box.value && seen[seen.length - 1] !== box.value) seen.push(box.value);
+    }
+  }, 30);
+}"""
+
+
+def image_at(page, selector: str):
+    """The picture an <img> shows, fetched as the browser would."""
+    import io
+
+    from PIL import Image
+
+    src = page.locator(selector).get_attribute("src")
+    body = page.request.get(src).body()
+    return Image.open(io.BytesIO(body)).convert("RGB")
+
+
+def set_step(page, k: int) -> None:
+    box = page.locator("#scrub input[type=number]")
+    box.fill(str(k))
+    box.press("Enter")
+
+
+def test_scrubbing_to_a_step_shows_that_steps_images_and_play_animates(page, tmp_path):
+    import numpy as np
+
+    page.locator("#prompt textarea").fill("grinning face")
+    page.evaluate(WATCH_CANVAS)
+    page.locator("#generate").click()
+    page.wait_for_function(STATUS_DONE, timeout=120_000)
+    previews = page.evaluate("window.__previews")
+    streamed = next(p for p in previews if p["status"].startswith("base 2/4"))
+    final_src = page.locator("#canvas img").get_attribute("src")
+    set_step(page, 2)
+    page.wait_for_function("() => document.querySelector('#step_info textarea').value.startsWith('base 2/4')",
+                           timeout=30_000)
+    page.wait_for_function(f"() => document.querySelector('#canvas img').src !== {final_src!r}", timeout=30_000)
+    # the same picture as the one streamed at step 2, replayed from the run (not decoded again)
+    body = page.request.get(streamed["src"]).body()
+    import io
+
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(image_at(page, "#canvas img")),
+                          np.asarray(Image.open(io.BytesIO(body)).convert("RGB")))
+    assert page.locator("#status textarea").input_value().startswith("done")  # the run's status stays
+    screenshot(page, tmp_path, "scrub.png")
+
+    # the legend of the step's tokens names a quantity, and every step's values lie in its 0-1 range
+    for k in range(1, 9):
+        set_step(page, k)
+        page.wait_for_function(f"() => document.querySelector('#scrub input[type=number]').value === '{k}' && "
+                               "document.querySelector('#step_info textarea').value.includes(' fixed now')",
+                               timeout=30_000)
+        page.wait_for_timeout(300)
+        info = page.locator("#step_info textarea").input_value()
+        if k not in (4, 8):
+            assert "critic P(right) " in info, info  # the critic is on by default: it ranked the tokens
+            low, high = (float(x) for x in info.split("critic P(right) ")[1].split(" ")[0].split("-"))
+        else:  # a stage's last step fixes the rest unranked, with no critic pass: the model's own probability
+            assert "the last step fixes every remaining token" in info, info
+            low, high = (float(x) for x in info.split("model p ")[1].split(" ")[0].split("-"))
+        assert 0 <= low <= high <= 1, info
+
+    # play from step 1 at the fastest speed: the slider walks the steps and stops at the last
+    set_step(page, 1)
+    page.wait_for_function("() => document.querySelector('#step_info textarea').value.startsWith('base 1/4')",
+                           timeout=30_000)
+    speed = page.locator("#speed input[type=number]")
+    speed.fill("0.2")
+    speed.press("Enter")
+    page.evaluate(WATCH_TEXT, ["step_info"])
+    page.locator("#play").click()
+    page.wait_for_function("() => document.querySelector('#step_info textarea').value.startsWith('superres 4/4')",
+                           timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#play').innerText.includes('Play')", timeout=30_000)
+    seen = [s.split(" · ")[0] for s in page.evaluate("window.__seen['step_info']")]
+    assert seen[-1] == "superres 4/4" and len(set(seen)) >= 4, seen
+
+
+def test_side_by_side_streams_two_columns(page, tmp_path):
+    page.locator("#compare_prompt textarea").fill("red heart")
+    page.evaluate(WATCH_TEXT, ["status_a", "status_b"])
+    page.locator("#compare").click()
+    page.wait_for_function("() => (document.querySelector('#compare_info textarea') || {}).value?.startsWith('done')",
+                           timeout=180_000)
+    seen = page.evaluate("window.__seen")
+    for column in ("status_a", "status_b"):
+        steps = seen[column]
+        assert len(steps) >= 4 and steps[0].startswith("base 1/4") and steps[-1].startswith("done"), steps
+    assert page.locator("#canvas_a img").count() == page.locator("#canvas_b img").count() == 1
+    assert page.locator("#difference img").count() == 1
+    assert "tokens fixed in both differ" in page.locator("#compare_info textarea").input_value()
+    page.locator("#compare_section").scroll_into_view_if_needed()
+    screenshot(page, tmp_path, "side-by-side.png")
+
+
+def test_a_short_brush_stroke_masks_a_small_region(page, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    image = tmp_path / "gradient.png"
+    ramp = np.linspace(0, 255, 64, dtype=np.uint8)
+    Image.fromarray(np.stack([np.tile(ramp, (64, 1)), np.tile(ramp[:, None], (1, 64)),
+                              np.full((64, 64), 90, np.uint8)], -1)).save(image)
+    page.get_by_role("tab", name="Inpaint").click()
+    with page.expect_file_chooser() as chooser:
+        page.locator("#editor").get_by_text("Upload an image").click()
+    chooser.value.set_files(str(image))
+    page.locator("#editor").get_by_text("Upload an image").wait_for(state="hidden", timeout=30_000)
+    page.wait_for_timeout(1000)
+    box = page.locator("#editor canvas").first.bounding_box()
+    x, y = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.35
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for i in range(1, 6):  # a short stroke: about a tenth of the image across
+        page.mouse.move(x + i * box["width"] / 50, y)
+    page.mouse.up()
+    page.wait_for_timeout(500)
+    screenshot(page, tmp_path, "inpaint-stroke.png")
+    page.locator("#inpaint_prompt textarea").fill("red heart")
+    page.locator("#inpaint").click()
+    page.wait_for_function(STATUS_DONE, timeout=120_000)
+    status = page.locator("#status textarea").input_value()
+    share = int(status.split("mask covers ")[1].split("%")[0])
+    assert 0 < share <= 6, status  # the brush is an eighth of the width: a short stroke is a small patch
+    screenshot(page, tmp_path, "inpaint.png")
