@@ -83,7 +83,8 @@ sampler's random noise chose instead. Drag the step slider or press Play to go b
 figures further down sum up the whole run."""
 
 CSS = """
-#canvas img, #prediction img, #timeline img, #before_after img, #step_tokens img { image-rendering: pixelated; }
+#canvas img, #prediction img, #timeline img, #before_after img, #step_tokens img, #canvas_a img, #canvas_b img,
+#difference img { image-rendering: pixelated; }
 .tour p { font-size: 0.9em; }
 #status textarea { font-family: ui-monospace, monospace; }
 .caption p { font-size: 0.85em; opacity: 0.8; margin: 0; }
@@ -347,7 +348,7 @@ def build_demo() -> gr.Blocks:
     with gr.Blocks(title="muse · MaskGIT playground", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# muse · MaskGIT playground\nType a prompt and watch the image appear token by token: "
                     "every decoding step of the base (32 px) and super-res (64 px) stages is drawn as it is computed.")
-        with gr.Row(equal_height=False):
+        with gr.Row(equal_height=False, elem_id="main"):
             with gr.Column(scale=5, min_width=340):
                 with gr.Tabs():
                     with gr.Tab("Text to image", id="generate"):
@@ -398,7 +399,7 @@ def build_demo() -> gr.Blocks:
                     with gr.Row():
                         c["num_images"] = _control("num_images", d["num_images"])
                         c["previews"] = _control("previews", d["previews"], elem_id="previews")
-            with gr.Column(scale=6, min_width=340):
+            with gr.Column(scale=6, min_width=340, elem_id="outputs"):
                 status = gr.Textbox(label="Step", interactive=False, elem_id="status",
                                     placeholder="waiting for a prompt")
                 with gr.Row():
@@ -427,7 +428,7 @@ def build_demo() -> gr.Blocks:
                 replay = gr.Textbox(visible=False, elem_id="replay")  # the run the step slider replays
                 playing = gr.State(False)
                 timer = gr.Timer(0.8, active=False)
-        with gr.Accordion("Pictures of the decoding", open=True):
+        with gr.Accordion("Pictures of the decoding", open=True, elem_id="pictures"):
             timeline = gr.Gallery(label="Timeline: every step", format="png", columns=8, elem_id="timeline",
                                   interactive=False, object_fit="contain", height=240)
             with gr.Row():
@@ -443,39 +444,34 @@ def build_demo() -> gr.Blocks:
                                      height=300)
         with gr.Accordion("Side by side: one prompt and seed, two settings", open=True, elem_id="compare_section"):
             cd = playground.compare_defaults()
+            with gr.Row(equal_height=True):
+                cmp_prompt = gr.Textbox(label="Prompt", placeholder="grinning face", elem_id="compare_prompt",
+                                        max_length=MAX_PROMPT_CHARS, scale=4)
+                cmp_seed = _control("seed", cd["seed"], elem_id="compare_seed", scale=1)
+                cmp_btn = gr.Button("Compare", variant="primary", elem_id="compare", scale=1)
+            gr.Markdown("Both columns decode the same prompt from the same seed, a step of each in turn; the "
+                        "negative prompt, *randomize seed* and *super-res* are those of the settings above. "
+                        "Difference: near white where both runs fixed the same token, dark where one has not "
+                        "fixed it yet, coloured where they chose differently, by how far into the runs both had "
+                        "chosen.", elem_classes="caption")
+            cols: dict[str, dict[str, gr.Component]] = {}
             with gr.Row(equal_height=False):
-                with gr.Column(scale=4, min_width=300):
-                    cmp_prompt = gr.Textbox(label="Prompt", placeholder="grinning face", elem_id="compare_prompt",
-                                            max_length=MAX_PROMPT_CHARS)
-                    with gr.Row():
-                        cmp_seed = _control("seed", cd["seed"], elem_id="compare_seed")
-                        cmp_btn = gr.Button("Compare", variant="primary", elem_id="compare")
-                    gr.Markdown("Both columns decode the same prompt from the same seed, a step of each in turn; "
-                                "the negative prompt, *randomize seed* and *super-res* are those of the settings above. "
-                                "Difference: near white where both runs fixed the same token, dark where one has "
-                                "not fixed it yet, coloured where they chose differently, by how far into the "
-                                "runs both had chosen.", elem_classes="caption")
-                    cols: dict[str, dict[str, gr.Component]] = {}
-                    with gr.Row():
-                        for col in playground.COLUMNS:
-                            with gr.Column(min_width=140):
-                                gr.Markdown(f"**Column {col.upper()}**")
-                                cols[col] = {name: _control(name, cd[f"{name}_{col}"], elem_id=f"{name}_{col}",
-                                                            **({"interactive": bool(cd[f"use_critic_{col}"])}
-                                                               if name == "critic_noise_scale" else {}))
-                                             for name in playground.COMPARE_SETTINGS}
-                with gr.Column(scale=7, min_width=340):
-                    with gr.Row():
-                        canvas_a = gr.Image(label="Column A", format="png", interactive=False, elem_id="canvas_a",
-                                            height=260)
-                        canvas_b = gr.Image(label="Column B", format="png", interactive=False, elem_id="canvas_b",
-                                            height=260)
-                        difference = gr.Image(label="Where they differ, and when", format="png", interactive=False,
-                                              elem_id="difference", height=260)
-                    with gr.Row():
-                        status_a = gr.Textbox(label="A", interactive=False, elem_id="status_a")
-                        status_b = gr.Textbox(label="B", interactive=False, elem_id="status_b")
-                    compare_info = gr.Textbox(label="Difference", interactive=False, elem_id="compare_info")
+                for col in playground.COLUMNS:
+                    with gr.Column(min_width=300):
+                        gr.Markdown(f"**Column {col.upper()}**")
+                        cols[col] = {name: _control(name, cd[f"{name}_{col}"], elem_id=f"{name}_{col}",
+                                                    **({"interactive": bool(cd[f"use_critic_{col}"])}
+                                                       if name == "critic_noise_scale" else {}))
+                                     for name in playground.COMPARE_SETTINGS}
+            with gr.Row():
+                canvas_a = gr.Image(label="Column A", format="png", interactive=False, elem_id="canvas_a", height=300)
+                canvas_b = gr.Image(label="Column B", format="png", interactive=False, elem_id="canvas_b", height=300)
+                difference = gr.Image(label="Where they differ, and when", format="png", interactive=False,
+                                      elem_id="difference", height=300)
+            with gr.Row():
+                status_a = gr.Textbox(label="A", interactive=False, elem_id="status_a")
+                status_b = gr.Textbox(label="B", interactive=False, elem_id="status_b")
+                compare_info = gr.Textbox(label="Difference", interactive=False, elem_id="compare_info")
         with gr.Accordion("How MaskGIT decodes, and what each control does", open=False):
             gr.Markdown(EXPLANATION)
 

@@ -457,7 +457,7 @@ def step_tokens(step: "DecodeStep", size: int = 256, index: int = 0) -> tuple[Im
     y = grid.height + 3 + bar_h // 3 + (bar_h - bar_h // 3) // 2
     _text_middle_left(draw, (pad, y), "0", font)
     _text_middle_left(draw, (out.width - pad - draw.textlength("1", font=font), y), "1", font)
-    text = name.replace(", 0-1", "")
+    text = "critic's P(right)" if critic is not None else "model's p(token)"
     _text_middle_left(draw, ((out.width - draw.textlength(text, font=font)) // 2, y), text, font)
     return out, name
 

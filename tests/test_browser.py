@@ -71,11 +71,15 @@ def page(page_url):
             browser.close()
 
 
-def screenshot(page, tmp_path: Path, name: str) -> Path:
+def screenshot(page, tmp_path: Path, name: str, part: str = "") -> Path:
+    """The whole page, or only the element `part` (a selector), as `name` under MUSE_SCREENSHOTS."""
     folder = Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    page.screenshot(path=str(path), full_page=True)
+    if part:
+        page.locator(part).screenshot(path=str(path))
+    else:
+        page.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 10_000
     return path
 
@@ -101,6 +105,7 @@ def test_generate_streams_previews_into_the_page(page, tmp_path):
         assert page.locator(elem).count() == 1, elem
     assert page.locator("#files").get_by_text(".gif").count() >= 1
     screenshot(page, tmp_path, "generate.png")
+    screenshot(page, tmp_path, "pictures.png", part="#pictures")
 
 
 def test_empty_prompt_shows_an_error_and_the_page_keeps_working(page, tmp_path):
@@ -201,6 +206,7 @@ def test_scrubbing_to_a_step_shows_that_steps_images_and_play_animates(page, tmp
                           np.asarray(Image.open(io.BytesIO(body)).convert("RGB")))
     assert page.locator("#status textarea").input_value().startswith("done")  # the run's status stays
     screenshot(page, tmp_path, "scrub.png")
+    screenshot(page, tmp_path, "scrub-outputs.png", part="#outputs")
 
     # the legend of the step's tokens names a quantity, and every step's values lie in its 0-1 range
     for k in range(1, 9):
@@ -243,12 +249,13 @@ def test_side_by_side_streams_two_columns(page, tmp_path):
     seen = page.evaluate("window.__seen")
     for column in ("status_a", "status_b"):
         steps = seen[column]
-        assert len(steps) >= 4 and steps[0].startswith("base 1/4") and steps[-1].startswith("done"), steps
+        # polled: a step or two may pass between polls, but the column streamed its steps before the result
+        assert len(steps) >= 3 and steps[0].startswith("base ") and steps[-1].startswith("done"), steps
     assert page.locator("#canvas_a img").count() == page.locator("#canvas_b img").count() == 1
     assert page.locator("#difference img").count() == 1
     assert "tokens fixed in both differ" in page.locator("#compare_info textarea").input_value()
     page.locator("#compare_section").scroll_into_view_if_needed()
-    screenshot(page, tmp_path, "side-by-side.png")
+    screenshot(page, tmp_path, "side-by-side.png", part="#compare_section")
 
 
 def test_a_short_brush_stroke_masks_a_small_region(page, tmp_path):
@@ -280,4 +287,4 @@ def test_a_short_brush_stroke_masks_a_small_region(page, tmp_path):
     status = page.locator("#status textarea").input_value()
     share = int(status.split("mask covers ")[1].split("%")[0])
     assert 0 < share <= 6, status  # the brush is an eighth of the width: a short stroke is a small patch
-    screenshot(page, tmp_path, "inpaint.png")
+    screenshot(page, tmp_path, "inpaint.png", part="#main")
