@@ -267,6 +267,9 @@ def test_a_short_brush_stroke_masks_a_small_region(page, tmp_path):
     Image.fromarray(np.stack([np.tile(ramp, (64, 1)), np.tile(ramp[:, None], (1, 64)),
                               np.full((64, 64), 90, np.uint8)], -1)).save(image)
     page.get_by_role("tab", name="Inpaint").click()
+    # Gradio's editor sets up its drawing canvas after the tab shows; an upload before that is lost
+    page.locator("#editor canvas").first.wait_for(state="visible", timeout=30_000)
+    page.wait_for_timeout(2000)
     with page.expect_file_chooser() as chooser:
         page.locator("#editor").get_by_text("Upload an image").click()
     chooser.value.set_files(str(image))
