@@ -60,16 +60,24 @@ def resolve_folder(source: PathLike, subfolder: Optional[str] = None, revision: 
     return Path(local) / subfolder if subfolder else Path(local)
 
 
-def read_config(folder: Path, expected: type) -> Any:
-    file = folder / CONFIG_NAME
+def read_json(file: Path) -> dict[str, Any]:
+    """A config file as a JSON object, size-checked before it is read; a WeightsError otherwise."""
     if not file.is_file():
-        raise WeightsError(f"missing {CONFIG_NAME} in {folder}")
+        raise WeightsError(f"missing {file.name} in {file.parent}")
     if file.stat().st_size > MAX_CONFIG_BYTES:
         raise WeightsError(f"{file} is implausibly large for a config")
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise WeightsError(f"{file} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{file} must hold a JSON object")
+    return data
+
+
+def read_config(folder: Path, expected: type) -> Any:
+    file = folder / CONFIG_NAME
+    data = read_json(file)
     try:
         return config_from_dict(data, expected)
     except ConfigError as err:

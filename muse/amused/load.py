@@ -15,13 +15,12 @@ and this repository never ships them.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..hub import MAX_CONFIG_BYTES, PathLike, WeightsError, check_safetensors_header
+from ..hub import PathLike, WeightsError, check_safetensors_header, read_json
 from ..loader import PipelineConfig, PipelineSummary
 
 MODEL_INDEX = "model_index.json"
@@ -97,21 +96,6 @@ def resolve_amused(source: PathLike, revision: Optional[str] = None, variant: Op
                  else f"the Hub could not be reached ({type(err).__name__})")
         raise WeightsError(f"cannot load aMUSEd model {text!r}: {where}; {how}") from None
     return Path(local)
-
-
-def read_json(file: Path) -> dict[str, Any]:
-    """A config file as a JSON object, size-checked; a WeightsError otherwise."""
-    if not file.is_file():
-        raise WeightsError(f"missing {file.name} in {file.parent}")
-    if file.stat().st_size > MAX_CONFIG_BYTES:
-        raise WeightsError(f"{file} is implausibly large for a config")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise WeightsError(f"{file} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise WeightsError(f"{file} must hold a JSON object")
-    return data
 
 
 def weight_file(folder: Path, component: str, variant: Optional[str]) -> Path:
