@@ -22,6 +22,11 @@ from .config import ConfigError, config_from_dict, config_to_dict
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+# Model card metadata of muse weights (the Hub reads it from README.md's front matter). The licence is the
+# stricter of the shipped model's data licences: Twemoji images CC-BY-4.0 (attribution), Noto Apache-2.0.
+CARD_METADATA: dict[str, Any] = {"license": "cc-by-4.0", "library_name": "muse", "pipeline_tag": "text-to-image",
+                                 "tags": ["text-to-image", "maskgit", "muse", "emoji"]}
 PathLike = Union[str, os.PathLike]
 MAX_CONFIG_BYTES = 1 << 20
 MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own limit
@@ -31,12 +36,15 @@ class WeightsError(ValueError):
     """Weights that cannot be loaded safely and completely."""
 
 
-def _offline() -> bool:
+def offline() -> bool:
+    """Whether HF_HUB_OFFLINE forbids the network (the Makefile and the tests set it)."""
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
-def resolve_folder(source: PathLike, subfolder: Optional[str] = None, revision: Optional[str] = None) -> Path:
-    """A local folder for `source`: an existing path, or a Hub repo id fetched (or found in cache)."""
+def resolve_folder(source: PathLike, subfolder: Optional[str] = None, revision: Optional[str] = None,
+                   local_only: bool = False) -> Path:
+    """A local folder for `source`: an existing path, or a Hub repo id fetched (or found in cache; only
+    there when `local_only` or HF_HUB_OFFLINE is set)."""
     path = Path(source).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -51,11 +59,12 @@ def resolve_folder(source: PathLike, subfolder: Optional[str] = None, revision: 
     patterns = ["*.json", "*.safetensors", "*.md"]
     try:
         local = snapshot_download(repo_id=text, revision=revision, allow_patterns=patterns,
-                                  local_files_only=_offline())
+                                  local_files_only=local_only or offline())
     except HFValidationError as err:
         raise WeightsError(f"{text!r} is not a valid Hub repo id: {err}") from None
     except Exception as err:  # network, auth, offline cache miss: all are "not available here"
-        hint = " (HF_HUB_OFFLINE is set and it is not in the local cache)" if _offline() else ""
+        hint = (" (HF_HUB_OFFLINE is set and it is not in the local cache)" if offline()
+                else " (it is not in the local cache)" if local_only else "")
         raise WeightsError(f"could not get model {text!r} from the Hugging Face Hub{hint}: {type(err).__name__}: {err}") from None
     return Path(local) / subfolder if subfolder else Path(local)
 
@@ -200,17 +209,42 @@ class PretrainedMixin:
 
     def push_to_hub(self, repo_id: str, *, private: bool = True, token: Optional[str] = None,
                     commit_message: str = "Upload muse component") -> str:
+        cls = type(self)
         return push_folder_to_hub(self.save_pretrained, repo_id, private=private, token=token,
-                                  commit_message=commit_message)
+                                  commit_message=commit_message,
+                                  load_with=f"{cls.__module__}.{cls.__qualname__}.from_pretrained")
 
 
-def push_folder_to_hub(save_fn, repo_id: str, *, private: bool, token: Optional[str], commit_message: str) -> str:
-    """Save with `save_fn(folder)` into a temporary folder and upload it; returns the repo URL."""
+def write_model_card(folder: Path, repo_id: str, load_with: str = "muse.load_pipeline") -> Path:
+    """`folder`/README.md: a model card with CARD_METADATA and how to load the weights, unless the folder
+    has a card already (that one is kept as it is)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    file = Path(folder) / CARD_NAME
+    if file.exists():
+        return file
+    body = (f"# {repo_id}\n\n"
+            "Weights for muse (MUSE / MaskGIT text to image; Python distribution `muse-maskgit-playground`): "
+            "`config.json` + `model.safetensors` per component.\n\n"
+            f"```python\nimport muse\n\nmodel = {load_with}(\"{repo_id}\")\n```\n\n"
+            "## Licence\n\n"
+            "CC-BY-4.0, the terms of the data muse's emoji model is trained on: Twemoji images (CC-BY-4.0, "
+            "Copyright Twitter, Inc and other contributors) and Noto Emoji images (Apache-2.0, Google). "
+            "Weights trained on other data: set the licence that data allows.\n")
+    ModelCard(f"---\n{ModelCardData(**CARD_METADATA).to_yaml()}\n---\n\n{body}").save(file)
+    return file
+
+
+def push_folder_to_hub(save_fn, repo_id: str, *, private: bool, token: Optional[str], commit_message: str,
+                       load_with: str = "muse.load_pipeline") -> str:
+    """Save with `save_fn(folder)` into a temporary folder, add a model card if it wrote none (see
+    `write_model_card`), and upload it; returns the repo URL."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
     url = api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         save_fn(tmp)
+        write_model_card(Path(tmp), repo_id, load_with)
         api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
     return str(url)

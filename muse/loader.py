@@ -21,6 +21,9 @@ from .vq import VQModel
 
 PIPELINE_NAME = "pipeline.json"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+# The shipped weights on the Hub: the default model where no weights/ lies beside the package (an
+# installed wheel carries none). Published from this repository's weights/ folder, model card included.
+MUSE_DEFAULT_REPO = "muse-maskgit/muse-emoji"
 # folder name -> component class
 COMPONENTS: dict[str, type] = {"vq": VQModel, "base": MaskedTransformer, "base_critic": MaskedTransformer,
                                "superres": MaskedTransformer, "superres_critic": MaskedTransformer,
@@ -70,9 +73,22 @@ def check_device(device: Union[str, torch.device, None]) -> torch.device:
     return device
 
 
+def default_folder(download: bool = True) -> Path:
+    """The shipped weights: `weights/` beside the package in a checkout, else MUSE_DEFAULT_REPO from the
+    Hub (from its local cache alone when `download` is False or HF_HUB_OFFLINE is set)."""
+    if DEFAULT_WEIGHTS.is_dir():
+        return DEFAULT_WEIGHTS
+    try:
+        return resolve_folder(MUSE_DEFAULT_REPO, local_only=not download)
+    except WeightsError as err:
+        raise WeightsError(f"the shipped model is missing: there is no {DEFAULT_WEIGHTS} (an installed package "
+                           f"carries no weights), and {err}. Set MUSE_WEIGHTS (or pass a source) to a model "
+                           f"folder or Hub repo id, or go online to fetch {MUSE_DEFAULT_REPO}") from None
+
+
 def local_folder(source: Optional[PathLike]) -> Path:
     """The shipped weights (None) or a local folder, without touching the network."""
-    return Path(source).expanduser() if source else DEFAULT_WEIGHTS
+    return Path(source).expanduser() if source else default_folder(download=False)
 
 
 def read_pipeline_config(folder: Path) -> PipelineConfig:
@@ -137,9 +153,9 @@ def save_pipeline_config(config: PipelineConfig, folder: Path) -> None:
 
 
 def load_components(source: Optional[PathLike], revision: Optional[str] = None) -> tuple[PipelineConfig, dict[str, Any]]:
-    """The config and the components (folder name -> model) of the shipped weights (None), a folder or a
-    Hub repo id."""
-    folder = DEFAULT_WEIGHTS if source is None else resolve_folder(source, revision=revision)
+    """The config and the components (folder name -> model) of the shipped weights (None: see
+    `default_folder`), a folder or a Hub repo id."""
+    folder = default_folder() if source is None else resolve_folder(source, revision=revision)
     config = read_pipeline_config(folder)
     parts = {name: cls.from_pretrained(folder / name) for name, cls in COMPONENTS.items() if (folder / name).is_dir()}
     for required in ("vq", "base"):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..hub import PathLike, WeightsError, check_safetensors_header, read_json
+from ..hub import PathLike, WeightsError, check_safetensors_header, offline, read_json
 from ..loader import PipelineConfig, PipelineSummary
 
 MODEL_INDEX = "model_index.json"
@@ -41,10 +41,6 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 AMUSED_DEFAULTS: dict[str, Any] = {"timesteps": 12, "cond_scale": 10.0, "choice_temperature": 2.0, "temperature": 1.0,
                                    "topk_filter_thres": 0.0, "use_critic": False, "superres": False}
 INSTALL_HINT = "install the optional extra: pip install -e '.[amused]' (diffusers; torch stays as it is)"
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
 def is_amused_source(source: Optional[PathLike]) -> bool:
@@ -88,11 +84,11 @@ def resolve_amused(source: PathLike, revision: Optional[str] = None, variant: Op
         raise WeightsError(f"huggingface_hub is needed to fetch {text!r}: {err}") from None
     try:
         local = snapshot_download(repo_id=text, revision=revision, allow_patterns=allow_patterns(variant),
-                                  local_files_only=_offline())
+                                  local_files_only=offline())
     except HFValidationError as err:
         raise WeightsError(f"{text!r} is not a valid Hub repo id: {err}") from None
     except Exception as err:  # offline cache miss, network, auth: all are "not available here"
-        where = ("it is not in this machine's Hugging Face cache and HF_HUB_OFFLINE is set" if _offline()
+        where = ("it is not in this machine's Hugging Face cache and HF_HUB_OFFLINE is set" if offline()
                  else f"the Hub could not be reached ({type(err).__name__})")
         raise WeightsError(f"cannot load aMUSEd model {text!r}: {where}; {how}") from None
     return Path(local)
