@@ -76,14 +76,14 @@ def check_device(device: Union[str, torch.device, None]) -> torch.device:
 def default_folder(download: bool = True) -> Path:
     """The shipped weights: `weights/` beside the package in a checkout, else MUSE_DEFAULT_REPO from the
     Hub (from its local cache alone when `download` is False or HF_HUB_OFFLINE is set)."""
-    if DEFAULT_WEIGHTS.is_dir():
+    if (DEFAULT_WEIGHTS / PIPELINE_NAME).is_file():
         return DEFAULT_WEIGHTS
     try:
         return resolve_folder(MUSE_DEFAULT_REPO, local_only=not download)
     except WeightsError as err:
-        raise WeightsError(f"the shipped model is missing: there is no {DEFAULT_WEIGHTS} (an installed package "
-                           f"carries no weights), and {err}. Set MUSE_WEIGHTS (or pass a source) to a model "
-                           f"folder or Hub repo id, or go online to fetch {MUSE_DEFAULT_REPO}") from None
+        raise WeightsError(f"the shipped model is missing: there is no {DEFAULT_WEIGHTS / PIPELINE_NAME} (an "
+                           f"installed package carries no weights), and {err}. Set MUSE_WEIGHTS (or pass a source) "
+                           f"to a model folder or Hub repo id, or go online to fetch {MUSE_DEFAULT_REPO}") from None
 
 
 def local_folder(source: Optional[PathLike]) -> Path:
