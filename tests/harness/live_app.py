@@ -49,9 +49,11 @@ def _wait_until_up(proc: subprocess.Popen, url: str, log_path: Path, timeout: fl
 
 @contextlib.contextmanager
 def running_app(weights: Optional[Path], log_path: Path, timeout: float = 180.0,
-                env: Optional[dict[str, str]] = None) -> Iterator[LiveApp]:
+                env: Optional[dict[str, str]] = None, python: Optional[Path] = None,
+                cwd: Optional[Path] = None) -> Iterator[LiveApp]:
     """Start `python app.py` on a free 127.0.0.1 port (MUSE_WEIGHTS=weights; None = the shipped model),
-    wait until it answers, yield it, and stop it."""
+    wait until it answers, yield it, and stop it. `python` and `cwd` default to this interpreter and this
+    checkout (another venv and a copied folder: the Space test)."""
     port = free_port()
     full_env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
                 "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -59,8 +61,8 @@ def running_app(weights: Optional[Path], log_path: Path, timeout: float = 180.0,
         full_env["MUSE_WEIGHTS"] = str(weights)
     url = f"http://127.0.0.1:{port}/"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=full_env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([str(python or sys.executable), "app.py"], cwd=cwd or REPO_ROOT, env=full_env,
+                                stdout=log, stderr=subprocess.STDOUT)
         try:
             _wait_until_up(proc, url, log_path, timeout)
             yield LiveApp(url=url, pid=proc.pid, log_path=log_path)
