@@ -76,10 +76,18 @@ def space_files(root: Path = ROOT) -> list[SpaceFile]:
 # ----- checks: what the Space builder or a git push would refuse ---------------------------------------
 
 def front_matter(readme: Path) -> dict[str, Any]:
-    """README.md's YAML front matter (the Space's settings); {} when there is none."""
+    """README.md's YAML front matter (the Space's settings); {} when there is none; a ValueError when it is
+    not a YAML mapping."""
+    import yaml
     from huggingface_hub.repocard import metadata_load
 
-    return (metadata_load(readme) or {}) if readme.is_file() else {}
+    try:
+        meta = metadata_load(readme) if readme.is_file() else None
+    except yaml.YAMLError as err:
+        raise ValueError(f"README.md's front matter is not valid YAML: {err}") from None
+    if meta is not None and not isinstance(meta, dict):
+        raise ValueError("README.md's front matter must be a YAML mapping of key: value lines")
+    return meta or {}
 
 
 def pinned_gradio(requirements: Path) -> Optional[str]:
@@ -120,7 +128,10 @@ def check_space(root: Path, files: Sequence[SpaceFile]) -> list[str]:
 
     problems = []
     names = {f.path for f in files}
-    meta = front_matter(root / "README.md")
+    try:
+        meta = front_matter(root / "README.md")
+    except ValueError as err:
+        return [str(err)]
     if not meta:
         return ["README.md has no front matter (the YAML block between --- lines that configures the Space)"]
     pin = pinned_gradio(root / "requirements.txt")

@@ -110,6 +110,8 @@ def test_a_missing_front_matter_or_gradio_pin_is_named(tmp_path):
     root = make_checkout(tmp_path / "b")
     (root / "requirements.txt").write_text("gradio>=6\n")
     assert any("does not pin gradio" in p for p in check_space(root, space_files(root)))
+    (root / "README.md").write_text("---\nsdk: [gradio\n---\n")
+    assert "not valid YAML" in check_space(root, space_files(root))[0]
 
 
 def test_a_bad_space_id_is_a_usage_error(capsys):
