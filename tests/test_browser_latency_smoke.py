@@ -1,0 +1,53 @@
+"""benchmarks/browser_latency.py end to end on the tiny random model: the page driven in headless Chromium,
+two prompts and two clients at once. No timing is asserted: speed lives in benchmarks/."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("MUSE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def chromium_or_skip() -> str:
+    """As tests/test_browser.py: skipped outside CI when the browser is missing, a failure in CI."""
+    if Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK):
+        return CHROMIUM
+    message = f"headless Chromium not found at {CHROMIUM} (apt-get install -y chromium)"
+    if os.environ.get("CI"):
+        pytest.fail(message + "; CI must run the browser test")
+    pytest.skip(message)
+
+
+def test_browser_latency_measures_the_page_and_the_library(tiny_weights, tmp_path, capsys):
+    from benchmarks import browser_latency
+
+    out = tmp_path / "browser_latency.json"
+    ratio = browser_latency.main(["--weights", str(tiny_weights), "--prompts", "red heart", "cat face",
+                                  "--warmup", "0", "--clients", "2", "--chromium", chromium_or_skip(),
+                                  "--timeout", "240", "--out", str(out)])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"ratio browser/library: {ratio:.2f}" and ratio > 0
+    data = json.loads(out.read_text())
+    assert data["page_errors"] == []
+    assert data["launch"]["server_up_s"] <= data["launch"]["page_loaded_s"] <= data["launch"]["first_done_s"]
+    steps = 8  # the tiny model's 4 steps in each of two stages
+    for r in data["requests"]:
+        assert r["steps"] == steps and 1 <= r["frames"] <= r["pictures_set"] <= steps
+        assert r["coalesced"] == steps - r["frames"]
+        assert 0 < r["first_preview_s"] <= r["done_s"] <= r["ready_s"]
+        assert r["status_lines"][-1][1].startswith("done") and r["step_labels"] >= 2
+        assert all(f"seed {r['seed']}" in line for _, line in r["status_lines"])
+        assert r["same_image_as_library"] is True  # the page's PNG is the library's image for that request
+        assert r["gif_bytes"] > 0 and len(r["canvas_bytes"]) == r["frames"] and min(r["canvas_bytes"]) > 0
+        assert r["library_s"] > 0 and r["library_stream_s"] > 0
+    assert data["medians"]["ready_s"] / data["medians"]["library_s"] == pytest.approx(ratio)
+    clients = data["clients"]
+    assert clients["clients"] == 2 and clients["all_own_runs_only"] is True
+    assert len({c["seed"] for c in clients["per_client"]}) == 2
