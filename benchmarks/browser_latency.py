@@ -170,6 +170,8 @@ class PageRun:
     files_bytes: int = 0  # every /file= picture the page fetched for this run
     files_fetched: int = 0
     gif_bytes: Optional[int] = None
+    server_cpu_s: Optional[float] = None  # CPU seconds the app's process spent from before the click to ready
+    browser_cpu_s: Optional[float] = None  # the same for Chromium and Playwright's driver
     png: Optional[bytes] = field(default=None, repr=False)
 
 
@@ -178,6 +180,7 @@ class LibraryRun:
     """The same request through the library, in this process."""
 
     final_s: float  # pipe(prompt, **settings): the final image only
+    final_cpu_s: float  # its CPU seconds (this process, every thread)
     stream_s: float  # pipe.stream(prompt, previews=True, **settings) consumed
     steps: int  # steps of every stage the run had
     same_image: Optional[bool]  # the page's PNG equals pipe(...)'s image
@@ -191,6 +194,7 @@ class Server:
     started: Optional[float] = None  # time.time() when `python app.py` was started (None: --url)
     up: Optional[float] = None  # when it first answered
     log_path: Optional[Path] = None
+    pid: Optional[int] = None  # the app's process (None: --url)
 
 
 def _wait_until_up(proc: subprocess.Popen, url: str, log_path: Path, timeout: float) -> None:
@@ -225,7 +229,7 @@ def launched_app(weights: Optional[str], log_path: Path, timeout: float) -> Iter
                                 stderr=subprocess.STDOUT)
         try:
             _wait_until_up(proc, url, log_path, timeout)
-            yield Server(url, started, time.time(), log_path)
+            yield Server(url, started, time.time(), log_path, proc.pid)
         finally:
             proc.terminate()
             try:
@@ -272,9 +276,29 @@ def collect(page, prompt: str, timeout_s: float) -> PageRun:
     return run
 
 
-def request_in_page(page, prompt: str, timeout_s: float) -> PageRun:
+def cpu_seconds(server_pid: Optional[int]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process's descendants: the app's process ("server") and
+    all the others, Chromium's processes and Playwright's driver ("browser")."""
+    import psutil
+
+    out = {"server": 0.0, "browser": 0.0}
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            out["server" if proc.pid == server_pid else "browser"] += times.user + times.system
+    return out
+
+
+def request_in_page(page, prompt: str, timeout_s: float, server_pid: Optional[int] = None) -> PageRun:
+    """One request from the click to ready, with the CPU time the server and the browser spent on it.
+    On a busy machine the CPU seconds say more than the wall-clock times, which wait for the CPU."""
+    before = cpu_seconds(server_pid)
     click_generate(page, prompt)
-    return collect(page, prompt, timeout_s)
+    run = collect(page, prompt, timeout_s)
+    after = cpu_seconds(server_pid)
+    run.server_cpu_s = after["server"] - before["server"] if server_pid is not None else None
+    run.browser_cpu_s = after["browser"] - before["browser"]
+    return run
 
 
 def page_run(prompt: str, record: dict[str, Any]) -> PageRun:
@@ -329,9 +353,9 @@ def request_in_library(pipe, prompt: str, seed: int, page_png: Optional[bytes]) 
     from PIL import Image
 
     kwargs = request_settings(prompt, seed)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     images = pipe(prompt, **kwargs)
-    final_s = time.perf_counter() - t0
+    final_s, final_cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
     t0 = time.perf_counter()
     steps = sum(1 for _ in pipe.stream(prompt, previews=True, **kwargs))
     stream_s = time.perf_counter() - t0
@@ -339,7 +363,7 @@ def request_in_library(pipe, prompt: str, seed: int, page_png: Optional[bytes]) 
     if page_png is not None and len(images) == 1:
         shown = np.asarray(Image.open(io.BytesIO(page_png)).convert("RGB"))
         same = bool(np.array_equal(shown, np.asarray(images[0].convert("RGB"))))
-    return LibraryRun(final_s, stream_s, steps, same)
+    return LibraryRun(final_s, final_cpu_s, stream_s, steps, same)
 
 
 # ----- the parts of a run ---------------------------------------------------------------------------
@@ -349,13 +373,15 @@ def measure_launch(server: Server, page_loaded: float, first: PageRun) -> dict[s
     return {"server_up_s": server.up - server.started, "page_loaded_s": page_loaded - server.started,
             "first_click_s": first.click_epoch - server.started,
             "first_done_s": first.click_epoch - server.started + first.ready_s,
-            "first_request_click_to_done_s": first.ready_s, "first_request_first_preview_s": first.first_preview_s}
+            "first_request_click_to_done_s": first.ready_s, "first_request_first_preview_s": first.first_preview_s,
+            "first_request_server_cpu_s": first.server_cpu_s}
 
 
 def row(run: PageRun, lib: LibraryRun) -> dict[str, Any]:
     """One prompt's figures, as the JSON keeps them."""
     out = {k: v for k, v in asdict(run).items() if k not in ("png", "canvas_srcs")}
-    out.update({"library_s": lib.final_s, "library_stream_s": lib.stream_s, "steps": lib.steps,
+    out.update({"library_s": lib.final_s, "library_cpu_s": lib.final_cpu_s, "library_stream_s": lib.stream_s,
+                "steps": lib.steps,
                 "coalesced": max(0, lib.steps - run.frames), "same_image_as_library": lib.same_image,
                 "canvas_bytes_total": sum(run.canvas_bytes)})
     return out
@@ -366,7 +392,7 @@ def medians(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     keys = ("first_preview_s", "last_step_s", "done_s", "ready_s", "final_drawn_s", "last_picture_s", "server_s",
             "frames",
             "pictures_set", "step_labels", "steps", "coalesced", "library_s", "library_stream_s", "canvas_bytes_total",
-            "files_bytes", "files_fetched", "gif_bytes")
+            "files_bytes", "files_fetched", "gif_bytes", "server_cpu_s", "browser_cpu_s", "library_cpu_s")
     out: dict[str, Any] = {}
     for key in keys:
         values = [r[key] for r in rows if r.get(key) is not None]
@@ -378,20 +404,23 @@ def medians(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def measure_clients(browser, url: str, pipe, n: int, single_s: float, timeout_s: float,
-                    errors: list[str]) -> dict[str, Any]:
+def measure_clients(browser, url: str, pipe, n: int, single_s: float, timeout_s: float, errors: list[str],
+                    server_pid: Optional[int] = None) -> dict[str, Any]:
     """N pages at once, each its own prompt: total wall time, and whether each showed only its own run."""
     prompts = [CLIENT_PROMPTS[i % len(CLIENT_PROMPTS)] for i in range(n)]
     pages = [open_page(browser, url, errors) for _ in range(n)]
+    before = cpu_seconds(server_pid)
     for page, prompt in zip(pages, prompts):
         click_generate(page, prompt)
     runs = [collect(page, prompt, timeout_s * n) for page, prompt in zip(pages, prompts)]
+    cpu = {k: v - before[k] for k, v in cpu_seconds(server_pid).items()}
     total_s = max(r.click_epoch + r.ready_s for r in runs) - min(r.click_epoch for r in runs)
     clients = [client_check(run, others=[r for r in runs if r is not run], pipe=pipe) for run in runs]
     for page in pages:
         page.context.close()
     return {"clients": n, "total_s": total_s, "single_median_s": single_s, "n_x_single_s": n * single_s,
             "total_over_n_x_single": total_s / (n * single_s),
+            "server_cpu_s": cpu["server"] if server_pid is not None else None, "browser_cpu_s": cpu["browser"],
             "all_own_runs_only": all(c["own_run_only"] for c in clients), "per_client": clients}
 
 
@@ -465,6 +494,10 @@ def print_report(data: dict[str, Any]) -> None:
     print(f"sizes: canvas picture {m.get('canvas_bytes_per_frame', 0) / 1e3:.1f} KB each, "
           f"{m['canvas_bytes_total'] / 1e3:.0f} KB per run; all pictures {m['files_bytes'] / 1e3:.0f} KB in "
           f"{m['files_fetched']:.0f} files per run; GIF {m.get('gif_bytes', 0) / 1e3:.0f} KB")
+    if m.get("server_cpu_s") is not None:
+        print(f"CPU seconds per request: app server {m['server_cpu_s']:.2f}, browser {m['browser_cpu_s']:.2f}; "
+              f"library pipe(...) {m['library_cpu_s']:.2f} (ratio server CPU/library CPU "
+              f"{m['server_cpu_s'] / m['library_cpu_s']:.2f})")
     if data.get("launch"):
         lf = data["launch"]
         print(f"launch: server up {lf['server_up_s']:.1f} s, page loaded {lf['page_loaded_s']:.1f} s, first "
@@ -501,16 +534,17 @@ def measure(args: argparse.Namespace, pipe, errors: list[str]) -> dict[str, Any]
                 launch = None
                 if server.started is not None:  # the first request after launch: cold, reported on its own
                     loaded = time.time()
-                    launch = measure_launch(server, loaded, request_in_page(page, args.prompts[0], args.timeout))
+                    first = request_in_page(page, args.prompts[0], args.timeout, server.pid)
+                    launch = measure_launch(server, loaded, first)
                 for i in range(args.warmup):
                     request_in_page(page, args.prompts[i % len(args.prompts)], args.timeout)
                 rows = []
                 for prompt in args.prompts:
-                    run = request_in_page(page, prompt, args.timeout)
+                    run = request_in_page(page, prompt, args.timeout, server.pid)
                     rows.append(row(run, request_in_library(pipe, prompt, run.seed, run.png)))
                 single_s = bc.median([r["ready_s"] for r in rows])
-                clients = (measure_clients(browser, server.url, pipe, args.clients, single_s, args.timeout, errors)
-                           if args.clients else None)
+                clients = (measure_clients(browser, server.url, pipe, args.clients, single_s, args.timeout, errors,
+                                           server.pid) if args.clients else None)
         finally:
             browser.close()
     return {"launch": launch, "requests": rows, "medians": medians(rows), "clients": clients}

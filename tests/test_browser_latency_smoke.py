@@ -46,7 +46,8 @@ def test_browser_latency_measures_the_page_and_the_library(tiny_weights, tmp_pat
         assert all(f"seed {r['seed']}" in line for _, line in r["status_lines"])
         assert r["same_image_as_library"] is True  # the page's PNG is the library's image for that request
         assert r["gif_bytes"] > 0 and len(r["canvas_bytes"]) == r["frames"] and min(r["canvas_bytes"]) > 0
-        assert r["library_s"] > 0 and r["library_stream_s"] > 0
+        assert r["library_s"] > 0 and r["library_stream_s"] > 0 and r["library_cpu_s"] > 0
+        assert r["server_cpu_s"] > 0 and r["browser_cpu_s"] > 0
     assert data["medians"]["ready_s"] / data["medians"]["library_s"] == pytest.approx(ratio)
     clients = data["clients"]
     assert clients["clients"] == 2 and clients["all_own_runs_only"] is True
