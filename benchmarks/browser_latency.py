@@ -57,6 +57,9 @@ CLIENT_PROMPTS = ("grinning face", "red heart", "thumbs up sign", "rocket", "pil
 CHROMIUM = os.environ.get("MUSE_CHROMIUM") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]
 VIEWPORT = {"width": 1400, "height": 1000}
+# Playwright checks for the end of a run this often (not at every animation frame: less CPU taken from the
+# page and the server); the times themselves are recorded in the page, so this does not round them.
+POLL_MS = 100
 LAST_FRAME_WAIT_S = 10.0  # after ready, how long to wait for the final pictures to load
 
 # ----- what runs in the page -------------------------------------------------------------------------
@@ -263,9 +266,9 @@ def collect(page, prompt: str, timeout_s: float) -> PageRun:
     """Wait until the clicked run is ready (and its pictures loaded, briefly), then read it."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    page.wait_for_function(READY, timeout=timeout_s * 1000)
+    page.wait_for_function(READY, timeout=timeout_s * 1000, polling=POLL_MS)
     with contextlib.suppress(PlaywrightTimeout):
-        page.wait_for_function(ALL_DRAWN, timeout=LAST_FRAME_WAIT_S * 1000)
+        page.wait_for_function(ALL_DRAWN, timeout=LAST_FRAME_WAIT_S * 1000, polling=POLL_MS)
     record = page.evaluate(RECORD)
     run = page_run(prompt, record)
     for link in record["links"]:
