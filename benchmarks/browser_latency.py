@@ -26,6 +26,10 @@ Generate as the page receives it; probes are installed in the page before the cl
   whether every page only ever showed its own run (its seed in every status line, no picture of another
   page, its PNG named by its seed and equal to the library's image for its prompt and seed).
 
+- CPU seconds per request of the app's process, of the browser (Chromium and Playwright's driver) and of
+  `pipe(...)`: on a busy machine the wall-clock times mostly wait for a core. --threads N sets torch's
+  threads in the library and in the app it starts (default: torch's own choice, as a user runs it).
+
 Writes JSON to benchmarks/results/browser_latency.json (--out); the last line is
 `ratio browser/library: X`, X = median ready time in the page / median `pipe(...)` time.
 """
@@ -217,12 +221,15 @@ def _wait_until_up(proc: subprocess.Popen, url: str, log_path: Path, timeout: fl
 
 
 @contextlib.contextmanager
-def launched_app(weights: Optional[str], log_path: Path, timeout: float) -> Iterator[Server]:
+def launched_app(weights: Optional[str], log_path: Path, timeout: float,
+                 threads: Optional[int] = None) -> Iterator[Server]:
     """`python app.py` on a free 127.0.0.1 port (as tests.harness.running_app starts it), timed from the
-    process start to its first answer; stopped on exit."""
+    process start to its first answer; stopped on exit. `threads`: torch's threads in it (OMP_NUM_THREADS)."""
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     if weights is not None:
         env["MUSE_WEIGHTS"] = str(weights)
     url = f"http://127.0.0.1:{port}/"
@@ -464,12 +471,14 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="untimed requests before the prompts (after the "
                                                          "launch's first request)")
     p.add_argument("--clients", type=int, default=0, help="also N browsers at once (0: skip)")
+    p.add_argument("--threads", type=int, help="torch threads of the library here and of the app it starts "
+                                               "(default: torch's own choice in both, as a user runs it)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds a request may take in the page")
     p.add_argument("--chromium", default=CHROMIUM, help="headless Chromium binary (MUSE_CHROMIUM)")
     p.add_argument("--out", type=Path, default=bc.RESULTS_DIR / "browser_latency.json")
     args = p.parse_args(argv)
-    if args.warmup < 0 or args.clients < 0 or not args.prompts:
-        p.error("--warmup and --clients must be >= 0, and --prompts not empty")
+    if args.warmup < 0 or args.clients < 0 or not args.prompts or (args.threads is not None and args.threads < 1):
+        p.error("--warmup and --clients must be >= 0, --threads >= 1, and --prompts not empty")
     args.weights = args.weights or os.environ.get("MUSE_WEIGHTS") or None
     if args.weights:
         os.environ["MUSE_WEIGHTS"] = args.weights  # the page's defaults are those of these weights
@@ -520,7 +529,7 @@ def server_for(args: argparse.Namespace, tmp: Path) -> Iterator[Server]:
     if args.url:
         yield Server(args.url)
     else:
-        with launched_app(args.weights, tmp / "app.log", timeout=args.timeout) as server:
+        with launched_app(args.weights, tmp / "app.log", timeout=args.timeout, threads=args.threads) as server:
             yield server
 
 
@@ -556,6 +565,7 @@ def measure(args: argparse.Namespace, pipe, errors: list[str]) -> dict[str, Any]
 def main(argv: Optional[list[str]] = None) -> float:
     args = parse_args(argv)
     machine_at_start = bc.machine_info()
+    threads = bc.set_threads(args.threads)
     t0 = time.perf_counter()
     pipe = bc.load_pipeline(args.weights, None, "cpu")
     library_load_s = time.perf_counter() - t0
@@ -567,6 +577,7 @@ def main(argv: Optional[list[str]] = None) -> float:
             "versions": bc.versions(), "weights": args.weights or "shipped weights/", "url": args.url,
             "settings": {k: v for k, v in request_settings("x", 0).items() if k != "seed"},
             "seed": "drawn by the page (randomize seed is on by default); the library reuses it",
+            "library_threads": threads, "app_threads": args.threads or "torch's default",
             "prompts": args.prompts, "warmup": args.warmup, "library_load_s": library_load_s, **figures,
             "page_errors": errors, "ratio_browser_over_library": ratio,
             "targets": {"ratio_browser_over_library": 2.0, "first_preview_s": 0.3, "coalesced": 0,
