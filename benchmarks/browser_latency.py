@@ -11,7 +11,8 @@ Generate as the page receives it; probes are installed in the page before the cl
 - launch (not with --url): from starting `python app.py` to the server answering, to the page loaded
   (opened as soon as the server answers) and to the first request done; the first request is cold and
   is not counted below.
-- per prompt (--prompts, default settings of the page, after --warmup untimed requests):
+- per prompt (--prompts, default settings of the page, after --warmup untimed requests in the page and
+  in the library):
   first preview drawn (the first new canvas picture loaded), last step drawn (the last canvas picture
   loaded while the status still showed a step, not "done"), done (the status starts with "done") and
   ready (done, and the run's PNG listed under Download: the headline figure), the final picture drawn,
@@ -569,6 +570,9 @@ def main(argv: Optional[list[str]] = None) -> float:
     t0 = time.perf_counter()
     pipe = bc.load_pipeline(args.weights, None, "cpu")
     library_load_s = time.perf_counter() - t0
+    for i in range(args.warmup):  # the library's warm-up, as the page's: its first call is cold
+        prompt = args.prompts[i % len(args.prompts)]
+        pipe(prompt, **request_settings(prompt, i))
     errors: list[str] = []
     figures = measure(args, pipe, errors)
     ratio = figures["medians"]["ready_s"] / figures["medians"]["library_s"]
