@@ -17,8 +17,8 @@ never shown as a stack trace.
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
+import importlib.util
 import inspect
 import logging
 import os
@@ -31,11 +31,18 @@ from muse import images, playground
 from muse.playground import CONTROLS, LIMITS, MAX_PROMPT_CHARS, OUTPUTS, REQUEST_SETTINGS
 from muse.settings import shown
 
-try:  # Hugging Face Spaces (ZeroGPU): run the handlers on a GPU; elsewhere a no-op
+# Hugging Face Spaces with ZeroGPU: the decoding handlers run on a GPU that is requested per call, for at
+# most GPU_SECONDS; inputs are checked before one is requested (each event's validator), the model is loaded
+# at start, and torch.compile stays off. Elsewhere `gpu` is a no-op.
+GPU_SECONDS = int(os.environ.get("MUSE_GPU_SECONDS", "60"))
+try:
     import spaces
 
-    gpu: Callable = spaces.GPU
+    ZERO_GPU = True
+    gpu: Callable[[Callable], Callable] = spaces.GPU(duration=GPU_SECONDS)
 except ImportError:
+    ZERO_GPU = False
+
     def gpu(fn: Callable) -> Callable:
         return fn
 
@@ -122,147 +129,210 @@ def open_image(source: Any, what: str = "image") -> Image.Image:
 
 
 def _open_upload(file: Any, what: str) -> Optional[Image.Image]:
-    """A FileData, raw bytes or a data: URL from the browser or the API -> PIL (or None)."""
-    if file is None:
-        return None
+    """An upload as the event sends it (its file data as a dict: the events take their values unprocessed),
+    a PIL image (Python callers), raw bytes or a data: URL -> a checked PIL image (or None)."""
+    if file is None or isinstance(file, Image.Image):  # a PIL image is already decoded (a Python caller's)
+        return file
     if isinstance(file, (bytes, bytearray, memoryview)):
         return open_image(file, what)
-    path, url = getattr(file, "path", None), getattr(file, "url", None)
-    if path:
+    if isinstance(file, dict):
+        path, url = file.get("path"), file.get("url")
+    else:
+        path, url = getattr(file, "path", None), getattr(file, "url", None)
+    if isinstance(path, str) and path:
         return open_image(path, what)
-    if url and url.startswith("data:") and "," in url:
+    if isinstance(url, str) and url.startswith("data:") and "," in url:
         try:
             return open_image(base64.b64decode(url.split(",", 1)[1]), what)
         except (ValueError, TypeError):
             raise UserError(f"The {what} is not valid base64 image data.") from None
-    raise UserError(f"The {what} was not received; upload it again.")
+    raise UserError(f"Expected the {what} as an uploaded file (from the API: handle_file(path)); got {shown(file)}.",
+                    title="Not an image")
 
 
-@contextlib.contextmanager
-def _no_stub_files() -> Iterator[None]:
-    """Gradio's component metaclass writes a `<module>.pyi` stub beside the file of every component
-    class it creates; the subclasses below must not leave an `app.pyi` in the checkout."""
-    try:
-        import gradio.component_meta as meta
-    except ImportError:  # another Gradio layout: nothing to suppress
-        yield
-        return
-    write = getattr(meta, "create_or_modify_pyi", None)
-    if write is None:
-        yield
-        return
-    meta.create_or_modify_pyi = lambda *args, **kwargs: None
-    try:
-        yield
-    finally:
-        meta.create_or_modify_pyi = write
+EDITOR_SHAPE = ("the image and mask as {'background': handle_file(image), 'layers': [handle_file(mask)], "
+                "'composite': None}")
 
 
-def _checked_model(model: type, expected: str) -> type:
-    """A subclass of a component's pydantic data model whose validation failure (an API client sending
-    a number or a bare string where an uploaded file belongs) is a clear message, not Gradio's
-    message-less "the upstream app raised an exception"."""
-    from pydantic import ValidationError
-
-    class Checked(model):  # type: ignore[misc, valid-type]
-        @classmethod
-        def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Any:
-            try:
-                return super().model_validate(obj, *args, **kwargs)
-            except ValidationError:
-                raise UserError(f"Expected {expected}; got {shown(obj)}.", title="Not an image") from None
-
-    Checked.__name__ = Checked.__qualname__ = model.__name__
-    return Checked
-
-
-with _no_stub_files():
-    class ImageInput(gr.Image):
-        """gr.Image that decodes uploads itself: a non-image file becomes a clear gr.Error, big images are
-        reduced before decoding, any mode is accepted. (Template: rendered by Gradio's Image frontend.)"""
-
-        is_template = True
-        data_model = _checked_model(gr.Image.data_model, "an uploaded image file (from the API: handle_file(path))")
-
-        def preprocess(self, payload):
-            return _open_upload(payload, "image")
-
-    class MaskEditor(gr.ImageEditor):
-        """gr.ImageEditor whose value reaches the handler as {"background", "layers", "composite"} PIL
-        images decoded like ImageInput (alpha of the layers kept: it is the painted mask)."""
-
-        is_template = True
-        data_model = _checked_model(gr.ImageEditor.data_model, "the image and mask as {'background': "
-                                    "handle_file(image), 'layers': [handle_file(mask)], 'composite': None}")
-
-        def preprocess(self, payload):
-            if payload is None:
-                return None
-            if payload.id is not None:  # the browser sends the canvas as blobs ahead of the event
-                cached = self.blob_storage.pop(payload.id, None)
-                background = cached.background if cached else None
-                layers = list(cached.layers) if cached else []
-                composite = cached.composite if cached else None
-            else:
-                background, layers, composite = payload.background, payload.layers, payload.composite
-            bg = _open_upload(background, "image")
-            return {"background": bg,
-                    "layers": [im for im in (_open_upload(f, "mask layer") for f in layers or [])
-                               if im is not None],
-                    "composite": _open_upload(composite, "image") if bg is None else None}
-
-    # The values below reach the handler as sent: the handler checks them and names the parameter
-    # (Gradio's own check says only "Value 0 is less than minimum value 1", and fails on NaN).
-    # `is_template` makes Gradio render them with the parent's frontend component.
-    class Slider(gr.Slider):
-        is_template = True
-
-        def preprocess(self, payload):
-            return payload
-
-    class Number(gr.Number):
-        is_template = True
-
-        def preprocess(self, payload):
-            return payload
-
-    class Dropdown(gr.Dropdown):
-        is_template = True
-
-        def preprocess(self, payload):
-            return payload
+def _open_editor(value: Any, editor: Optional[gr.ImageEditor]) -> Optional[dict[str, Any]]:
+    """The image editor's value as the event sends it -> {"background", "layers", "composite"} of checked PIL
+    images (the layers keep their alpha: it is the painted mask). The browser sends the canvas ahead of the
+    event, as blobs kept by the editor under the value's id; the editor's own preprocess reads them."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise UserError(f"Expected {EDITOR_SHAPE}; got {shown(value)}.", title="Not an image")
+    if value.get("id") is not None and editor is not None:
+        try:
+            value = editor.preprocess(editor.data_model.model_validate(value))
+        except gr.Error:
+            raise
+        except Exception:  # a blob the browser sent that PIL cannot read
+            raise UserError("The image in the editor is not a readable image; upload it again.",
+                            title="Not an image") from None
+    layers = value.get("layers") or []
+    if not isinstance(layers, (list, tuple)):
+        raise UserError(f"Expected {EDITOR_SHAPE}; the layers are {shown(layers)}.", title="Not an image")
+    background = _open_upload(value.get("background"), "image")
+    return {"background": background,
+            "layers": [im for im in (_open_upload(f, "mask layer") for f in layers) if im is not None],
+            "composite": _open_upload(value.get("composite"), "image") if background is None else None}
 
 
 # ----- the endpoints ---------------------------------------------------------------------------------
 
+PARAMETER_HELP = {
+    "prompt": "what to draw, e.g. “red heart” or “grinning face” (the shipped model knows emoji names)",
+    "negative_prompt": playground.NEGATIVE_PROMPT_HELP}
+
+
+def parameter_help(name: str, leading_help: Optional[dict[str, str]] = None) -> str:
+    """One API parameter's description: the schema's help and the playground's range (a `_a` / `_b`
+    suffix names a side-by-side column)."""
+    if name in (leading_help or {}):
+        return (leading_help or {})[name]
+    if name in PARAMETER_HELP:
+        return PARAMETER_HELP[name]
+    base, column = (name[:-2], name[-1].upper()) if name[-2:] in ("_a", "_b") else (name, "")
+    setting = playground.control(base)
+    text = setting.help or setting.label
+    if base in LIMITS:
+        lo, hi = LIMITS[base]
+        text += f" ({lo} to {hi})"
+    elif setting.choices:
+        text += " (one of " + ", ".join(map(str, setting.choices)) + ")"
+    return text + (f"; column {column}" if column else "")
+
+
+def _with_args(doc: str, signature: inspect.Signature, leading_help: Optional[dict[str, str]] = None) -> str:
+    """`doc` with an `Args:` section describing every parameter (Gradio's API page and MCP read it)."""
+    lines = [f"    {name}: {parameter_help(name, leading_help)}" for name in signature.parameters]
+    return (doc or "").strip() + "\n\nArgs:\n" + "\n".join(lines) + "\n"
+
+
+def _problem(err: Exception) -> UserError:
+    """A failure inside a request as the message the user sees (unexpected ones logged, never shown)."""
+    if isinstance(err, ValueError):  # the playground's messages, and the library's validation (WeightsError too)
+        return UserError(str(err), title=getattr(err, "title", "Error"))
+    log.exception("request failed")
+    return UserError(f"Something went wrong on the server ({type(err).__name__}); the server log has the details. "
+                     "Try again, perhaps with other settings.", title="Server error")
+
+
 def _endpoint(run: Callable[..., Iterator[playground.Update]], *leading: str, superres: bool = True,
-              signature: Optional[inspect.Signature] = None,
-              outputs: tuple[str, ...] = OUTPUTS) -> Callable[..., Iterator[tuple]]:
+              signature: Optional[inspect.Signature] = None, outputs: tuple[str, ...] = OUTPUTS,
+              image: Optional[Callable[[Any], Any]] = None,
+              leading_help: Optional[dict[str, str]] = None) -> Callable[..., Iterator[tuple]]:
     """The handler of a playground request `run(*leading, settings)`: with an explicit signature (API
     clients see the parameters by name, defaulting to the page's values; `signature` overrides the
-    request endpoints' one), one value per output in `outputs` order (a name the update leaves out is
-    skipped), and problems as gr.Error messages (unexpected failures logged, never shown)."""
+    request endpoints' one) and an `Args:` docstring, `image` decoding the upload the event sends as it
+    came, one value per output in `outputs` order (a name the update leaves out is skipped), and problems
+    as gr.Error messages."""
     signature = signature or playground.endpoint_signature(leading, superres)
 
-    @functools.wraps(run, assigned=("__module__", "__name__", "__qualname__", "__doc__"))
+    @functools.wraps(run, assigned=("__module__", "__name__", "__qualname__"))
     def handler(*args: Any, **kwargs: Any) -> Iterator[tuple]:
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        values = dict(bound.arguments)
+        values = _bound(signature, args, kwargs)
         try:
+            if image is not None:
+                values["image"] = image(values["image"])
             for update in run(*(values.pop(name) for name in leading), values):
                 yield tuple(_shown(update[name]) if name in update else gr.skip() for name in outputs)
         except gr.Error:
             raise
-        except ValueError as err:  # the playground's messages, and the library's validation (WeightsError too)
-            raise UserError(str(err), title=getattr(err, "title", "Error")) from None
         except Exception as err:
-            log.exception("request failed")
-            raise UserError(f"Something went wrong on the server ({type(err).__name__}); the server log has the "
-                            "details. Try again, perhaps with other settings.", title="Server error") from None
+            raise _problem(err) from None
 
     handler.__signature__ = signature  # type: ignore[attr-defined]  (Gradio names the API parameters from it)
+    handler.__doc__ = _with_args(run.__doc__ or "", signature, leading_help)
     return handler
+
+
+def _bound(signature: inspect.Signature, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def _validator(check: Callable[..., Any], *leading: str, signature: inspect.Signature) -> Callable[..., list]:
+    """An event's validator (Gradio runs it before the event is queued, so on ZeroGPU before a GPU is
+    requested): `check(*leading, settings)` raises the request's first problem, shown at its parameter."""
+    names = list(signature.parameters)
+
+    def validate(*args: Any) -> list[dict[str, Any]]:
+        values = _bound(signature, args, {})
+        try:
+            check(*(values.pop(name) for name in leading), values)
+        except ValueError as err:
+            message = str(err)
+            at = next((n for n in names if message.startswith(n + " ")), leading[-1])
+            return [gr.validate(n != at, message if n == at else "") for n in names]
+        return [gr.validate(True, "") for _ in names]
+
+    return validate
+
+
+def _check_upload(image: Any, prompt: Any, values: dict[str, Any]) -> None:
+    if image is None:
+        raise playground.PlaygroundError("Upload an image first.", title="No image")
+    playground.check_request(prompt, values)
+
+
+IMAGE_HELP = {"superres": "the low-resolution image (any size, seen at the base stage's size): an uploaded file, "
+                          "from the API handle_file(path)",
+              "inpaint": f"{EDITOR_SHAPE}; the mask is white (or painted, with alpha) where to regenerate"}
+_PAGE: dict[str, gr.Component] = {}  # components a handler needs (the editor keeps the browser's blobs)
+
+generate = gpu(_endpoint(playground.generate, "prompt"))
+inpaint = gpu(_endpoint(playground.inpaint, "image", "prompt", image=lambda v: _open_editor(v, _PAGE.get("editor")),
+                        leading_help={"image": IMAGE_HELP["inpaint"]}))
+superres = gpu(_endpoint(playground.superres, "image", "prompt", superres=False,
+                         image=lambda v: _open_upload(v, "image"), leading_help={"image": IMAGE_HELP["superres"]}))
+compare = gpu(_endpoint(playground.compare, "prompt", signature=playground.compare_signature(),
+                        outputs=playground.COMPARE_OUTPUTS))
+
+_TOOL = playground.page_defaults()  # the weights' tuned defaults
+
+
+def _tool_request(prompt: Any, seed: Any = 0, steps: Any = _TOOL["timesteps"],
+                  guidance: Any = _TOOL["cond_scale"]) -> playground.Request:
+    values = {**_TOOL, "seed": seed, "randomize_seed": False, "timesteps": steps, "cond_scale": guidance,
+              "num_images": 1, "previews": False}
+    return playground.check_request(prompt, values)
+
+
+@gpu
+def text_to_image(prompt: str, seed: int = 0, steps: int = _TOOL["timesteps"],
+                  guidance: float = _TOOL["cond_scale"]) -> Image.Image:
+    """Draw a small emoji-like picture from a text prompt with the muse model: MaskGIT decoding, a 32 px
+    base stage then a 64 px super-res stage, on this server. Quick (well under a second on a CPU).
+
+    Args:
+        prompt: what to draw, e.g. "red heart", "grinning face" or "rocket" (the shipped model knows emoji names)
+        seed: the random seed, a whole number from 0 to 4294967295; the same seed and settings give the same image
+        steps: decoding steps of each stage, 1 to 64; more are slower and often cleaner
+        guidance: classifier-free guidance scale (cond_scale), 0 to 10; higher follows the prompt more closely
+    Returns:
+        The image (64x64 PNG with the shipped model).
+    """
+    try:
+        request = _tool_request(prompt, seed, steps, guidance)
+        return playground.MODEL.get()(request.prompt, **request.kwargs)[0]
+    except gr.Error:
+        raise
+    except Exception as err:
+        raise _problem(err) from None
+
+
+VALIDATORS = {
+    "generate": _validator(playground.check_request, "prompt", signature=playground.endpoint_signature(("prompt",))),
+    "inpaint": _validator(_check_upload, "image", "prompt",
+                          signature=playground.endpoint_signature(("image", "prompt"))),
+    "superres": _validator(_check_upload, "image", "prompt",
+                           signature=playground.endpoint_signature(("image", "prompt"), superres=False)),
+    "compare": _validator(playground.check_compare, "prompt", signature=playground.compare_signature()),
+    "text_to_image": _validator(lambda prompt, values: _tool_request(prompt, **values), "prompt",
+                                signature=inspect.signature(_tool_request))}
 
 
 def _shown(value: Any) -> Any:
@@ -314,11 +384,6 @@ def _set_speed(speed: Any) -> dict[str, Any]:
 PLAY_LABEL, PAUSE_LABEL = "▶ Play", "⏸ Pause"
 PLAY_OUTPUTS = (*playground.STEP_OUTPUTS, "timer", "playing", "play")
 
-generate = gpu(_endpoint(playground.generate, "prompt"))
-inpaint = gpu(_endpoint(playground.inpaint, "image", "prompt"))
-superres = gpu(_endpoint(playground.superres, "image", "prompt", superres=False))
-compare = gpu(_endpoint(playground.compare, "prompt", signature=playground.compare_signature(),
-                        outputs=playground.COMPARE_OUTPUTS))
 
 
 def schedule_preview(schedule: Any, timesteps: Any, superres: Any = True) -> Any:
@@ -337,11 +402,11 @@ def _control(name: str, value: Any, **layout: Any) -> gr.Component:
     if setting.kind is bool:
         return gr.Checkbox(**common)
     if setting.choices:
-        return Dropdown(list(setting.choices), **common)
+        return gr.Dropdown(list(setting.choices), **common)
     lo, hi = LIMITS[name]
     if setting.step is None:  # the seed: any whole number in range
-        return Number(precision=0, minimum=lo, maximum=hi, **common)
-    return Slider(lo, hi, step=setting.step, **common)
+        return gr.Number(precision=0, minimum=lo, maximum=hi, **common)
+    return gr.Slider(lo, hi, step=setting.step, **common)
 
 
 def build_demo() -> gr.Blocks:
@@ -363,17 +428,18 @@ def build_demo() -> gr.Blocks:
                     with gr.Tab("Inpaint", id="inpaint"):
                         # Uploads become the square the model sees at EDIT_SIZE px, so the brush (sized
                         # in image pixels, adjustable in the editor's toolbar) is 1/8 of the width.
-                        editor = MaskEditor(label="Image: paint over the part to regenerate", type="pil",
+                        editor = gr.ImageEditor(label="Image: paint over the part to regenerate", type="pil",
                                             image_mode="RGBA", sources=["upload", "clipboard"], height=460,
                                             brush=gr.Brush(default_size=playground.BRUSH_RADIUS,
                                                            colors=["#ff2d7a"], color_mode="fixed"),
                                             layers=False, transforms=(), elem_id="editor",
                                             canvas_size=(playground.EDIT_SIZE, playground.EDIT_SIZE), fixed_canvas=True)
+                        _PAGE["editor"] = editor
                         inpaint_prompt = gr.Textbox(label="Prompt for the painted part", placeholder="red heart",
                                                     elem_id="inpaint_prompt", max_length=MAX_PROMPT_CHARS)
                         inpaint_btn = gr.Button("Inpaint", variant="primary", elem_id="inpaint")
                     with gr.Tab("Super-res", id="superres"):
-                        low_res = ImageInput(label="Low-resolution image (any size; seen at 32 px)", type="pil",
+                        low_res = gr.Image(label="Low-resolution image (any size; seen at 32 px)", type="filepath",
                                              image_mode=None, sources=["upload", "clipboard"], height=300,
                                              elem_id="low_res")
                         sr_prompt = gr.Textbox(label="Prompt", placeholder="cat face", elem_id="sr_prompt",
@@ -412,12 +478,12 @@ def build_demo() -> gr.Blocks:
                     step_tokens = gr.Image(label="Fixed at this step", format="png", interactive=False,
                                            elem_id="step_tokens", height=260, buttons=["fullscreen"])
                 with gr.Row(equal_height=True):
-                    scrub = Slider(1, 2, value=1, step=1, label="Step (all stages: base first, then super-res)",
+                    scrub = gr.Slider(1, 2, value=1, step=1, label="Step (all stages: base first, then super-res)",
                                    info="drag to replay the run, during it or after; nothing is decoded again",
                                    elem_id="scrub", scale=4)
                     with gr.Column(scale=2, min_width=170):
                         play = gr.Button(PLAY_LABEL, elem_id="play", size="sm")
-                        speed = Slider(*playground.PLAY_SPEEDS, value=0.8, step=0.1, label="Seconds per step",
+                        speed = gr.Slider(*playground.PLAY_SPEEDS, value=0.8, step=0.1, label="Seconds per step",
                                        elem_id="speed")
                 step_info = gr.Textbox(label="This step", interactive=False, elem_id="step_info", lines=1,
                                        placeholder="what decided the step shown")
@@ -481,14 +547,18 @@ def build_demo() -> gr.Blocks:
                      timeline=timeline, reveal_map=reveal_map, heat_map=heat_map, schedule_plot=schedule_plot,
                      animation=animation, files=files, step_tokens=step_tokens, step_info=step_info, scrub=scrub,
                      replay=replay, timer=timer, playing=playing, play=play)
+        # The events take their inputs as sent (preprocess=False): the handlers check every value and name
+        # the parameter in their messages, and decode uploads themselves (size limits before decoding).
         heavy = dict(outputs=[named[name] for name in OUTPUTS], concurrency_limit=1, concurrency_id="decode",
-                     show_progress="full", show_progress_on=[canvas, status])
+                     show_progress="full", show_progress_on=[canvas, status], preprocess=False)
         settings = [c[name] for name in REQUEST_SETTINGS]
         gen_event = gr.on([generate_btn.click, prompt.submit], generate, inputs=[prompt, *settings],
-                          api_name="generate", **heavy)
+                          api_name="generate", validator=_checks("generate"), **heavy)
         inpaint_event = gr.on([inpaint_btn.click, inpaint_prompt.submit], inpaint,
-                              inputs=[editor, inpaint_prompt, *settings], api_name="inpaint", **heavy)
+                              inputs=[editor, inpaint_prompt, *settings], api_name="inpaint",
+                              validator=_checks("inpaint"), **heavy)
         sr_event = gr.on([sr_btn.click, sr_prompt.submit], superres, api_name="superres", **heavy,
+                         validator=_checks("superres"),
                          inputs=[low_res, sr_prompt, *(s for s in settings if s is not c["superres"])])
         compared = dict(canvas_a=canvas_a, canvas_b=canvas_b, status_a=status_a, status_b=status_b,
                         difference=difference, compare_info=compare_info, compare_seed=cmp_seed)
@@ -498,7 +568,8 @@ def build_demo() -> gr.Blocks:
                                          for name in playground.COMPARE_PARAMETERS]
         compare_event = gr.on([cmp_btn.click, cmp_prompt.submit], compare, inputs=compare_inputs, api_name="compare",
                               outputs=[compared[name] for name in playground.COMPARE_OUTPUTS], concurrency_limit=1,
-                              concurrency_id="decode", show_progress="full", show_progress_on=[canvas_a, canvas_b])
+                              concurrency_id="decode", show_progress="full", show_progress_on=[canvas_a, canvas_b],
+                              preprocess=False, validator=_checks("compare"))
         for col in playground.COLUMNS:  # as on the main settings: the noise acts only with the critic on
             cols[col]["use_critic"].change(lambda on: gr.update(interactive=bool(on)),
                                            inputs=[cols[col]["use_critic"]], outputs=[cols[col]["critic_noise_scale"]],
@@ -506,7 +577,7 @@ def build_demo() -> gr.Blocks:
         stop_btn.click(None, cancels=[gen_event, inpaint_event, sr_event, compare_event], queue=False,
                        api_visibility="private")
         # Replaying a run reads its stored steps: quick, off the decoding queue, so it works during a run.
-        quick = dict(queue=False, show_progress="hidden", api_visibility="private")
+        quick = dict(queue=False, show_progress="hidden", api_visibility="private", preprocess=False)
         scrub.input(_page_event(playground.replay, playground.STEP_OUTPUTS), inputs=[replay, scrub],
                     outputs=[named[name] for name in playground.STEP_OUTPUTS], **quick)
         play.click(_page_event(_toggle_play, ("playing", "timer", "play")), inputs=[replay, playing, speed],
@@ -521,20 +592,62 @@ def build_demo() -> gr.Blocks:
         gr.on([demo.load, c["schedule"].change, c["timesteps"].release, c["superres"].change], schedule_preview,
               inputs=[c["schedule"], c["timesteps"], c["superres"]], outputs=[schedule_plot], queue=False,
               show_progress="hidden", api_visibility="private")
+        # The MCP tool (and a plain API endpoint): text to image in one call, no streaming, no page output.
+        with gr.Group(visible=False):
+            # API clients take a parameter's default from its component's value
+            tool_inputs = [gr.Textbox(label="prompt"), gr.Number(0, label="seed", precision=0),
+                           gr.Number(_TOOL["timesteps"], label="steps", precision=0),
+                           gr.Number(_TOOL["cond_scale"], label="guidance")]
+            tool_image = gr.Image(label="image", format="png")
+            tool_button = gr.Button("text to image")
+        tool_button.click(text_to_image, inputs=tool_inputs, outputs=[tool_image], api_name="text_to_image",
+                          preprocess=False, concurrency_limit=1, concurrency_id="decode",
+                          validator=_checks("text_to_image"))
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     return demo
 
 
+def _checks(endpoint: str) -> Optional[Callable[..., list]]:
+    """The endpoint's validator on ZeroGPU (no GPU is requested for a request that would fail its checks);
+    elsewhere the handler's own checks come first anyway, and the messages stay the handlers' gr.Error."""
+    return VALIDATORS[endpoint] if ZERO_GPU else None
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request otherwise
+
+
 demo = build_demo()  # built at import (cheap, no model); Spaces and `gradio app.py` look for `demo`
+if ZERO_GPU:  # ZeroGPU wants the model in memory before any GPU call; torch.compile does not run there
+    _configure_logging()
+    playground.MODEL.allow_compile = False
+    try:
+        playground.MODEL.get()
+    except playground.PlaygroundError as err:
+        log.warning("the model did not load at start: %s", err)  # each request shows the message
+
+
+def mcp_enabled() -> bool:
+    """The MCP server is on unless MUSE_MCP=0, where Gradio's MCP extra (gradio[mcp]) is installed."""
+    if os.environ.get("MUSE_MCP", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if importlib.util.find_spec("mcp") is None:
+        log.warning("MCP is off: install gradio[mcp] (requirements.txt has it) to serve the text_to_image tool")
+        return False
+    return True
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request otherwise
+    _configure_logging()
+    if not ZERO_GPU:  # (on ZeroGPU it loaded at import)
+        playground.MODEL.load_in_background()  # the page opens meanwhile; a first request waits for it
+    # show_error: the handlers raise only messages written for the user (UserError); what Gradio itself
+    # refuses before a handler runs (an API client's malformed file data) shows its own message.
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                 server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-                theme=_theme(), css=CSS, show_error=False, max_file_size=MAX_FILE_SIZE,
-                footer_links=["api", "gradio"])
+                theme=_theme(), css=CSS, show_error=True, max_file_size=MAX_FILE_SIZE,
+                footer_links=["api", "gradio"], mcp_server=mcp_enabled())
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -100,6 +101,8 @@ class LazyModel:
         self._lock = threading.Lock()
         self._pipe: Optional[MusePipeline] = None
         self._source: Optional[str] = None
+        # MUSE_COMPILE=1 compiles the transformers, except where torch.compile cannot run (ZeroGPU).
+        self.allow_compile = True
 
     @staticmethod
     def source() -> Optional[str]:
@@ -119,7 +122,10 @@ class LazyModel:
                 try:
                     self._pipe = load_pipeline(source)
                     if os.environ.get("MUSE_COMPILE", "").strip() in ("1", "true", "yes"):
-                        self._pipe.compile()  # meant for a GPU: see muse.compiled
+                        if self.allow_compile:
+                            self._pipe.compile()  # meant for a GPU: see muse.compiled
+                        else:
+                            log.info("MUSE_COMPILE is ignored here: torch.compile does not run on ZeroGPU")
                 except WeightsError as err:
                     raise PlaygroundError(f"The model is not available ({where}): {err}. Set MUSE_WEIGHTS to a "
                                           "model folder or a Hugging Face Hub repo id.", title="No model") from None
@@ -131,8 +137,37 @@ class LazyModel:
                 log.info("loaded the model from %s on %s", where, self._pipe.device)
         return self._pipe
 
+    def load_in_background(self) -> threading.Thread:
+        """Start loading the model now, in a thread, so the server can answer (and the page open) meanwhile;
+        a request that comes first waits for it. A failure is logged and retried by the next request."""
+        def load() -> None:
+            try:
+                self.get()
+            except PlaygroundError as err:
+                log.warning("the model did not load at start: %s", err)
+
+        thread = threading.Thread(target=load, name="muse-load-model", daemon=True)
+        thread.start()
+        return thread
+
 
 MODEL = LazyModel()
+
+# Each run's files (final PNG, decoding GIF) go in a folder of their own that outlives the request: on
+# ZeroGPU the generator runs in another worker and may end before Gradio has copied its last files.
+OUTPUT_ROOT = Path(tempfile.gettempdir()) / "muse-outputs"
+OUTPUT_MAX_AGE_S = 3600.0
+
+
+def output_folder(now: Optional[float] = None) -> Path:
+    """A new folder for one run's files; folders older than OUTPUT_MAX_AGE_S are removed first."""
+    OUTPUT_ROOT.mkdir(parents=True, exist_ok=True)
+    now = time.time() if now is None else now
+    for old in OUTPUT_ROOT.iterdir():
+        with contextlib.suppress(OSError):
+            if now - old.stat().st_mtime > OUTPUT_MAX_AGE_S:
+                shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix="run-", dir=OUTPUT_ROOT))
 
 
 def weights_summary() -> PipelineSummary:
@@ -550,7 +585,7 @@ def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic:
     started = time.perf_counter()
     finished = False
     run: Optional[Run] = None
-    with tempfile.TemporaryDirectory(prefix="muse-app-") as tmp, contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
         @stack.callback
         def _report() -> None:  # runs when the stream ends: finished, failed, or closed by a cancel
             if run is not None:
@@ -573,7 +608,7 @@ def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic:
                 run.finished = True
                 if before is not None:
                     befores = [before] * len(step.canvas)
-                yield {**final_update(history, request, has_critic, befores, Path(tmp),
+                yield {**final_update(history, request, has_critic, befores, output_folder(),
                                       time.perf_counter() - started, note, labels),
                        **step_frame(step, len(history), run.planned), "replay": run.key}
                 continue
