@@ -94,6 +94,8 @@ figures further down sum up the whole run."""
 CSS = """
 #canvas img, #prediction img, #timeline img, #before_after img, #step_tokens img, #canvas_a img, #canvas_b img,
 #difference img { image-rendering: pixelated; }
+/* the streamed steps come at half the display size: drawn to fill their frame, pixel for pixel */
+#canvas img, #prediction img { width: 100%; height: 100%; object-fit: contain; }
 .tour p { font-size: 0.9em; }
 #status textarea { font-family: ui-monospace, monospace; }
 .caption p { font-size: 0.85em; opacity: 0.8; margin: 0; }
@@ -385,6 +387,13 @@ PLAY_LABEL, PAUSE_LABEL = "▶ Play", "⏸ Pause"
 PLAY_OUTPUTS = (*playground.STEP_OUTPUTS, "timer", "playing", "play")
 
 
+def _model_status() -> Any:
+    """The status line's placeholder when the page opens: whether the model is still loading (it loads
+    while the server starts; a first request waits for it)."""
+    if playground.MODEL.loaded() is None:
+        return gr.update(placeholder="loading the model… type a prompt meanwhile: the first image waits for it")
+    return gr.update(placeholder="waiting for a prompt")
+
 
 def schedule_preview(schedule: Any, timesteps: Any, superres: Any = True) -> Any:
     """The schedule plot for the current settings (before any run); left alone while one is invalid."""
@@ -550,7 +559,7 @@ def build_demo() -> gr.Blocks:
         # The events take their inputs as sent (preprocess=False): the handlers check every value and name
         # the parameter in their messages, and decode uploads themselves (size limits before decoding).
         heavy = dict(outputs=[named[name] for name in OUTPUTS], concurrency_limit=1, concurrency_id="decode",
-                     show_progress="full", show_progress_on=[canvas, status], preprocess=False)
+                     show_progress="minimal", show_progress_on=[status], preprocess=False)
         settings = [c[name] for name in REQUEST_SETTINGS]
         gen_event = gr.on([generate_btn.click, prompt.submit], generate, inputs=[prompt, *settings],
                           api_name="generate", validator=_checks("generate"), **heavy)
@@ -589,6 +598,7 @@ def build_demo() -> gr.Blocks:
         c["use_critic"].change(lambda on: gr.update(interactive=bool(on)), inputs=[c["use_critic"]],
                                outputs=[c["critic_noise_scale"]], queue=False, show_progress="hidden",
                                api_visibility="private")
+        demo.load(_model_status, outputs=[status], queue=False, show_progress="hidden", api_visibility="private")
         gr.on([demo.load, c["schedule"].change, c["timesteps"].release, c["superres"].change], schedule_preview,
               inputs=[c["schedule"], c["timesteps"], c["superres"]], outputs=[schedule_plot], queue=False,
               show_progress="hidden", api_visibility="private")

@@ -44,6 +44,10 @@ LIMITS: dict[str, tuple[float, float]] = {
     "topk_filter_thres": (0.0, 0.99), "num_images": (1, 4), "seed": (0, 2**32 - 1)}
 MAX_PROMPT_CHARS = 100_000  # longer text is cut here; the encoder then keeps its first max_length tokens
 DISPLAY_SIZE = 256  # each image on the page, nearest-upscaled
+# Each streamed step's canvas and prediction: half the display size, which the page doubles (nearest,
+# CSS), pixel for pixel the picture a DISPLAY_SIZE one would be (token outlines included), at a quarter
+# of the pixels to encode and send for every step.
+STREAM_SIZE = DISPLAY_SIZE // 2
 # The inpainting editor's canvas (every upload is fitted into it), so its brush, sized in canvas pixels,
 # is the same share of every image: a diameter of 1/8 of the width (adjustable in the editor).
 EDIT_SIZE = 256
@@ -137,14 +141,25 @@ class LazyModel:
                 log.info("loaded the model from %s on %s", where, self._pipe.device)
         return self._pipe
 
-    def load_in_background(self) -> threading.Thread:
+    def load_in_background(self, warm_up: bool = True) -> threading.Thread:
         """Start loading the model now, in a thread, so the server can answer (and the page open) meanwhile;
-        a request that comes first waits for it. A failure is logged and retried by the next request."""
+        a request that comes first waits for it. A failure is logged and retried by the next request.
+        `warm_up`: then decode one quick image and draw each picture of a run once, so the first request
+        does not pay for first calls (kernels chosen, fonts and colour maps loaded)."""
         def load() -> None:
             try:
-                self.get()
+                pipe = self.get()
             except PlaygroundError as err:
                 log.warning("the model did not load at start: %s", err)
+                return
+            if warm_up:
+                started = time.perf_counter()
+                with self._lock, torch.inference_mode():
+                    steps = list(pipe.stream("warm up", timesteps=2, seed=0, previews=True))
+                    viz.reveal_order_map(steps), viz.confidence_map(steps), viz.timeline(steps, TIMELINE_SIZE)
+                    step_frame(steps[0], 1, len(steps))
+                    viz.schedule_plot(page_defaults()["schedule"], page_defaults()["timesteps"], token_counts())
+                log.info("warmed up in %.1f s", time.perf_counter() - started)
 
         thread = threading.Thread(target=load, name="muse-load-model", daemon=True)
         thread.start()
@@ -391,8 +406,8 @@ def step_frame(step: DecodeStep, position: int, planned: int) -> Update:
     info = viz.step_summary(step)
     if step.canvas is None:
         info += " · previews were off: no picture of this step"
-    return {"canvas": viz.step_canvas(step, DISPLAY_SIZE) if step.canvas is not None else None,
-            "prediction": viz.step_prediction(step, DISPLAY_SIZE) if step.prediction is not None else None,
+    return {"canvas": viz.step_canvas(step, STREAM_SIZE) if step.canvas is not None else None,
+            "prediction": viz.step_prediction(step, STREAM_SIZE) if step.prediction is not None else None,
             "step_tokens": viz.step_tokens(step, DISPLAY_SIZE)[0], "step_info": info,
             "scrub": StepSlider(position, planned)}
 
@@ -608,9 +623,10 @@ def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic:
                 run.finished = True
                 if before is not None:
                     befores = [before] * len(step.canvas)
-                yield {**final_update(history, request, has_critic, befores, output_folder(),
-                                      time.perf_counter() - started, note, labels),
-                       **step_frame(step, len(history), run.planned), "replay": run.key}
+                # the final canvas and prediction at the display size (the download shows the canvas)
+                yield {**step_frame(step, len(history), run.planned),
+                       **final_update(history, request, has_critic, befores, output_folder(), started, note,
+                                      labels), "replay": run.key}
                 continue
             update: Update = {"status": f"{step.label} · seed {request.seed}{note}",
                               **step_frame(step, len(history), run.planned)}
@@ -624,10 +640,11 @@ def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic:
 
 
 def final_update(history: list[DecodeStep], request: Request, has_critic: bool,
-                 befores: Optional[list[Image.Image]], tmp: Path, elapsed: float, note: str = "",
+                 befores: Optional[list[Image.Image]], tmp: Path, started: float, note: str = "",
                  labels: Labels = ("before", "after")) -> Update:
     """The final images, their files (in `tmp`), before / after (`befores`: one image per result, at the
-    display size, or None) and the pictures of the whole decoding."""
+    display size, or None) and the pictures of the whole decoding; the status gives the time since
+    `started` (perf_counter) with all of them drawn."""
     last, seed = history[-1], request.seed
     final = viz.tile([viz.upscale(im, DISPLAY_SIZE) for im in last.canvas])
     png = tmp / f"muse-{seed}.png"
@@ -641,13 +658,14 @@ def final_update(history: list[DecodeStep], request: Request, has_critic: bool,
     counts: dict[str, int] = {}
     for s in history:
         counts.setdefault(s.stage, s.num_tokens)
-    return {"canvas": final, "prediction": viz.step_prediction(last, DISPLAY_SIZE),
-            "status": f"done in {elapsed:.1f} s · {last.label} · seed {seed}{note}", "seed": seed,
-            "before_after": (viz.caption(viz.tile(befores), labels[0]), viz.caption(final, labels[1]))
-            if befores is not None else None,
-            # labels are drawn under each picture: the gallery's own captions would cover it
-            "timeline": [im for im, _ in viz.timeline(previewed, TIMELINE_SIZE)] if len(previewed) > 1 else [],
-            "reveal_map": viz.reveal_order_map(history),
-            "heat_map": viz.confidence_map(history, critic=has_critic),
-            "schedule_plot": viz.schedule_plot(request.kwargs["schedule"], request.kwargs["timesteps"], counts),
-            "animation": animation, "files": files}
+    update = {"canvas": final, "prediction": viz.step_prediction(last, DISPLAY_SIZE), "seed": seed,
+              "before_after": (viz.caption(viz.tile(befores), labels[0]), viz.caption(final, labels[1]))
+              if befores is not None else None,
+              # labels are drawn under each picture: the gallery's own captions would cover it
+              "timeline": [im for im, _ in viz.timeline(previewed, TIMELINE_SIZE)] if len(previewed) > 1 else [],
+              "reveal_map": viz.reveal_order_map(history),
+              "heat_map": viz.confidence_map(history, critic=has_critic),
+              "schedule_plot": viz.schedule_plot(request.kwargs["schedule"], request.kwargs["timesteps"], counts),
+              "animation": animation, "files": files}
+    update["status"] = f"done in {time.perf_counter() - started:.1f} s · {last.label} · seed {seed}{note}"
+    return update

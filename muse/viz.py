@@ -2,12 +2,13 @@
 
 Nothing here touches a network or a UI: the playground (`app.py`) and the CLI call these on the
 steps that `MusePipeline.stream*` yields. Token grids are upscaled with nearest-neighbour so every
-token stays a crisp block. Plots use matplotlib's object API (no pyplot state, safe in threads).
+token stays a crisp block. The token maps are drawn with PIL and numpy (matplotlib lends its colour
+maps); the schedule plot uses matplotlib's object API (no pyplot state, safe in threads).
 """
 
 from __future__ import annotations
 
-import io
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,15 @@ def highlight_tokens(image: Image.Image, tokens, size: int, color: tuple = HIGHL
     grid = _grid(tokens).astype(bool)
     out = upscale(image.convert("RGB"), size)
     h, w = grid.shape
+    if out.width % w == 0 and out.height % h == 0:  # whole-pixel cells (the usual case): one numpy pass
+        cell_w, cell_h = out.width // w, out.height // h
+        width = width or max(1, round(min(cell_w, cell_h) / 8))
+        ring = np.ones((cell_h, cell_w), dtype=bool)
+        ring[width:cell_h - width, width:cell_w - width] = False
+        outline = np.kron(grid, ring).astype(bool)
+        pixels = np.array(out)
+        pixels[outline] = color
+        return Image.fromarray(pixels)
     cell_w, cell_h = out.width / w, out.height / h
     width = width or max(1, round(min(cell_w, cell_h) / 8))
     draw = ImageDraw.Draw(out)
@@ -182,8 +192,13 @@ def decoding_gif(steps: Sequence["DecodeStep"], path: Union[str, Path], size: in
             durations[i] = max(frame_ms, final_ms // 3)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0,
-                   optimize=False, disposal=1)
+    # One palette for every frame, from the first (the masked grey, the caption) and the last (the image's
+    # colours): quantizing each frame to it is quick, and with a shared palette the writer stores only the
+    # rectangle that changed since the previous frame.
+    palette = tile([frames[0], frames[-1]], columns=2).quantize(colors=255, method=Image.Quantize.MEDIANCUT)
+    indexed = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
+    indexed[0].save(path, format="GIF", save_all=True, append_images=indexed[1:], duration=durations, loop=0,
+                    optimize=False, disposal=1)
     return path
 
 
@@ -293,67 +308,146 @@ def noise_decided(step: "DecodeStep", index: int = 0) -> tuple[int, int]:
     return int((fixed.ravel() & ~noiseless).sum()), int(fixed.sum())
 
 
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure  # lazy: the GIF writer does not need matplotlib
-
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
-
-
-def _to_image(fig) -> Image.Image:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", facecolor="white")
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
+MAP_SIZE = 224  # the side of each token map in the figures, px
+TICK_ROOM, LEGEND_ROOM = 40, 34  # px beside a map's colour bar for its tick labels and its legend
+TEXT_RGB = (20, 20, 20)
+HATCH_RGB = (178, 178, 178)
 
 
-def _map_panel(ax, fig, grid: np.ndarray, cmap, title: str, bar_label: str, discrete: Optional[int] = None,
-               limits: Optional[tuple[float, float]] = None):
-    """One token grid as colours with its colour bar; NaN (known, or no value) grey. `limits` fix the
-    scale (a probability's 0-1), else it spans the values."""
-    from matplotlib import colors
+def _hatched(h: int, w: int) -> np.ndarray:
+    """(h, w, 3) uint8: light grey with diagonal lines, the figures' "no value"."""
+    y, x = np.mgrid[0:h, 0:w]
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    out[:] = [round(255 * c) for c in KNOWN_GRAY]
+    out[(x + y) % 7 == 0] = HATCH_RGB
+    return out
 
-    data = np.ma.masked_invalid(grid)
-    # No value (a known token, or no such quantity at that step): transparent over hatched grey, so no
-    # colour of the scale can be mistaken for it.
-    cmap = cmap.with_extremes(bad=(0.0, 0.0, 0.0, 0.0))
-    ax.set_facecolor(KNOWN_GRAY)
-    ax.patch.set_hatch("///")
-    ax.patch.set_edgecolor((0.7, 0.7, 0.7))
+
+def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """About `count` round values from lo to hi (steps of 1, 2, 2.5 or 5 times a power of ten)."""
+    span = hi - lo
+    if not span > 0:
+        return [lo]
+    raw = span / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw * 0.999)
+    first = math.ceil(lo / step - 1e-9) * step
+    return [round(first + i * step, 10) for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _vertical_text(lines: Sequence[str], font, height: int) -> Image.Image:
+    """Lines of text turned a quarter anticlockwise (a colour bar's legend), centred on `height`."""
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_h = int(font.size * 1.25) if hasattr(font, "size") else 12
+    width = max(int(probe.textlength(line, font=font)) for line in lines) + 4
+    strip = Image.new("RGB", (max(width, height), line_h * len(lines) + 2), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for i, line in enumerate(lines):
+        x = (strip.width - probe.textlength(line, font=font)) / 2
+        draw.text((x, i * line_h), line, fill=TEXT_RGB, font=font)
+    return strip.rotate(90, expand=True)
+
+
+def _map_panel(grid: np.ndarray, cmap: str, title: str, bar_label: str, discrete: Optional[int] = None,
+               limits: Optional[tuple[float, float]] = None) -> Image.Image:
+    """One token grid as colours (nearest blocks, MAP_SIZE px), its title above and its colour bar with
+    ticks and legend beside it; NaN (known, or no value) hatched grey, so no colour of the scale can be
+    mistaken for it. `discrete`: values 1..discrete, one colour each; `limits` fix the scale (a
+    probability's 0-1), else it spans the values. Drawn with PIL and numpy alone (matplotlib only lends
+    its colour maps): the playground draws these at the end of every run."""
+    from matplotlib import colormaps
+
+    colour_map = colormaps[cmap]
+    h, w = grid.shape
+    finite = np.isfinite(grid)
     if discrete:
-        norm = colors.BoundaryNorm(np.arange(0.5, discrete + 1.5), cmap.N)
-    elif limits is not None:
-        norm = colors.Normalize(*limits)
-    else:
-        finite = grid[np.isfinite(grid)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        norm = colors.Normalize(lo, hi if hi > lo else lo + 1e-6)
-    image = ax.imshow(data, cmap=cmap, norm=norm, interpolation="nearest")
-    ax.set_title(title, fontsize=9)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    bar = fig.colorbar(image, ax=ax, shrink=0.85)
-    bar.set_label(bar_label, fontsize=9)
-    if discrete:
+        palette = (np.asarray(colour_map(np.linspace(0, 1, discrete)))[:, :3] * 255).round().astype(np.uint8)
+        cells = palette[np.clip(np.nan_to_num(grid, nan=1.0).round().astype(int) - 1, 0, discrete - 1)]
+        lo, hi = 0.5, discrete + 0.5
         ticks = list(range(1, discrete + 1)) if discrete <= 12 else \
             sorted({1, discrete, *range(0, discrete + 1, max(1, discrete // 6))} - {0})
-        bar.set_ticks(ticks)
-    bar.ax.tick_params(labelsize=8)
+    else:
+        if limits is not None:
+            lo, hi = limits
+        else:
+            values = grid[finite]
+            lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+        hi = hi if hi > lo else lo + 1e-6
+        t = np.clip((np.nan_to_num(grid, nan=lo) - lo) / (hi - lo), 0.0, 1.0)
+        cells = (np.asarray(colour_map(t))[..., :3] * 255).round().astype(np.uint8)
+        ticks = _nice_ticks(lo, hi)
+    cell = max(1, MAP_SIZE // max(h, w))
+    side_h, side_w = h * cell, w * cell
+    blocks = np.repeat(np.repeat(cells, cell, axis=0), cell, axis=1)
+    known = np.repeat(np.repeat(finite, cell, axis=0), cell, axis=1)
+    picture = Image.fromarray(np.where(known[..., None], blocks, _hatched(side_h, side_w)))
+
+    font, small = _font(13), _font(11)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    title_lines = title.split("\n")
+    line_h, pad, bar_w, gap = 16, 8, 14, 10
+    top = pad + line_h * len(title_lines) + 4
+    labels = [f"{v:g}" for v in ticks]
+    # fixed room for the tick labels and a two-line legend: panels of one size line up in a sheet
+    tick_w = max([TICK_ROOM] + [int(probe.textlength(text, font=small)) for text in labels])
+    legend = _vertical_text(bar_label.split("\n"), small, side_h)
+    width = pad + side_w + gap + bar_w + 4 + tick_w + 6 + max(LEGEND_ROOM, legend.width) + pad
+    out = Image.new("RGB", (max(width, int(max(probe.textlength(x, font=font) for x in title_lines)) + 2 * pad),
+                            top + side_h + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(out)
+    for i, line in enumerate(title_lines):
+        draw.text((pad + (side_w - probe.textlength(line, font=font)) / 2, pad + i * line_h), line,
+                  fill=TEXT_RGB, font=font)
+    out.paste(picture, (pad, top))
+    draw.rectangle((pad - 1, top - 1, pad + side_w, top + side_h), outline=TEXT_RGB)
+    # the colour bar, highest value at the top
+    bar_h = round(side_h * 0.9)
+    bx, by = pad + side_w + gap, top + (side_h - bar_h) // 2
+    rows = np.linspace(hi, lo, bar_h)
+    if discrete:
+        ramp = palette[np.clip(np.floor(rows - 0.5).astype(int), 0, discrete - 1)]
+    else:
+        ramp = (np.asarray(colour_map((rows - lo) / (hi - lo)))[:, :3] * 255).round().astype(np.uint8)
+    out.paste(Image.fromarray(np.repeat(ramp[:, None], bar_w, axis=1)), (bx, by))
+    draw.rectangle((bx - 1, by - 1, bx + bar_w, by + bar_h), outline=TEXT_RGB)
+    for value, text in zip(ticks, labels):
+        y = by + (hi - value) / (hi - lo) * bar_h
+        draw.line((bx + bar_w, y, bx + bar_w + 3, y), fill=TEXT_RGB)
+        _text_middle_left(draw, (bx + bar_w + 5, round(y)), text, small)
+    out.paste(legend, (bx + bar_w + 4 + tick_w + 6, top + (side_h - legend.height) // 2))
+    return out
+
+
+def _sheet(rows: Sequence[Sequence[Image.Image]], footer: str = "") -> Image.Image:
+    """Panels in a grid (each cell as wide and tall as its column's and row's largest), `footer` below."""
+    widths = [max(row[c].width for row in rows) for c in range(len(rows[0]))]
+    heights = [max(im.height for im in row) for row in rows]
+    font = _font(11)
+    foot = 18 if footer else 0
+    out = Image.new("RGB", (sum(widths), sum(heights) + foot), (255, 255, 255))
+    y = 0
+    for row, height in zip(rows, heights):
+        x = 0
+        for im, width in zip(row, widths):
+            out.paste(im, (x, y))
+            x += width
+        y += height
+    if footer:
+        draw = ImageDraw.Draw(out)
+        _text_middle_left(draw, ((out.width - int(draw.textlength(footer, font=font))) // 2, y + foot // 2),
+                          footer, font)
+    return out
 
 
 def reveal_order_map(steps: Sequence["DecodeStep"], index: int = 0) -> Image.Image:
-    """Which step fixed each token, one coloured panel per stage with a colour bar; grey = known."""
-    from matplotlib import colormaps
-
+    """Which step fixed each token, one coloured panel per stage with a colour bar; hatched = known."""
     orders = reveal_order(steps, index)
     stages = _stages(steps)
-    fig = _figure(3.4 * len(orders), 3.0)
-    axes = fig.subplots(1, len(orders), squeeze=False)[0]
-    for ax, (stage, order) in zip(axes, orders.items()):
-        total = stages[stage][-1].total
-        grid = np.where(order > 0, order, np.nan).astype(np.float64)
-        _map_panel(ax, fig, grid, colormaps["viridis"], f"{STAGE_NAMES.get(stage, stage)}: reveal order",
-                   "step that fixed the token", discrete=total)
-    return _to_image(fig)
+    panels = [_map_panel(np.where(order > 0, order, np.nan).astype(np.float64), "viridis",
+                         f"{STAGE_NAMES.get(stage, stage)}: reveal order", "step that fixed the token",
+                         discrete=stages[stage][-1].total)
+              for stage, order in orders.items()]
+    return _sheet([panels])
 
 
 PROBABILITY_LABEL = "model's p(sampled token), 0-1"
@@ -395,17 +489,11 @@ def confidence_panels(steps: Sequence["DecodeStep"], index: int = 0, critic: Opt
 def confidence_map(steps: Sequence["DecodeStep"], index: int = 0, critic: Optional[bool] = None) -> Image.Image:
     """`confidence_panels` as one figure, a column per stage; the noise panel says how many of the
     ranked choices its noise made (`noise_decided`)."""
-    from matplotlib import colormaps
-
     stages = _stages(steps)
     panels = confidence_panels(steps, index, critic)
     critic = len(panels) == 3
-    fig = _figure(3.6 * len(stages), 2.9 * len(panels) + 0.3)
-    fig.supxlabel("hatched: no value (a known token" + ("; for the critic, a token fixed at the last step, "
-                                                         "which keeps all the rest unranked)" if critic else ")"),
-                  fontsize=8)
-    axes = fig.subplots(len(panels), len(stages), squeeze=False)
-    for c, (stage, rows_of_stage) in enumerate(stages.items()):
+    rows: list[list[Image.Image]] = [[] for _ in panels]
+    for stage, rows_of_stage in stages.items():
         name = STAGE_NAMES.get(stage, stage)
         chosen = [noise_decided(s, index) for s in rows_of_stage]
         decided = sum(d for d, _ in chosen)
@@ -417,8 +505,9 @@ def confidence_map(steps: Sequence["DecodeStep"], index: int = 0, critic: Option
                 m = float(np.abs(finite).max()) if finite.size else 0.0
                 limits = (-m, m) if m > 0 else (-1.0, 1.0)
                 title += f"\n(noise chose {decided} of {ranked} ranked tokens)"
-            _map_panel(axes[r][c], fig, panel.grids[stage], colormaps[panel.cmap], title, panel.label, limits=limits)
-    return _to_image(fig)
+            rows[r].append(_map_panel(panel.grids[stage], panel.cmap, title, panel.label, limits=limits))
+    return _sheet(rows, "hatched: no value (a known token" + ("; for the critic, a token fixed at the last step, "
+                                                              "which keeps all the rest unranked)" if critic else ")"))
 
 
 MASKED_RGB = (110, 110, 110)  # still masked after the step
@@ -448,18 +537,30 @@ def step_tokens(step: "DecodeStep", size: int = 256, index: int = 0) -> tuple[Im
         shown = fixed & np.isfinite(values)
         rgb[shown] = (np.asarray(cmap(np.clip(values[shown], 0.0, 1.0)))[:, :3] * 255).round().astype(np.uint8)
     grid = highlight_tokens(Image.fromarray(rgb), fixed, size)
-    bar_h, pad = max(36, size // 6), 6
-    out = Image.new("RGB", (grid.width, grid.height + bar_h), (255, 255, 255))
+    bar = _probability_bar(grid.width, max(36, size // 6), critic is not None)
+    out = Image.new("RGB", (grid.width, grid.height + bar.height), (255, 255, 255))
     out.paste(grid, (0, 0))
-    ramp = (np.asarray(cmap(np.linspace(0, 1, grid.width - 2 * pad)))[:, :3] * 255).astype(np.uint8)
-    out.paste(Image.fromarray(np.repeat(ramp[None], bar_h // 3, axis=0)), (pad, grid.height + 3))
-    draw, font = ImageDraw.Draw(out), _font(max(9, bar_h // 3))
-    y = grid.height + 3 + bar_h // 3 + (bar_h - bar_h // 3) // 2
+    out.paste(bar, (0, grid.height))
+    return out, name
+
+
+@functools.lru_cache(maxsize=8)
+def _probability_bar(width: int, height: int, critic: bool) -> Image.Image:
+    """step_tokens' 0-1 colour bar and its legend (the same for every step: drawn once)."""
+    from matplotlib import colormaps
+
+    pad = 6
+    out = Image.new("RGB", (width, height), (255, 255, 255))
+    cmap = colormaps["viridis" if critic else "magma"]
+    ramp = (np.asarray(cmap(np.linspace(0, 1, width - 2 * pad)))[:, :3] * 255).astype(np.uint8)
+    out.paste(Image.fromarray(np.repeat(ramp[None], height // 3, axis=0)), (pad, 3))
+    draw, font = ImageDraw.Draw(out), _font(max(9, height // 3))
+    y = 3 + height // 3 + (height - height // 3) // 2
     _text_middle_left(draw, (pad, y), "0", font)
     _text_middle_left(draw, (out.width - pad - draw.textlength("1", font=font), y), "1", font)
-    text = "critic's P(right)" if critic is not None else "model's p(token)"
+    text = "critic's P(right)" if critic else "model's p(token)"
     _text_middle_left(draw, ((out.width - draw.textlength(text, font=font)) // 2, y), text, font)
-    return out, name
+    return out
 
 
 def step_summary(step: "DecodeStep", index: int = 0) -> str:
@@ -548,14 +649,40 @@ def difference_map(a: Sequence["DecodeStep"], b: Sequence["DecodeStep"], size: i
     return sheet
 
 
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure  # lazy: only the schedule plot is drawn with matplotlib
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained", facecolor="white")
+
+
+def _to_image(fig) -> Image.Image:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # straight from the renderer's buffer: no PNG written and read back
+    return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
+
+
 def schedule_plot(schedule: ScheduleLike, timesteps: int,
                   token_counts: Union[Sequence[int], dict[str, int]] = (64, 256),
                   title: Optional[str] = None) -> Image.Image:
-    """Masked tokens after each step for `schedule` and `timesteps`, one line per stage's token count."""
-    if isinstance(token_counts, dict):
-        items = [(f"{STAGE_NAMES.get(k, k)} ({n} tokens)", n) for k, n in token_counts.items()]
-    else:
-        items = [(f"{n} tokens", n) for n in token_counts]
+    """Masked tokens after each step for `schedule` and `timesteps`, one line per stage's token count.
+    A named schedule's plot is drawn once per setting (the playground shows it before and after every run)."""
+    counts = tuple(token_counts.items()) if isinstance(token_counts, dict) else tuple(token_counts)
+    if isinstance(schedule, str):
+        return _schedule_plot(schedule, timesteps, counts, title).copy()
+    return _draw_schedule_plot(schedule, timesteps, counts, title)
+
+
+@functools.lru_cache(maxsize=64)
+def _schedule_plot(schedule: str, timesteps: int, token_counts: tuple, title: Optional[str]) -> Image.Image:
+    return _draw_schedule_plot(schedule, timesteps, token_counts, title)
+
+
+def _draw_schedule_plot(schedule: ScheduleLike, timesteps: int, token_counts: tuple,
+                        title: Optional[str]) -> Image.Image:
+    items = [(f"{STAGE_NAMES.get(k[0], k[0])} ({k[1]} tokens)", k[1]) if isinstance(k, tuple) else (f"{k} tokens", k)
+             for k in token_counts]
     fig = _figure(4.6, 3.0)
     ax = fig.subplots()
     name = schedule if isinstance(schedule, str) else getattr(schedule, "__name__", "custom")

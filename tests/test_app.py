@@ -127,7 +127,8 @@ def test_generate_yields_one_update_per_step_per_stage(app):
     expected = [f"{stage} {i}/4" for stage in ("base", "superres") for i in range(1, 5)]
     for u, label in zip(ups, expected):
         assert label in u["status"]
-        assert isinstance(u["canvas"], Image.Image) and u["canvas"].size == (playground.DISPLAY_SIZE,) * 2
+        size = playground.DISPLAY_SIZE if u is ups[-1] else playground.STREAM_SIZE  # the page doubles a step's
+        assert isinstance(u["canvas"], Image.Image) and u["canvas"].size == (size, size)
         assert isinstance(u["prediction"], Image.Image)
     assert "base 1/4 · " in ups[0]["status"] and "of 64 tokens fixed" in ups[0]["status"]
     # the first update clears the previous run's pictures; later ones leave them alone

@@ -186,6 +186,18 @@ def classify(call: Callable[[], Any]) -> tuple[str, str]:
     return "ok", status[:120]
 
 
+# Gradio checks an upload's file data against the component's model before any handler runs; a payload of
+# another shape is refused there with pydantic's message, and Gradio logs its own traceback for it.
+PAYLOAD_REFUSED = re.compile(r"^pydantic_core\._pydantic_core\.ValidationError: \d+ validation errors? for "
+                             r"(ImageData|EditorData|FileData)$", re.M)
+
+
+def _tracebacks(log: str) -> dict[str, int]:
+    """Tracebacks in the server log: Gradio's refusals of malformed file data, and every other one."""
+    total, refused = log.count("Traceback"), len(PAYLOAD_REFUSED.findall(log))
+    return {"server_tracebacks": total - refused, "payloads_refused_by_gradio": refused}
+
+
 def _non_finite(value: Any) -> bool:
     return isinstance(value, float) and not math.isfinite(value)
 
@@ -255,7 +267,7 @@ def run_fuzz(url: str, cases: list[Case], log_path: Optional[Path] = None) -> di
     log = log_path.read_text(errors="replace") if log_path else ""
     return {"requests": len(cases), **counts, "sent_as_raw_json_with_nan_or_infinity": raw,
             "failures": failures[:50], "seconds": time.perf_counter() - started,
-            "normal_request_after": after, "server_tracebacks": log.count("Traceback"),
+            "normal_request_after": after, **_tracebacks(log),
             "unexpected_errors_logged": log.count("request failed"),
             "distinct_error_messages": len(messages),
             "top_error_messages": sorted(messages.items(), key=lambda kv: -kv[1])[:12]}
