@@ -406,8 +406,9 @@ def step_frame(step: DecodeStep, position: int, planned: int) -> Update:
     info = viz.step_summary(step)
     if step.canvas is None:
         info += " · previews were off: no picture of this step"
-    return {"canvas": viz.step_canvas(step, STREAM_SIZE) if step.canvas is not None else None,
-            "prediction": viz.step_prediction(step, STREAM_SIZE) if step.prediction is not None else None,
+    size = DISPLAY_SIZE if step.is_final else STREAM_SIZE  # the run's result at the size it is kept at
+    return {"canvas": viz.step_canvas(step, size) if step.canvas is not None else None,
+            "prediction": viz.step_prediction(step, size) if step.prediction is not None else None,
             "step_tokens": viz.step_tokens(step, DISPLAY_SIZE)[0], "step_info": info,
             "scrub": StepSlider(position, planned)}
 
