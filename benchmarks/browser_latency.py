@@ -46,7 +46,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -54,7 +53,7 @@ from typing import Any, Iterator, Optional, Sequence
 if __package__ in (None, ""):  # run as a file: the repository root, for `benchmarks` and `tests` as packages
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import bench_common as bc  # noqa: E402
-from tests.harness.live_app import free_port  # noqa: E402
+from tests.harness.live_app import running_app  # noqa: E402
 
 DEFAULT_PROMPTS = ("red heart", "grinning face", "cat face", "rocket", "pizza")
 CLIENT_PROMPTS = ("grinning face", "red heart", "thumbs up sign", "rocket", "pile of poo", "cat face",
@@ -205,49 +204,16 @@ class Server:
     pid: Optional[int] = None  # the app's process (None: --url)
 
 
-def _wait_until_up(proc: subprocess.Popen, url: str, log_path: Path, timeout: float) -> None:
-    """Return as soon as `url` answers 200 (polled every 50 ms); raise with the log's tail if the app exits
-    or stays silent."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"app.py did not answer on {url}:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.05)
-
-
 @contextlib.contextmanager
 def launched_app(weights: Optional[str], log_path: Path, timeout: float,
                  threads: Optional[int] = None) -> Iterator[Server]:
-    """`python app.py` on a free 127.0.0.1 port (as tests.harness.running_app starts it), timed from the
-    process start to its first answer; stopped on exit. `threads`: torch's threads in it (OMP_NUM_THREADS)."""
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    if threads is not None:
-        env["OMP_NUM_THREADS"] = str(threads)
-    if weights is not None:
-        env["MUSE_WEIGHTS"] = str(weights)
-    url = f"http://127.0.0.1:{port}/"
-    with open(log_path, "wb") as log:
-        started = time.time()
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=bc.REPO_ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-        try:
-            _wait_until_up(proc, url, log_path, timeout)
-            yield Server(url, started, time.time(), log_path, proc.pid)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    """`python app.py` on a free 127.0.0.1 port (tests.harness.running_app), timed from the process start
+    to its first answer (asked every 50 ms); stopped on exit. `threads`: torch's threads in it
+    (OMP_NUM_THREADS)."""
+    env = {"OMP_NUM_THREADS": str(threads)} if threads is not None else {}
+    with running_app(Path(weights) if weights is not None else None, log_path, timeout, env=env,
+                     poll_s=0.05) as live:
+        yield Server(live.url, live.started, live.up, live.log_path, live.pid)
 
 
 def open_page(browser, url: str, errors: list[str]):

@@ -7,17 +7,16 @@ Install it with `apt-get install -y chromium` (and `fonts-noto-color-emoji` for 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from muse.settings import SCHEMA
 from tests.harness import running_app
+from tests.harness.chromium import chromium_or_skip
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = os.environ.get("MUSE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOT_DIR = os.environ.get("MUSE_SCREENSHOTS")  # keep the screenshots somewhere to look at them
 
 # Records every new src of the canvas image, with the step label shown at that moment.
@@ -34,15 +33,6 @@ WATCH_CANVAS = """() => {
                                                        attributeFilter: ['src']});
 }"""
 STATUS_DONE = "() => (document.querySelector('#status textarea') || {}).value?.startsWith('done')"
-
-
-def chromium_or_skip() -> str:
-    if Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK):
-        return CHROMIUM
-    message = f"headless Chromium not found at {CHROMIUM} (apt-get install -y chromium)"
-    if os.environ.get("CI"):
-        pytest.fail(message + "; CI must run the browser test")
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")

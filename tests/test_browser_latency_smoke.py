@@ -4,25 +4,12 @@ two prompts and two clients at once. No timing is asserted: speed lives in bench
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from pathlib import Path
 
 import pytest
 
+from tests.harness.chromium import chromium_or_skip
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-CHROMIUM = os.environ.get("MUSE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-
-
-def chromium_or_skip() -> str:
-    """As tests/test_browser.py: skipped outside CI when the browser is missing, a failure in CI."""
-    if Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK):
-        return CHROMIUM
-    message = f"headless Chromium not found at {CHROMIUM} (apt-get install -y chromium)"
-    if os.environ.get("CI"):
-        pytest.fail(message + "; CI must run the browser test")
-    pytest.skip(message)
 
 
 def test_browser_latency_measures_the_page_and_the_library(tiny_weights, tmp_path, capsys):
