@@ -91,8 +91,9 @@ def summary(report: dict[str, Any]) -> str:
     if "fuzz" in report:
         f = report["fuzz"]
         lines.append(f"fuzz: {f['requests']} requests ({f['sent_as_raw_json_with_nan_or_infinity']} as raw JSON with "
-                     f"NaN/Infinity), {f['ok']} ok, {f['clear']} clear errors, {f['failure']} failures; "
-                     f"server tracebacks {f['server_tracebacks']}")
+                     f"NaN/Infinity), {f['ok']} ok, {f['clear']} clear errors, {f['refused_by_gradio']} malformed "
+                     f"file data refused by Gradio, {f['failure']} failures; server tracebacks "
+                     f"{f['server_tracebacks']} (and Gradio's own for the refused: {f['payloads_refused_by_gradio']})")
     if "load" in report:
         load = report["load"]
         lines.append(f"load: {load['completed']}/{load['clients']} clients completed, own images "

@@ -6,6 +6,8 @@ tests/test_robustness.py asserts on them (tiny model) and benchmarks/robustness.
 Outcomes of a fuzzed request:
   ok          a result: status "done ...", a PNG canvas
   clear       a gr.Error message written for the user
+  refused_by_gradio  file data of the wrong shape (a number where an upload belongs), refused by Gradio
+              itself before any handler runs, with pydantic's message (the app uses public APIs only)
   queue_full  Gradio's "Queue is full" (only under load)
   failure     anything else: a traceback or Python detail in the message, the generic "Server error"
               of an unexpected exception, Gradio's message-less error, a dropped connection
@@ -167,6 +169,8 @@ def classify(call: Callable[[], Any]) -> tuple[str, str]:
         out = call()
     except AppError as err:
         text = str(err)
+        if REFUSED_MESSAGE.match(text):
+            return "refused_by_gradio", text[:200]
         if not text.strip() or UNCLEAR.search(text):
             return "failure", text[:300]
         return "clear", text[:200]
@@ -188,6 +192,7 @@ def classify(call: Callable[[], Any]) -> tuple[str, str]:
 
 # Gradio checks an upload's file data against the component's model before any handler runs; a payload of
 # another shape is refused there with pydantic's message, and Gradio logs its own traceback for it.
+REFUSED_MESSAGE = re.compile(r"\d+ validation errors? for (ImageData|EditorData|FileData)\b")
 PAYLOAD_REFUSED = re.compile(r"^pydantic_core\._pydantic_core\.ValidationError: \d+ validation errors? for "
                              r"(ImageData|EditorData|FileData)$", re.M)
 
@@ -247,7 +252,7 @@ def run_fuzz(url: str, cases: list[Case], log_path: Optional[Path] = None) -> di
     client = Client(url, verbose=False, analytics_enabled=False)
     order = [p["parameter_name"] for p in
              client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]]
-    counts: dict[str, int] = {"ok": 0, "clear": 0, "queue_full": 0, "failure": 0}
+    counts: dict[str, int] = {"ok": 0, "clear": 0, "refused_by_gradio": 0, "queue_full": 0, "failure": 0}
     failures, messages = [], {}
     raw = 0
     started = time.perf_counter()
