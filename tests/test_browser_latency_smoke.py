@@ -18,6 +18,9 @@ def test_browser_latency_measures_the_page_and_the_library(tiny_weights, tmp_pat
     out = tmp_path / "browser_latency.json"
     ratio = browser_latency.main(["--weights", str(tiny_weights), "--prompts", "red heart", "cat face",
                                   "--warmup", "0", "--clients", "2", "--chromium", chromium_or_skip(),
+                                  # one torch thread on both sides: float sums in the same order, so the same
+                                  # tokens (an earlier test may have left this process at another count)
+                                  "--threads", "1",
                                   "--timeout", "240", "--out", str(out)])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == f"ratio browser/library: {ratio:.2f}" and ratio > 0
