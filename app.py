@@ -2,13 +2,16 @@
 
     python app.py    # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override)
 
-The model comes from MUSE_WEIGHTS (a folder or a Hub repo id; unset = the shipped `weights/`),
-loaded on the first request, never at import; MUSE_COMPILE=1 compiles its transformers (meant for a
-GPU). Four streamed endpoints share one worker: `/generate` (text to image), `/inpaint` and
-`/superres`, with parameters named like `MusePipeline.stream`, and `/compare` (side by side: the same
-prompt and seed under two columns of settings, named like the Python API's with a `_a` / `_b` suffix).
-The step slider and Play replay a run from the steps it produced (`muse.playground.REPLAYS`). This file is the page only: its
-components, upload adapters and layout. Checking a request and streaming it as page updates keyed by
+The model comes from MUSE_WEIGHTS (a folder or a Hub repo id; unset = the shipped `weights/`). It
+loads (and warms up) in the background while `main()` starts the server, never at a plain import
+except on ZeroGPU, where it loads at import; MUSE_COMPILE=1 compiles its transformers (meant for a
+GPU; ignored on ZeroGPU). Four streamed endpoints share one worker: `/generate` (text to image),
+`/inpaint` and `/superres`, with parameters named like `MusePipeline.stream`, and `/compare` (side by
+side: the same prompt and seed under two columns of settings, named like the Python API's with a `_a`
+/ `_b` suffix); `/text_to_image` returns one image without streaming and is the MCP tool (the MCP
+server is on unless MUSE_MCP=0). The step slider and Play replay a run from the steps it produced
+(`muse.playground.REPLAYS`). This file is the page only: its components, upload decoding and layout,
+with Gradio's public APIs only. Checking a request and streaming it as page updates keyed by
 output name is `muse.playground`'s; every setting's label, help, range and default comes from the one
 schema (`muse.settings`). Problems come back as `gr.Error` messages; server-side failures are logged,
 never shown as a stack trace.
