@@ -169,10 +169,57 @@ class GenerationSettings(SamplerSettings):
 
 SCHEMA: dict[str, Setting] = _schema_of(GenerationSettings)
 
+# The sampler rules a model may be decoded by (`muse.sampler_rules.SAMPLER_RULES`, which imports this module).
+SAMPLERS = ("muse", "amused")
+MAX_MICRO = 8192  # pixels: the largest size or crop offset aMUSEd's micro-conditioning is told
+
+
+@dataclass(frozen=True)
+class AmusedSettings:
+    """aMUSEd's settings beyond the common ones: its sampler preset and its micro-conditioning (what the
+    model is told of the training image it should resemble). `muse.amused.AmusedOptions` checks its
+    options with these; the playground builds its controls from them for models that take them."""
+
+    sampler: str = setting("amused", choices=SAMPLERS, label="Sampler",
+                           help="amused: aMUSEd's own rules, draw for draw (the images of diffusers' AmusedPipeline); "
+                                "muse: our MaskGIT sampler (annealed temperature, top-k, Gumbel keep noise). "
+                                "Under amused the temperature is a plain softmax temperature, not annealed")
+    aesthetic_score: float = setting(6.0, lo=0, hi=10, step=0.1, label="Aesthetic score",
+                                     help="micro-conditioning: the LAION aesthetic score (0-10) the model is told "
+                                          "the image has; aMUSEd's default is 6")
+    micro_width: Optional[int] = setting(None, kind=int, lo=0, hi=MAX_MICRO, optional=True, label="Original width",
+                                         help="micro-conditioning: the width in pixels the model is told the "
+                                              "original image had; aMUSEd's default is the output size")
+    micro_height: Optional[int] = setting(None, kind=int, lo=0, hi=MAX_MICRO, optional=True, label="Original height",
+                                          help="micro-conditioning: the height in pixels the model is told the "
+                                               "original image had; aMUSEd's default is the output size")
+    crop_top: int = setting(0, lo=0, hi=MAX_MICRO, label="Crop top",
+                            help="micro-conditioning: the top of the crop the model is told the image was cut "
+                                 "from, in pixels; aMUSEd's default 0 (uncropped)")
+    crop_left: int = setting(0, lo=0, hi=MAX_MICRO, label="Crop left",
+                             help="micro-conditioning: the left of the crop the model is told the image was cut "
+                                  "from, in pixels; aMUSEd's default 0 (uncropped)")
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        if (self.micro_width is None) != (self.micro_height is None):
+            raise SettingError(f"micro_width and micro_height go together: give both or neither (neither: the "
+                               f"output size), got {self.micro_width} and {self.micro_height}.")
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of an aMUSEd pipeline's requests (`muse.amused.AmusedOptions`)."""
+        size = None if self.micro_width is None else (self.micro_width, self.micro_height)
+        return {"sampler": self.sampler, "aesthetic_score": self.aesthetic_score,
+                "crop_coord": (self.crop_top, self.crop_left), "micro_size": size}
+
+
+AMUSED_SCHEMA: dict[str, Setting] = _schema_of(AmusedSettings)
+
 
 def known_settings(values: dict[str, Any]) -> dict[str, Any]:
     """The entries of `values` that name a setting (a weights folder's tuned defaults may hold others)."""
     return {k: v for k, v in values.items() if k in SCHEMA}
 
 
-__all__ = ["Setting", "SettingError", "SCHEMA", "SamplerSettings", "GenerationSettings", "setting", "MAX_IMAGES"]
+__all__ = ["Setting", "SettingError", "SCHEMA", "SamplerSettings", "GenerationSettings", "setting", "MAX_IMAGES",
+           "AmusedSettings", "AMUSED_SCHEMA", "SAMPLERS"]

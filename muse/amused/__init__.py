@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .load import AMUSED_DEFAULTS, LICENSE, PUBLIC_MODELS, describe_amused, is_amused_source
+from .load import AMUSED_DEFAULTS, LICENSE, PUBLIC_MODELS, assumed_summary, describe_amused, is_amused_source
 
 _LAZY = {"AmusedPipeline": "pipeline", "AmusedOptions": "pipeline", "PalettePreview": "pipeline",
          "load_amused": "pipeline", "make_tiny_amused": "tiny"}
@@ -21,4 +21,5 @@ def __getattr__(name: str) -> Any:  # the pipeline imports muse.pipeline, which 
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["AMUSED_DEFAULTS", "LICENSE", "PUBLIC_MODELS", "describe_amused", "is_amused_source", *_LAZY]
+__all__ = ["AMUSED_DEFAULTS", "LICENSE", "PUBLIC_MODELS", "assumed_summary", "describe_amused", "is_amused_source",
+           *_LAZY]

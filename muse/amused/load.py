@@ -213,6 +213,14 @@ def describe_amused(source: PathLike) -> PipelineSummary:
                            layout.downsample, False)
 
 
+def assumed_summary(source: PathLike) -> PipelineSummary:
+    """What a UI may assume of aMUSEd weights it cannot read yet (a Hub id not in the local cache, before
+    the first request fetches it): the published models' 16 px per token, 512 px when the name says
+    so (amused/amused-512), else 256 px, and aMUSEd's defaults. Loading reads the real configs."""
+    size = 512 if "512" in str(source).rsplit("/", 1)[-1] else 256
+    return PipelineSummary(pipeline_config(str(source), size, {}), 16, False)
+
+
 def _cached(source: PathLike) -> Path:
     """A Hub id's snapshot from the local cache only (describing must not download)."""
     previous = os.environ.get("HF_HUB_OFFLINE")

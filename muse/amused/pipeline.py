@@ -32,8 +32,8 @@ from ..loader import PipelineSummary, check_device
 from ..pipeline import DecodeStep, MusePipeline, _Request
 from ..render import Renderer
 from ..runner import Stage, StagePlan, run_stage
-from ..sampler_rules import SAMPLER_RULES
 from ..sampling import DecodeState
+from ..settings import AMUSED_SCHEMA, MAX_MICRO, SettingError, shown
 from .load import (AMUSED_DEFAULTS, LICENSE, MODEL_INDEX, AmusedLayout, check_layout, pipeline_config,
                    require_diffusers, resolve_amused)
 
@@ -45,7 +45,8 @@ EXTRA_OPTIONS = ("sampler", "aesthetic_score", "crop_coord", "micro_size")
 
 @dataclass(frozen=True)
 class AmusedOptions:
-    """The request options aMUSEd has beyond muse's settings schema."""
+    """The request options aMUSEd has beyond muse's settings schema, checked by their own schema
+    (`muse.settings.AMUSED_SCHEMA`: the same limits and messages as the playground's controls)."""
 
     sampler: str = "amused"  # sampler rules: "amused" (aMUSEd's, exact) or "muse" (our MaskGIT rules)
     aesthetic_score: float = DEFAULT_AESTHETIC_SCORE  # LAION aesthetic score the model is asked for
@@ -53,19 +54,23 @@ class AmusedOptions:
     micro_size: Optional[tuple[int, int]] = None  # (width, height) it is told; None: the output size
 
     def __post_init__(self) -> None:
-        if self.sampler not in SAMPLER_RULES:
-            raise ValueError(f"sampler must be one of {', '.join(SAMPLER_RULES)}, got {self.sampler!r}")
-        score = self.aesthetic_score
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 10:
-            raise ValueError(f"aesthetic_score must be a number from 0 to 10, got {score!r}")
-        for name in ("crop_coord", "micro_size"):
+        for name in ("sampler", "aesthetic_score"):
+            object.__setattr__(self, name, AMUSED_SCHEMA[name].check(getattr(self, name)))
+        pairs = {"crop_coord": ("crop_top", "crop_left"), "micro_size": ("micro_width", "micro_height")}
+        for name, (first, second) in pairs.items():
             value = getattr(self, name)
             if value is None and name == "micro_size":
                 continue
-            if (not isinstance(value, (tuple, list)) or len(value) != 2
-                    or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 8192 for v in value)):
-                raise ValueError(f"{name} must be two whole numbers from 0 to 8192, got {value!r}")
-            object.__setattr__(self, name, tuple(value))
+            if not isinstance(value, (tuple, list)) or len(value) != 2:
+                raise SettingError(f"{name} must be two whole numbers ({first}, {second}) from 0 to {MAX_MICRO}, "
+                                   f"got {shown(value)}.")
+            try:
+                value = (AMUSED_SCHEMA[first].check(value[0]), AMUSED_SCHEMA[second].check(value[1]))
+            except SettingError as err:
+                raise SettingError(f"{name}: {err}") from None
+            if None in value:
+                raise SettingError(f"{name} must be two whole numbers, got {shown(value)}.")
+            object.__setattr__(self, name, value)
 
 
 @dataclass
