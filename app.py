@@ -31,7 +31,7 @@ import gradio as gr
 from PIL import Image
 
 from muse import images, playground
-from muse.playground import CONTROLS, LIMITS, MAX_PROMPT_CHARS, OUTPUTS, REQUEST_SETTINGS
+from muse.playground import MAX_PROMPT_CHARS, OUTPUTS
 from muse.settings import shown
 
 # Hugging Face Spaces with ZeroGPU: the decoding handlers run on a GPU that is requested per call, for at
@@ -58,41 +58,72 @@ MAX_FILE_SIZE = "50mb"
 
 EXAMPLES = [("😀", "grinning face"), ("❤️", "red heart"), ("👍", "thumbs up sign"), ("🚀", "rocket"),
             ("💩", "pile of poo"), ("🐱", "cat face"), ("😎", "smiling face with sunglasses"), ("🔥", "fire")]
+# For aMUSEd (a general text-to-image model): prompts of its kind instead of emoji names.
+AMUSED_EXAMPLES = ["a watercolor painting of a fox in the snow", "a red vintage car on a country road, photo",
+                   "a bowl of ramen, studio lighting", "a lighthouse at sunset, oil painting",
+                   "an astronaut riding a horse on the moon", "a cozy cabin in a pine forest at night"]
+
+# The served model as the page shows it (its stages, sizes, critic and own settings), read from its
+# configs at import: no model is loaded for it.
+PAGE = playground.page_model()
 
 
-def _controls_table() -> str:
-    """What each control does, in markdown, from the settings' help texts."""
+def _controls_table(model: playground.PageModel) -> str:
+    """What each control of the page does, in markdown, from the settings' help texts."""
     rows = [("Negative prompt", playground.NEGATIVE_PROMPT_HELP)]
-    rows += [(playground.control(name).label, playground.control(name).help) for name in CONTROLS]
+    rows += [(playground.control(name).label, playground.control(name).help) for name in model.controls()]
     return "| control | what it does |\n|---|---|\n" + "\n".join(f"| **{label}** | {text} |" for label, text in rows)
 
 
-EXPLANATION = """
+def _explanation(model: playground.PageModel) -> str:
+    """How decoding works and what each control does, for the served model's stages and sizes."""
+    s = model.summary
+    grids = []
+    for stage in s.stage_names(True):
+        side, kind = s.image_size(stage) // s.downsample, ""
+        if model.superres:
+            kind = "super-res " if stage == "superres" else "base "
+        grids.append(f"{side}x{side} tokens for the {s.image_size(stage)} px {kind}image")
+    vq = "aMUSEd's VQ autoencoder" if model.family == "amused" else "a small VQ autoencoder"
+    text = f"""
 ### How MaskGIT decodes
-An image is a grid of **tokens** (codes of a small VQ autoencoder: 8x8 tokens for the 32 px base image,
-16x16 for the 64 px super-res image). Decoding starts with every token **masked** (grey on the canvas).
-At each step the transformer predicts *all* masked tokens at once (the **prediction** panel), the sampler
-**keeps** the ones it is surest of (outlined in yellow) and masks the rest again; the **schedule** decides
-how many stay masked after each step, and the last step fixes them all. The super-res stage then repeats
-this at 64 px, conditioned on the base image's tokens.
+An image is a grid of **tokens** (codes of {vq}: {', '.join(grids)}). Decoding starts with every
+token **masked** (grey on the canvas). At each step the transformer predicts *all* masked tokens at once (the
+**prediction** panel), the sampler **keeps** the ones it is surest of (outlined in yellow) and masks the rest
+again; the **schedule** decides how many stay masked after each step, and the last step fixes them all."""
+    if model.superres:
+        text += (f" The super-res stage then repeats this at {s.image_size('superres')} px, conditioned on the "
+                 "base image's tokens.")
+    text += "\n\n" + _controls_table(model) + "\n\n"
+    if model.family == "amused":
+        text += ("The step-by-step pictures colour each token with one colour per code (a palette fitted once "
+                 "from the real decoder), so streaming every step costs almost nothing at 256 or 512 px; the "
+                 "final image always comes from the full decoder.\n\n")
+    else:
+        text += ("The step-by-step pictures come from a tiny *preview decoder* distilled from the tokenizer's "
+                 "decoder (about 15 times cheaper, so streaming every step costs little); the final image always "
+                 "comes from the full decoder.\n\n")
+    critic = " the critic's probability that it is right (with the critic on)," if model.critic else ""
+    text += ("The reveal-order map shows the step that fixed each token. The confidence figure shows, for each "
+             f"token at the step that fixed it, the model's own probability of the token (0-1),{critic} and the "
+             "random noise the sampler added to its keep score before ranking, with how many choices that noise "
+             "made.\n")
+    return text
 
-""" + _controls_table() + """
 
-The step-by-step pictures come from a tiny *preview decoder* distilled from the tokenizer's decoder
-(about 15 times cheaper, so streaming every step costs little); the final image always comes from the full decoder.
+EXPLANATION = _explanation(PAGE)
 
-The reveal-order map shows the step that fixed each token. The confidence figure shows, for each token
-at the step that fixed it, the model's own probability of the token (0-1), the critic's probability that
-it is right (with the critic on), and the random noise the sampler added to its keep score before
-ranking, with how many choices that noise made.
-"""
 
-TOUR = """**Reading the pictures.** The *canvas* is the image after the step shown: grey tokens are still masked and
-yellow outlines mark the tokens fixed at that step. The *full prediction* fills every masked token with the model's
-current guess. *Fixed at this step* colours those tokens by what ranked them: the model's probability of the token,
-or, with the critic on, the critic's probability that it is right; the line below says how many of them the
-sampler's random noise chose instead. Drag the step slider or press Play to go back through the run; the
-figures further down sum up the whole run."""
+def _tour(model: playground.PageModel) -> str:
+    critic = ", or, with the critic on, the critic's probability that it is right" if model.critic else ""
+    return f"""**Reading the pictures.** The *canvas* is the image after the step shown: grey tokens are still masked
+and yellow outlines mark the tokens fixed at that step. The *full prediction* fills every masked token with the model's
+current guess. *Fixed at this step* colours those tokens by what ranked them: the model's probability of the
+token{critic}; the line below says how many of them the sampler's random noise chose instead. Drag the step
+slider or press Play to go back through the run; the figures further down sum up the whole run."""
+
+
+TOUR = _tour(PAGE)
 
 CSS = """
 #canvas img, #prediction img, #timeline img, #before_after img, #step_tokens img, #canvas_a img, #canvas_b img,
@@ -187,7 +218,8 @@ def _open_editor(value: Any, editor: Optional[gr.ImageEditor]) -> Optional[dict[
 # ----- the endpoints ---------------------------------------------------------------------------------
 
 PARAMETER_HELP = {
-    "prompt": "what to draw, e.g. “red heart” or “grinning face” (the shipped model knows emoji names)",
+    "prompt": ("what to draw, e.g. “a watercolor painting of a fox in the snow”" if PAGE.family == "amused" else
+               "what to draw, e.g. “red heart” or “grinning face” (the shipped model knows emoji names)"),
     "negative_prompt": playground.NEGATIVE_PROMPT_HELP}
 
 
@@ -201,8 +233,8 @@ def parameter_help(name: str, leading_help: Optional[dict[str, str]] = None) -> 
     base, column = (name[:-2], name[-1].upper()) if name[-2:] in ("_a", "_b") else (name, "")
     setting = playground.control(base)
     text = setting.help or setting.label
-    if base in LIMITS:
-        lo, hi = LIMITS[base]
+    if setting.kind in (int, float):
+        lo, hi = playground.limits(base)
         text += f" ({lo} to {hi})"
     elif setting.choices:
         text += " (one of " + ", ".join(map(str, setting.choices)) + ")"
@@ -288,12 +320,18 @@ IMAGE_HELP = {"superres": "the low-resolution image (any size, seen at the base 
               "inpaint": f"{EDITOR_SHAPE}; the mask is white (or painted, with alpha) where to regenerate"}
 _PAGE: dict[str, gr.Component] = {}  # components a handler needs (the editor keeps the browser's blobs)
 
-generate = gpu(_endpoint(playground.generate, "prompt"))
+# Each endpoint takes the served model's settings (`PageModel.request_settings`): a model without a critic
+# or a super-res stage takes none of their settings, aMUSEd takes its sampler preset and micro-conditioning.
+generate = gpu(_endpoint(playground.generate, "prompt", signature=playground.endpoint_signature(("prompt",),
+                                                                                                  model=PAGE)))
 inpaint = gpu(_endpoint(playground.inpaint, "image", "prompt", image=lambda v: _open_editor(v, _PAGE.get("editor")),
-                        leading_help={"image": IMAGE_HELP["inpaint"]}))
+                        leading_help={"image": IMAGE_HELP["inpaint"]},
+                        signature=playground.endpoint_signature(("image", "prompt"), model=PAGE)))
+# (served only for a model with a super-res stage)
 superres = gpu(_endpoint(playground.superres, "image", "prompt", superres=False,
-                         image=lambda v: _open_upload(v, "image"), leading_help={"image": IMAGE_HELP["superres"]}))
-compare = gpu(_endpoint(playground.compare, "prompt", signature=playground.compare_signature(),
+                         image=lambda v: _open_upload(v, "image"), leading_help={"image": IMAGE_HELP["superres"]},
+                         signature=playground.endpoint_signature(("image", "prompt"), superres=False, model=PAGE)))
+compare = gpu(_endpoint(playground.compare, "prompt", signature=playground.compare_signature(PAGE),
                         outputs=playground.COMPARE_OUTPUTS))
 
 _TOOL = playground.page_defaults()  # the weights' tuned defaults
@@ -329,13 +367,28 @@ def text_to_image(prompt: str, seed: int = 0, steps: int = _TOOL["timesteps"],
         raise _problem(err) from None
 
 
+if PAGE.family == "amused":  # the tool's description (Gradio's API page and MCP read it) for the model served
+    text_to_image.__doc__ = f"""Draw a picture from a text prompt with aMUSEd (a public MUSE model) on this server:
+    MaskGIT decoding, one {PAGE.output_size()} px stage, aMUSEd's sampler rules and micro-conditioning defaults.
+
+    Args:
+        prompt: what to draw, e.g. "a watercolor painting of a fox in the snow"
+        seed: the random seed, a whole number from 0 to 4294967295; the same seed and settings give the same image
+        steps: decoding steps, 1 to 64; more are slower and often cleaner
+        guidance: classifier-free guidance scale (cond_scale), 0 to 10; higher follows the prompt more closely
+    Returns:
+        The image ({PAGE.output_size()}x{PAGE.output_size()} PNG).
+    """
+
+
 VALIDATORS = {
-    "generate": _validator(playground.check_request, "prompt", signature=playground.endpoint_signature(("prompt",))),
+    "generate": _validator(playground.check_request, "prompt",
+                           signature=playground.endpoint_signature(("prompt",), model=PAGE)),
     "inpaint": _validator(_check_upload, "image", "prompt",
-                          signature=playground.endpoint_signature(("image", "prompt"))),
+                          signature=playground.endpoint_signature(("image", "prompt"), model=PAGE)),
     "superres": _validator(_check_upload, "image", "prompt",
-                           signature=playground.endpoint_signature(("image", "prompt"), superres=False)),
-    "compare": _validator(playground.check_compare, "prompt", signature=playground.compare_signature()),
+                           signature=playground.endpoint_signature(("image", "prompt"), superres=False, model=PAGE)),
+    "compare": _validator(playground.check_compare, "prompt", signature=playground.compare_signature(PAGE)),
     "text_to_image": _validator(lambda prompt, values: _tool_request(prompt, **values), "prompt",
                                 signature=inspect.signature(_tool_request))}
 
@@ -415,28 +468,49 @@ def _control(name: str, value: Any, **layout: Any) -> gr.Component:
         return gr.Checkbox(**common)
     if setting.choices:
         return gr.Dropdown(list(setting.choices), **common)
-    lo, hi = LIMITS[name]
-    if setting.step is None:  # the seed: any whole number in range
+    lo, hi = playground.limits(name)
+    if setting.step is None:  # the seed, aMUSEd's sizes and crops: any whole number in range
         return gr.Number(precision=0, minimum=lo, maximum=hi, **common)
     return gr.Slider(lo, hi, step=setting.step, **common)
 
 
+def _header(model: playground.PageModel) -> str:
+    """The page's title and what it serves: its stages and sizes, and for aMUSEd the weights' licence."""
+    text = "# muse · MaskGIT playground\nType a prompt and watch the image appear token by token: " + model.describe()
+    if model.family == "amused":
+        source = playground.MODEL.source() or ""
+        # a local folder by its name only: the page does not show the server's paths
+        name = os.path.basename(os.path.normpath(source)) if os.path.isdir(source) else source
+        text += (f"\n\nServing **aMUSEd** (`{name}`) through muse's sampler: its weights are under the "
+                 f"{playground.AMUSED_LICENSE} licence, not muse's.")
+    return text
+
+
 def build_demo() -> gr.Blocks:
-    """The Blocks app, its queue configured (one worker for decoding; a bounded line)."""
-    d = playground.page_defaults()
+    """The Blocks app, its queue configured (one worker for decoding; a bounded line). The page follows the
+    served model (`PAGE`): no super-res tab or switch without a super-res stage, no critic controls without
+    a critic, aMUSEd's sampler preset and micro-conditioning where the model takes them, and every
+    picture at the model's own size when it is larger than the usual display size."""
+    d = playground.page_defaults(PAGE)
+    amused = PAGE.family == "amused"
+    frame = playground.display_size() + 4  # each picture's frame: the display size and a small margin
     with gr.Blocks(title="muse · MaskGIT playground", delete_cache=(3600, 3600)) as demo:
-        gr.Markdown("# muse · MaskGIT playground\nType a prompt and watch the image appear token by token: "
-                    "every decoding step of the base (32 px) and super-res (64 px) stages is drawn as it is computed.")
+        gr.Markdown(_header(PAGE), elem_id="header")
+        if PAGE.missing():
+            gr.Markdown(f"*{PAGE.missing()}*", elem_id="model_note")
         with gr.Row(equal_height=False, elem_id="main"):
             with gr.Column(scale=5, min_width=340):
                 with gr.Tabs():
                     with gr.Tab("Text to image", id="generate"):
-                        prompt = gr.Textbox(label="Prompt", placeholder="grinning face", autofocus=True,
-                                            elem_id="prompt", max_length=MAX_PROMPT_CHARS)
+                        prompt = gr.Textbox(label="Prompt", autofocus=True,
+                                            placeholder="a watercolor fox" if amused else "grinning face", elem_id="prompt", max_length=MAX_PROMPT_CHARS)
                         generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
-                        gr.Examples([[text] for _, text in EXAMPLES], inputs=[prompt],
-                                    example_labels=[f"{emoji} {text}" for emoji, text in EXAMPLES],
-                                    label="Examples (emoji the model was trained on)")
+                        if amused:
+                            gr.Examples([[text] for text in AMUSED_EXAMPLES], inputs=[prompt], label="Examples")
+                        else:
+                            gr.Examples([[text] for _, text in EXAMPLES], inputs=[prompt],
+                                        example_labels=[f"{emoji} {text}" for emoji, text in EXAMPLES],
+                                        label="Examples (emoji the model was trained on)")
                     with gr.Tab("Inpaint", id="inpaint"):
                         # Uploads become the square the model sees at EDIT_SIZE px, so the brush (sized
                         # in image pixels, adjustable in the editor's toolbar) is 1/8 of the width.
@@ -447,16 +521,19 @@ def build_demo() -> gr.Blocks:
                                             layers=False, transforms=(), elem_id="editor",
                                             canvas_size=(playground.EDIT_SIZE, playground.EDIT_SIZE), fixed_canvas=True)
                         _PAGE["editor"] = editor
-                        inpaint_prompt = gr.Textbox(label="Prompt for the painted part", placeholder="red heart",
+                        inpaint_prompt = gr.Textbox(label="Prompt for the painted part",
+                                                    placeholder="a red hat" if amused else "red heart",
                                                     elem_id="inpaint_prompt", max_length=MAX_PROMPT_CHARS)
                         inpaint_btn = gr.Button("Inpaint", variant="primary", elem_id="inpaint")
-                    with gr.Tab("Super-res", id="superres"):
-                        low_res = gr.Image(label="Low-resolution image (any size; seen at 32 px)", type="filepath",
-                                             image_mode=None, sources=["upload", "clipboard"], height=300,
-                                             elem_id="low_res")
-                        sr_prompt = gr.Textbox(label="Prompt", placeholder="cat face", elem_id="sr_prompt",
-                                               max_length=MAX_PROMPT_CHARS)
-                        sr_btn = gr.Button("Upscale to 64 px", variant="primary", elem_id="superres")
+                    if PAGE.superres:  # a one-stage model (aMUSEd) has nothing to upscale with
+                        base, high = PAGE.summary.image_size("base"), PAGE.summary.image_size("superres")
+                        with gr.Tab("Super-res", id="superres"):
+                            low_res = gr.Image(label=f"Low-resolution image (any size; seen at {base} px)",
+                                               type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                                               height=300, elem_id="low_res")
+                            sr_prompt = gr.Textbox(label="Prompt", placeholder="cat face", elem_id="sr_prompt",
+                                                   max_length=MAX_PROMPT_CHARS)
+                            sr_btn = gr.Button(f"Upscale to {high} px", variant="primary", elem_id="superres")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
                 with gr.Accordion("Advanced settings", open=False):
                     c: dict[str, gr.Component] = {  # a request's settings, by name
@@ -468,29 +545,47 @@ def build_demo() -> gr.Blocks:
                     c["timesteps"] = _control("timesteps", d["timesteps"], elem_id="timesteps")
                     c["cond_scale"] = _control("cond_scale", d["cond_scale"])
                     c["temperature"] = _control("temperature", d["temperature"])
-                    # The noise perturbs the critic's scores: without the critic it has nothing to act on.
-                    c["critic_noise_scale"] = _control("critic_noise_scale", d["critic_noise_scale"],
-                                                       interactive=bool(d["use_critic"]), elem_id="critic_noise")
+                    if PAGE.critic:
+                        # The noise perturbs the critic's scores: without the critic it has nothing to act on.
+                        c["critic_noise_scale"] = _control("critic_noise_scale", d["critic_noise_scale"],
+                                                           interactive=bool(d["use_critic"]), elem_id="critic_noise")
                     c["topk_filter_thres"] = _control("topk_filter_thres", d["topk_filter_thres"])
                     c["schedule"] = _control("schedule", d["schedule"])
-                    with gr.Row():
-                        c["use_critic"] = _control("use_critic", d["use_critic"], elem_id="use_critic")
-                        c["superres"] = _control("superres", d["superres"])
+                    if "sampler" in PAGE.options:
+                        c["sampler"] = _control("sampler", d["sampler"], elem_id="sampler")
+                    if PAGE.critic or PAGE.superres:
+                        with gr.Row():
+                            if PAGE.critic:
+                                c["use_critic"] = _control("use_critic", d["use_critic"], elem_id="use_critic")
+                            if PAGE.superres:
+                                c["superres"] = _control("superres", d["superres"], elem_id="superres_switch")
                     with gr.Row():
                         c["num_images"] = _control("num_images", d["num_images"])
                         c["previews"] = _control("previews", d["previews"], elem_id="previews")
+                    micro = [name for name in PAGE.options if name != "sampler"]
+                    if micro:
+                        with gr.Group(elem_id="micro_conditioning"):
+                            gr.Markdown("**Micro-conditioning**: what the model is told of the image it should "
+                                        "resemble (aMUSEd's defaults: the output size, uncropped, aesthetic "
+                                        "score 6).", elem_classes="caption")
+                            for row in (micro[:1], micro[1:3], micro[3:5], micro[5:]):
+                                if row:
+                                    with gr.Row():
+                                        for name in row:
+                                            c[name] = _control(name, d[name], elem_id=name)
             with gr.Column(scale=6, min_width=340, elem_id="outputs"):
                 status = gr.Textbox(label="Step", interactive=False, elem_id="status",
                                     placeholder="waiting for a prompt")
                 with gr.Row():
-                    canvas = gr.Image(label="Canvas", format="png", interactive=False, elem_id="canvas", height=260,
+                    canvas = gr.Image(label="Canvas", format="png", interactive=False, elem_id="canvas", height=frame,
                                       buttons=["download", "fullscreen"])
                     prediction = gr.Image(label="Full prediction", format="png", interactive=False,
-                                          elem_id="prediction", height=260, buttons=["fullscreen"])
+                                          elem_id="prediction", height=frame, buttons=["fullscreen"])
                     step_tokens = gr.Image(label="Fixed at this step", format="png", interactive=False,
-                                           elem_id="step_tokens", height=260, buttons=["fullscreen"])
+                                           elem_id="step_tokens", height=frame, buttons=["fullscreen"])
                 with gr.Row(equal_height=True):
-                    scrub = gr.Slider(1, 2, value=1, step=1, label="Step (all stages: base first, then super-res)",
+                    scrub = gr.Slider(1, 2, value=1, step=1, label="Step (all stages: base first, then super-res)"
+                                      if PAGE.superres else "Step",
                                    info="drag to replay the run, during it or after; nothing is decoded again",
                                    elem_id="scrub", scale=4)
                     with gr.Column(scale=2, min_width=170):
@@ -523,14 +618,19 @@ def build_demo() -> gr.Blocks:
                 animation = gr.Image(label="Decoding animation (GIF)", interactive=False, elem_id="animation",
                                      height=300)
         with gr.Accordion("Side by side: one prompt and seed, two settings", open=True, elem_id="compare_section"):
-            cd = playground.compare_defaults()
+            cd = playground.compare_defaults(PAGE)
             with gr.Row(equal_height=True):
-                cmp_prompt = gr.Textbox(label="Prompt", placeholder="grinning face", elem_id="compare_prompt",
-                                        max_length=MAX_PROMPT_CHARS, scale=4)
+                cmp_prompt = gr.Textbox(label="Prompt", placeholder="a watercolor fox" if amused else "grinning face",
+                                        elem_id="compare_prompt", max_length=MAX_PROMPT_CHARS, scale=4)
                 cmp_seed = _control("seed", cd["seed"], elem_id="compare_seed", scale=1)
                 cmp_btn = gr.Button("Compare", variant="primary", elem_id="compare", scale=1)
-            gr.Markdown("Both columns decode the same prompt from the same seed, a step of each in turn; the "
-                        "negative prompt, *randomize seed* and *super-res* are those of the settings above. "
+            from_above = ["the negative prompt"] + [f"*{playground.control(name).label.lower()}*"
+                                                    for name in PAGE.compare_shared() if name not in
+                                                    ("negative_prompt", "seed", *PAGE.options)]
+            if len(PAGE.options) > 1:
+                from_above.append("the micro-conditioning")
+            gr.Markdown("Both columns decode the same prompt from the same seed, a step of each in turn; "
+                        f"{', '.join(from_above[:-1])} and {from_above[-1]} are those of the settings above. "
                         "Difference: near white where both runs fixed the same token, dark where one has not "
                         "fixed it yet, coloured where they chose differently, by how far into the runs both had "
                         "chosen.", elem_classes="caption")
@@ -542,7 +642,7 @@ def build_demo() -> gr.Blocks:
                         cols[col] = {name: _control(name, cd[f"{name}_{col}"], elem_id=f"{name}_{col}",
                                                     **({"interactive": bool(cd[f"use_critic_{col}"])}
                                                        if name == "critic_noise_scale" else {}))
-                                     for name in playground.COMPARE_SETTINGS}
+                                     for name in PAGE.compare_settings()}
             with gr.Row():
                 canvas_a = gr.Image(label="Column A", format="png", interactive=False, elem_id="canvas_a", height=300)
                 canvas_b = gr.Image(label="Column B", format="png", interactive=False, elem_id="canvas_b", height=300)
@@ -563,31 +663,31 @@ def build_demo() -> gr.Blocks:
         # the parameter in their messages, and decode uploads themselves (size limits before decoding).
         heavy = dict(outputs=[named[name] for name in OUTPUTS], concurrency_limit=1, concurrency_id="decode",
                      show_progress="minimal", show_progress_on=[status], preprocess=False)
-        settings = [c[name] for name in REQUEST_SETTINGS]
+        settings = [c[name] for name in PAGE.request_settings()]
         gen_event = gr.on([generate_btn.click, prompt.submit], generate, inputs=[prompt, *settings],
                           api_name="generate", validator=_checks("generate"), **heavy)
         inpaint_event = gr.on([inpaint_btn.click, inpaint_prompt.submit], inpaint,
                               inputs=[editor, inpaint_prompt, *settings], api_name="inpaint",
                               validator=_checks("inpaint"), **heavy)
-        sr_event = gr.on([sr_btn.click, sr_prompt.submit], superres, api_name="superres", **heavy,
-                         validator=_checks("superres"),
-                         inputs=[low_res, sr_prompt, *(s for s in settings if s is not c["superres"])])
+        decoding = [gen_event, inpaint_event]
+        if PAGE.superres:
+            decoding.append(gr.on([sr_btn.click, sr_prompt.submit], superres, api_name="superres", **heavy,
+                                  validator=_checks("superres"),
+                                  inputs=[low_res, sr_prompt, *(c[name] for name in PAGE.request_settings(False))]))
         compared = dict(canvas_a=canvas_a, canvas_b=canvas_b, status_a=status_a, status_b=status_b,
                         difference=difference, compare_info=compare_info, compare_seed=cmp_seed)
-        shared = {"negative_prompt": c["negative_prompt"], "seed": cmp_seed, "randomize_seed": c["randomize_seed"],
-                  "superres": c["superres"]}
+        shared = {**{name: c[name] for name in PAGE.compare_shared()}, "seed": cmp_seed}
         compare_inputs = [cmp_prompt] + [shared[name] if name in shared else cols[name[-1]][name[:-2]]
-                                         for name in playground.COMPARE_PARAMETERS]
+                                         for name in PAGE.compare_parameters()]
         compare_event = gr.on([cmp_btn.click, cmp_prompt.submit], compare, inputs=compare_inputs, api_name="compare",
                               outputs=[compared[name] for name in playground.COMPARE_OUTPUTS], concurrency_limit=1,
                               concurrency_id="decode", show_progress="full", show_progress_on=[canvas_a, canvas_b],
                               preprocess=False, validator=_checks("compare"))
-        for col in playground.COLUMNS:  # as on the main settings: the noise acts only with the critic on
+        for col in playground.COLUMNS if PAGE.critic else ():  # the noise acts only with the critic on
             cols[col]["use_critic"].change(lambda on: gr.update(interactive=bool(on)),
                                            inputs=[cols[col]["use_critic"]], outputs=[cols[col]["critic_noise_scale"]],
                                            queue=False, show_progress="hidden", api_visibility="private")
-        stop_btn.click(None, cancels=[gen_event, inpaint_event, sr_event, compare_event], queue=False,
-                       api_visibility="private")
+        stop_btn.click(None, cancels=[*decoding, compare_event], queue=False, api_visibility="private")
         # Replaying a run reads its stored steps: quick, off the decoding queue, so it works during a run.
         quick = dict(queue=False, show_progress="hidden", api_visibility="private", preprocess=False)
         scrub.input(_page_event(playground.replay, playground.STEP_OUTPUTS), inputs=[replay, scrub],
@@ -598,12 +698,15 @@ def build_demo() -> gr.Blocks:
                    outputs=[named[name] for name in PLAY_OUTPUTS], **quick)
         gr.on([speed.input, speed.release], _page_event(_set_speed, ("timer",)), inputs=[speed], outputs=[timer],
               **quick)
-        c["use_critic"].change(lambda on: gr.update(interactive=bool(on)), inputs=[c["use_critic"]],
-                               outputs=[c["critic_noise_scale"]], queue=False, show_progress="hidden",
-                               api_visibility="private")
+        if PAGE.critic:
+            c["use_critic"].change(lambda on: gr.update(interactive=bool(on)), inputs=[c["use_critic"]],
+                                   outputs=[c["critic_noise_scale"]], queue=False, show_progress="hidden",
+                                   api_visibility="private")
         demo.load(_model_status, outputs=[status], queue=False, show_progress="hidden", api_visibility="private")
-        gr.on([demo.load, c["schedule"].change, c["timesteps"].release, c["superres"].change], schedule_preview,
-              inputs=[c["schedule"], c["timesteps"], c["superres"]], outputs=[schedule_plot], queue=False,
+        plot_inputs = [c[name] for name in ("schedule", "timesteps", "superres") if name in c]
+        gr.on([demo.load, c["schedule"].change, c["timesteps"].release, *([c["superres"].change] if PAGE.superres
+                                                                            else [])],
+              schedule_preview, inputs=plot_inputs, outputs=[schedule_plot], queue=False,
               show_progress="hidden", api_visibility="private")
         # The MCP tool (and a plain API endpoint): text to image in one call, no streaming, no page output.
         with gr.Group(visible=False):

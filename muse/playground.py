@@ -29,12 +29,15 @@ import torch
 from PIL import Image
 
 from . import viz
-from .config import VQConfig
-from .hub import WeightsError
+from .amused.load import LICENSE as AMUSED_LICENSE
+from .amused.load import assumed_summary, is_amused_source
+from .config import TransformerConfig, VQConfig
+from .hub import WeightsError, read_config
 from .images import square, to_rgb
-from .loader import PipelineConfig, PipelineSummary, describe
+from .loader import PipelineConfig, PipelineSummary, describe, local_folder
 from .pipeline import DecodeStep, MusePipeline, load_pipeline
-from .settings import SCHEMA, GenerationSettings, Setting, SettingError, known_settings
+from .settings import (AMUSED_SCHEMA, SCHEMA, AmusedSettings, GenerationSettings, Setting, SettingError,
+                       known_settings)
 
 log = logging.getLogger("muse.app")  # one logger for the playground, whichever module writes
 
@@ -43,7 +46,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "timesteps": (1, 64), "cond_scale": (0.0, 10.0), "temperature": (0.0, 3.0), "critic_noise_scale": (0.0, 3.0),
     "topk_filter_thres": (0.0, 0.99), "num_images": (1, 4), "seed": (0, 2**32 - 1)}
 MAX_PROMPT_CHARS = 100_000  # longer text is cut here; the encoder then keeps its first max_length tokens
-DISPLAY_SIZE = 256  # each image on the page, nearest-upscaled
+DISPLAY_SIZE = 256  # each image on the page, nearest-upscaled (a larger model's at its own size: `display_size`)
 # Each streamed step's canvas and prediction: half the display size, which the page doubles (nearest,
 # CSS), pixel for pixel the picture a DISPLAY_SIZE one would be (token outlines included), at a quarter
 # of the pixels to encode and send for every step.
@@ -65,8 +68,12 @@ NEGATIVE_PROMPT_HELP = "what guidance steers away from (replaces the empty promp
 CONTROLS = ("timesteps", "cond_scale", "temperature", "critic_noise_scale", "topk_filter_thres", "use_critic",
             "schedule", "superres", "seed", "randomize_seed", "num_images", "previews")
 # Each endpoint's parameters after its image and prompt, in this order (API clients may pass them by
-# position); the super-res endpoint has no `superres`.
+# position), for a model with a critic and a super-res stage (`PageModel.request_settings` for others);
+# the super-res endpoint has no `superres`.
 REQUEST_SETTINGS = ("negative_prompt", *CONTROLS)
+# The controls of aMUSEd's own settings (`muse.settings.AmusedSettings`), for models that take them.
+AMUSED_CONTROLS = tuple(AMUSED_SCHEMA)
+CRITIC_CONTROLS = ("use_critic", "critic_noise_scale")  # shown only for a model with a token critic
 # What a request updates on the page. An update is a dict keyed by these names; a name it leaves out
 # keeps its value, and None clears it.
 # step_tokens, step_info and scrub show one step (the latest, or the one scrubbed to); replay is the key
@@ -187,11 +194,103 @@ def output_folder(now: Optional[float] = None) -> Path:
 
 def weights_summary() -> PipelineSummary:
     """What the weights' configs say, without loading them. A source that is not a readable local
-    folder (a Hub repo id before the first request) reads as the configs' own defaults."""
+    folder (a Hub repo id before the first request) reads as the configs' own defaults (aMUSEd's for
+    an aMUSEd id)."""
+    source = MODEL.source()
     try:
-        return describe(MODEL.source())
+        return describe(source)
     except (WeightsError, OSError):
+        if is_amused_source(source):
+            return assumed_summary(source)
         return PipelineSummary(PipelineConfig(), VQConfig().downsample, has_superres=True)
+
+
+def _has_critic(source: Optional[str]) -> bool:
+    """Whether a muse folder ranks tokens with a critic (a critic component, or the generator's own critic
+    head), read from its configs; one that cannot be read is assumed to (the controls stay)."""
+    try:
+        folder = local_folder(source)
+        return (folder / "base_critic").is_dir() or read_config(folder / "base", TransformerConfig).self_critic
+    except (WeightsError, OSError):
+        return True
+
+
+@dataclass(frozen=True)
+class PageModel:
+    """What the page offers for the served model, read from its configs before it loads: its stages and
+    sizes, whether it has a token critic, and the settings of its own it takes (aMUSEd's sampler preset
+    and micro-conditioning). Controls of a stage or critic the model lacks are not shown or taken."""
+
+    summary: PipelineSummary
+    critic: bool = True
+    options: tuple[str, ...] = ()  # names of its own settings (AMUSED_CONTROLS)
+    family: str = "muse"  # "muse" or "amused"
+
+    @property
+    def superres(self) -> bool:
+        return self.summary.has_superres
+
+    def output_size(self) -> int:
+        return self.summary.output_size(True)
+
+    def controls(self) -> tuple[str, ...]:
+        """The settings the page shows and the endpoints take, in order."""
+        absent = (set() if self.critic else set(CRITIC_CONTROLS)) | (set() if self.superres else {"superres"})
+        return tuple(name for name in CONTROLS if name not in absent) + self.options
+
+    def request_settings(self, superres: bool = True) -> tuple[str, ...]:
+        """An endpoint's parameters after its image and prompt (`superres` False: the super-res endpoint's)."""
+        return tuple(name for name in ("negative_prompt", *self.controls()) if superres or name != "superres")
+
+    def compare_settings(self) -> tuple[str, ...]:
+        """What each side-by-side column sets on its own: the critic where there is one, else the sampler
+        preset where the model has one, then the schedule, guidance, temperature and steps."""
+        first = CRITIC_CONTROLS if self.critic else ("sampler",) if "sampler" in self.options else ()
+        return (*first, *(name for name in COMPARE_SETTINGS if name not in CRITIC_CONTROLS))
+
+    def compare_shared(self) -> tuple[str, ...]:
+        """The side-by-side settings shared by both columns (the main settings' values)."""
+        own = tuple(name for name in self.options if name not in self.compare_settings())
+        return (*(name for name in COMPARE_SHARED if self.superres or name != "superres"), *own)
+
+    def compare_parameters(self) -> tuple[str, ...]:
+        return (*self.compare_shared(),
+                *(f"{name}_{col}" for col in COLUMNS for name in self.compare_settings()))
+
+    def describe(self) -> str:
+        """One line on what is served, for the page's header."""
+        if self.superres:
+            return (f"every decoding step of the base ({self.summary.image_size('base')} px) and super-res "
+                    f"({self.summary.image_size('superres')} px) stages is drawn as it is computed.")
+        return f"every decoding step of its one {self.output_size()} px stage is drawn as it is computed."
+
+    def missing(self) -> str:
+        """What this model lacks that the page's controls would set, as a note ('' when nothing)."""
+        lacks = [what for what, present in (("super-res stage", self.superres), ("token critic", self.critic))
+                 if not present]
+        if not lacks:
+            return ""
+        whose = "their" if len(lacks) > 1 else "its"
+        return f"This model has no {' and no '.join(lacks)}: {whose} controls are not shown."
+
+
+def page_model() -> PageModel:
+    """The served model (MUSE_WEIGHTS) as the page sees it: from the loaded model, else from its configs."""
+    source = MODEL.source()
+    pipe = MODEL.loaded()
+    summary = pipe.summary if pipe is not None else weights_summary()
+    if is_amused_source(source):
+        return PageModel(summary, critic=False, options=AMUSED_CONTROLS, family="amused")
+    critic = pipe.uses_critic(True) if pipe is not None else _has_critic(source)
+    return PageModel(summary, critic=critic)
+
+
+def display_size() -> int:
+    """Side in pixels of each image on the page: DISPLAY_SIZE, or the model's own output size when larger
+    (aMUSEd-512's images are shown at 512 px, not shrunk)."""
+    pipe = MODEL.loaded()
+    size = pipe.output_size(True) if pipe is not None else weights_summary().output_size(True)
+    return max(DISPLAY_SIZE, size)
 
 
 def token_counts(superres: bool = True) -> dict[str, int]:
@@ -201,17 +300,27 @@ def token_counts(superres: bool = True) -> dict[str, int]:
 
 
 def control(name: str) -> Setting:
-    """The setting behind a control of the page: the schema's, or one of the page's own switches."""
+    """The setting behind a control of the page: the schema's (aMUSEd's own settings' for theirs), or one
+    of the page's own switches."""
     if name in PAGE_SETTINGS:
         return PAGE_SETTINGS[name]
+    if name in AMUSED_SCHEMA:
+        return AMUSED_SCHEMA[name]
     # A custom schedule (a callable) is for Python callers: the page's messages name only the choices.
     return replace(SCHEMA[name], callables=False)
 
 
-def page_defaults() -> dict[str, Any]:
+def limits(name: str) -> tuple[float, float]:
+    """A numeric control's range on the page: the playground's tighter one, else its schema's."""
+    return LIMITS.get(name) or control(name).limits()
+
+
+def page_defaults(model: Optional[PageModel] = None) -> dict[str, Any]:
     """Every request setting's starting value: the weights' tuned defaults (else the schema's), within
-    the playground's limits."""
-    tuned = GenerationSettings(**known_settings(weights_summary().config.defaults))  # normalised
+    the playground's limits; with the model's own settings (aMUSEd's: its defaults, the original size
+    its output size)."""
+    model = model or page_model()
+    tuned = GenerationSettings(**known_settings(model.summary.config.defaults))  # normalised
     values: dict[str, Any] = {"negative_prompt": ""}
     for name in CONTROLS:
         values[name] = getattr(tuned, name) if name in SCHEMA else PAGE_SETTINGS[name].default
@@ -219,17 +328,23 @@ def page_defaults() -> dict[str, Any]:
             lo, hi = LIMITS[name]
             # A seed of None (draw one) starts at the lowest: "Randomize seed" is on by default.
             values[name] = lo if values[name] is None else min(max(values[name], lo), hi)
+    for name in model.options:
+        values[name] = AMUSED_SCHEMA[name].default
+        if name in ("micro_width", "micro_height"):  # aMUSEd tells the model the output size by default
+            values[name] = model.output_size()
     return values
 
 
-def endpoint_signature(leading: Sequence[str], superres: bool = True) -> inspect.Signature:
-    """The parameters an endpoint shows API clients: `leading` (its image and prompt), then the request
-    settings by name, each defaulting to the page's value."""
-    defaults = page_defaults()
+def endpoint_signature(leading: Sequence[str], superres: bool = True,
+                       model: Optional[PageModel] = None) -> inspect.Signature:
+    """The parameters an endpoint shows API clients: `leading` (its image and prompt), then the served
+    model's request settings by name (`PageModel.request_settings`), each defaulting to the page's value."""
+    model = model or page_model()
+    defaults = page_defaults(model)
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     return inspect.Signature([inspect.Parameter(name, kind) for name in leading]
-                             + [inspect.Parameter(name, kind, default=defaults[name]) for name in REQUEST_SETTINGS
-                                if superres or name != "superres"])
+                             + [inspect.Parameter(name, kind, default=defaults[name])
+                                for name in model.request_settings(superres)])
 
 
 # ----- checking a request --------------------------------------------------------------------------
@@ -271,12 +386,27 @@ def check_setting(name: str, value: Any) -> Any:
         raise PlaygroundError(str(err)) from None
 
 
-def check_request(prompt: Any, values: dict[str, Any]) -> Request:
-    """A request from the endpoint's values by name (every setting of REQUEST_SETTINGS it takes)."""
+def check_options(values: dict[str, Any], model: PageModel) -> dict[str, Any]:
+    """The model's own settings among `values` (aMUSEd's sampler and micro-conditioning), checked by their
+    schema, as the pipeline's keyword arguments (`AmusedSettings.options`)."""
+    if not model.options:
+        return {}
+    checked = {name: check_setting(name, values[name]) for name in model.options if name in values}
+    try:
+        return AmusedSettings(**checked).options()
+    except SettingError as err:
+        raise PlaygroundError(str(err)) from None
+
+
+def check_request(prompt: Any, values: dict[str, Any], model: Optional[PageModel] = None) -> Request:
+    """A request from the endpoint's values by name (the served model's request settings; a setting it
+    does not take, such as the critic of a model without one, is left to the model's defaults)."""
+    model = model or page_model()
     prompt = check_prompt(prompt)
     kwargs = {"negative_prompt": check_prompt(values["negative_prompt"], "negative_prompt", required=False)}
-    kwargs.update({name: check_setting(name, values[name]) for name in CONTROLS
+    kwargs.update({name: check_setting(name, values[name]) for name in model.controls()
                    if name in SCHEMA and name != "seed" and name in values})
+    kwargs.update(check_options(values, model))
     if check_setting("randomize_seed", values["randomize_seed"]):
         kwargs["seed"] = secrets.randbelow(int(LIMITS["seed"][1]) + 1)
     elif values["seed"] is None or values["seed"] == "":
@@ -286,33 +416,42 @@ def check_request(prompt: Any, values: dict[str, Any]) -> Request:
     return Request(prompt, kwargs, check_setting("previews", values["previews"]))
 
 
-def compare_defaults() -> dict[str, Any]:
+def compare_defaults(model: Optional[PageModel] = None) -> dict[str, Any]:
     """The side-by-side parameters' starting values: the page's, column b with the critic flipped (so
-    the first comparison shows what the critic changes)."""
-    d = page_defaults()
-    values = {name: d[name] for name in COMPARE_SHARED}
+    the first comparison shows what the critic changes), or for a model without a critic and with a
+    sampler preset, column b on the other sampler."""
+    model = model or page_model()
+    d = page_defaults(model)
+    values = {name: d[name] for name in model.compare_shared()}
     for col in COLUMNS:
-        values.update({f"{name}_{col}": d[name] for name in COMPARE_SETTINGS})
-    values["use_critic_b"] = not d["use_critic"]
+        values.update({f"{name}_{col}": d[name] for name in model.compare_settings()})
+    if "use_critic_b" in values:
+        values["use_critic_b"] = not d["use_critic"]
+    elif "sampler_b" in values:
+        values["sampler_b"] = next(s for s in control("sampler").choices if s != d["sampler"])
     return values
 
 
-def compare_signature() -> inspect.Signature:
+def compare_signature(model: Optional[PageModel] = None) -> inspect.Signature:
     """The side-by-side endpoint's parameters: the prompt, the shared settings, then each column's
     settings named like the Python API's with the column's suffix (timesteps_a, timesteps_b)."""
-    defaults = compare_defaults()
+    model = model or page_model()
+    defaults = compare_defaults(model)
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     return inspect.Signature([inspect.Parameter("prompt", kind)] + [
-        inspect.Parameter(name, kind, default=defaults[name]) for name in COMPARE_PARAMETERS])
+        inspect.Parameter(name, kind, default=defaults[name]) for name in model.compare_parameters()])
 
 
 def check_compare(prompt: Any, values: dict[str, Any]) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
     """(prompt, shared keyword arguments with the seed, each column's own) of a side-by-side request, every
     setting checked by the schema within the page's limits."""
-    shared = check_request(prompt, {**page_defaults(), **{name: values[name] for name in COMPARE_SHARED},
-                                    "num_images": 1, "previews": True})
-    columns = [{name: check_setting(name, values[f"{name}_{col}"]) for name in COMPARE_SETTINGS} for col in COLUMNS]
-    kwargs = {k: v for k, v in shared.kwargs.items() if k not in COMPARE_SETTINGS}
+    model = page_model()
+    own = model.compare_settings()
+    shared = check_request(prompt, {**page_defaults(model), **{name: values[name] for name in model.compare_shared()},
+                                    "num_images": 1, "previews": True}, model)
+    # (each column's own settings are also the pipeline's keyword arguments: the sampler preset too)
+    columns = [{name: check_setting(name, values[f"{name}_{col}"]) for name in own} for col in COLUMNS]
+    kwargs = {k: v for k, v in shared.kwargs.items() if k not in own}
     return shared.prompt, kwargs, columns
 
 
@@ -400,16 +539,18 @@ class Replays:
 REPLAYS = Replays()
 
 
-def step_frame(step: DecodeStep, position: int, planned: int) -> Update:
+def step_frame(step: DecodeStep, position: int, planned: int, display: Optional[int] = None) -> Update:
     """What the page shows of one step: its canvas and prediction (when previews drew them), the tokens it
-    fixed coloured by what ranked them, a line on what decided it, and the slider at `position`."""
+    fixed coloured by what ranked them, a line on what decided it, and the slider at `position`.
+    `display`: the display size (default `display_size()`); a streamed step's pictures are half of it."""
+    display = display or display_size()
     info = viz.step_summary(step)
     if step.canvas is None:
         info += " · previews were off: no picture of this step"
-    size = DISPLAY_SIZE if step.is_final else STREAM_SIZE  # the run's result at the size it is kept at
+    size = display if step.is_final else display // 2  # the run's result at the size it is kept at
     return {"canvas": viz.step_canvas(step, size) if step.canvas is not None else None,
             "prediction": viz.step_prediction(step, size) if step.prediction is not None else None,
-            "step_tokens": viz.step_tokens(step, DISPLAY_SIZE)[0], "step_info": info,
+            "step_tokens": viz.step_tokens(step, display)[0], "step_info": info,
             "scrub": StepSlider(position, planned)}
 
 
@@ -478,8 +619,9 @@ def generate(prompt: Any, settings: dict[str, Any]) -> Iterator[Update]:
             return pipe.renderer.step_images(step.ids, step.pred_ids, step.masked, preview=False)[0]
 
     size = pipe.output_size(superres=False)
+    final = pipe.output_size(request.kwargs.get("superres", False))
     yield from _updates(pipe, request, pipe.stream(request.prompt, previews=request.previews, **request.kwargs),
-                        labels=(f"base stage {size} px", f"final {pipe.output_size(request.kwargs['superres'])} px"),
+                        labels=(f"base stage {size} px", f"final {final} px"),
                         stage_result=base_result)
 
 
@@ -488,7 +630,7 @@ def inpaint(image: Any, prompt: Any, settings: dict[str, Any]) -> Iterator[Updat
     rgb, mask = editor_to_image_and_mask(image)
     request = check_request(prompt, settings)
     pipe = MODEL.get()
-    before = square(rgb, pipe.output_size(request.kwargs["superres"]))
+    before = square(rgb, pipe.output_size(request.kwargs.get("superres", False)))
     share = float((np.asarray(mask) >= 128).mean())
     steps = pipe.stream_inpaint(rgb, mask, request.prompt, previews=request.previews, **request.kwargs)
     yield from _updates(pipe, request, steps, before, labels=("original", "inpainted"),
@@ -521,6 +663,7 @@ def compare(prompt: Any, values: dict[str, Any]) -> Iterator[Update]:
     streams = [pipe.stream(prompt, previews=True, **shared, **column) for column in columns]
     histories: list[list[DecodeStep]] = [[], []]
     started = time.perf_counter()
+    display = display_size()
     try:
         for pair in itertools.zip_longest(*streams):
             update: Update = {}
@@ -528,9 +671,9 @@ def compare(prompt: Any, values: dict[str, Any]) -> Iterator[Update]:
                 if step is not None:  # else this column has finished: every update still holds its result
                     history.append(step)
                 last = history[-1]
-                update[f"canvas_{col}"] = viz.step_canvas(last, DISPLAY_SIZE)
+                update[f"canvas_{col}"] = viz.step_canvas(last, display)
                 update[f"status_{col}"] = ("done · " if last.is_final else "") + last.label
-            update["difference"] = viz.difference_map(*histories, size=DISPLAY_SIZE * 3 // 4)
+            update["difference"] = viz.difference_map(*histories, size=display * 3 // 4)
             update["compare_info"] = _difference_line(histories, time.perf_counter() - started)
             if len(histories[0]) == 1:
                 update["compare_seed"] = seed
@@ -580,18 +723,22 @@ Labels = tuple[str, str]  # what the before / after images are, written under ea
 def _updates(pipe: MusePipeline, request: Request, steps: Iterator[DecodeStep], before: Optional[Image.Image] = None,
              labels: Labels = ("before", "after"), note: str = "",
              stage_result: Optional[Callable[[DecodeStep], list[Image.Image]]] = None) -> Iterator[Update]:
-    """`stream_updates` for a request on `pipe`."""
-    before = viz.upscale(before, DISPLAY_SIZE) if before is not None else None
+    """`stream_updates` for a request on `pipe` (a setting the request leaves out is the model's default)."""
+    display = max(DISPLAY_SIZE, pipe.output_size(True))
+    before = viz.upscale(before, display) if before is not None else None
     note += truncation_note(pipe, request.prompt, request.kwargs["negative_prompt"])
-    yield from stream_updates(steps, request, has_critic=pipe.uses_critic(request.kwargs["use_critic"]),
-                              before=before, labels=labels, note=note, stage_result=stage_result)
+    use_critic = request.kwargs.get("use_critic", pipe.settings().use_critic)
+    yield from stream_updates(steps, request, has_critic=pipe.uses_critic(use_critic), before=before, labels=labels,
+                              note=note, stage_result=stage_result, display=display)
 
 
 def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic: bool,
                    before: Optional[Image.Image] = None, labels: Labels = ("before", "after"), note: str = "",
-                   stage_result: Optional[Callable[[DecodeStep], list[Image.Image]]] = None) -> Iterator[Update]:
+                   stage_result: Optional[Callable[[DecodeStep], list[Image.Image]]] = None,
+                   display: Optional[int] = None) -> Iterator[Update]:
     """One update per decoding step of each stage; the first clears the previous run's results, the last
-    holds the final image and the pictures of the decoding. `note` is appended to every status line.
+    holds the final image and the pictures of the decoding. `note` is appended to every status line;
+    `display` is the display size (default `display_size()`).
 
     Before / after compares `before` with the result; without one, `stage_result` gives the first stage's
     images when a later stage follows (text to image: the base stage's result against the final one).
@@ -601,6 +748,7 @@ def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic:
     started = time.perf_counter()
     finished = False
     run: Optional[Run] = None
+    display = display or display_size()
     with contextlib.ExitStack() as stack:
         @stack.callback
         def _report() -> None:  # runs when the stream ends: finished, failed, or closed by a cancel
@@ -618,19 +766,19 @@ def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic:
             run.steps.append(step)
             if (before is None and stage_result is not None and step.stage_index == 0 and step.num_stages > 1
                     and step.step == step.total):
-                befores = [viz.upscale(im, DISPLAY_SIZE) for im in stage_result(step)]
+                befores = [viz.upscale(im, display) for im in stage_result(step)]
             if step.is_final:
                 finished = True
                 run.finished = True
                 if before is not None:
                     befores = [before] * len(step.canvas)
                 # the final canvas and prediction at the display size (the download shows the canvas)
-                yield {**step_frame(step, len(history), run.planned),
+                yield {**step_frame(step, len(history), run.planned, display),
                        **final_update(history, request, has_critic, befores, output_folder(), started, note,
-                                      labels), "replay": run.key}
+                                      labels, display), "replay": run.key}
                 continue
             update: Update = {"status": f"{step.label} · seed {request.seed}{note}",
-                              **step_frame(step, len(history), run.planned)}
+                              **step_frame(step, len(history), run.planned, display)}
             if step.canvas is None:  # previews off: the canvas and prediction keep their place
                 del update["canvas"], update["prediction"]
             if len(history) == 1:  # clear the previous run's results (the schedule plot stays)
@@ -642,12 +790,12 @@ def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic:
 
 def final_update(history: list[DecodeStep], request: Request, has_critic: bool,
                  befores: Optional[list[Image.Image]], tmp: Path, started: float, note: str = "",
-                 labels: Labels = ("before", "after")) -> Update:
+                 labels: Labels = ("before", "after"), display: int = DISPLAY_SIZE) -> Update:
     """The final images, their files (in `tmp`), before / after (`befores`: one image per result, at the
     display size, or None) and the pictures of the whole decoding; the status gives the time since
     `started` (perf_counter) with all of them drawn."""
     last, seed = history[-1], request.seed
-    final = viz.tile([viz.upscale(im, DISPLAY_SIZE) for im in last.canvas])
+    final = viz.tile([viz.upscale(im, display) for im in last.canvas])
     png = tmp / f"muse-{seed}.png"
     viz.tile(last.canvas).save(png)  # the model's own resolution
     files = [str(png)]
@@ -659,7 +807,7 @@ def final_update(history: list[DecodeStep], request: Request, has_critic: bool,
     counts: dict[str, int] = {}
     for s in history:
         counts.setdefault(s.stage, s.num_tokens)
-    update = {"canvas": final, "prediction": viz.step_prediction(last, DISPLAY_SIZE), "seed": seed,
+    update = {"canvas": final, "prediction": viz.step_prediction(last, display), "seed": seed,
               "before_after": (viz.caption(viz.tile(befores), labels[0]), viz.caption(final, labels[1]))
               if befores is not None else None,
               # labels are drawn under each picture: the gallery's own captions would cover it
