@@ -189,6 +189,17 @@ def tokenizer_metrics(vq, data: CaptionedImages, batch: int = 128, preview=None)
     return out
 
 
+# --sweep: each setting against the pipeline's defaults, on the same names and seeds. The critic noise
+# rows run with the critic on: without it the noise has nothing to act on.
+ADHERENCE_SWEEP: dict[str, dict] = {
+    "default": {}, "cond_scale=1": {"cond_scale": 1.0}, "timesteps=4": {"timesteps": 4},
+    "timesteps=8": {"timesteps": 8}, "timesteps=24": {"timesteps": 24},
+    "critic on": {"use_critic": True}, "critic off": {"use_critic": False},
+    "critic on, noise 0": {"use_critic": True, "critic_noise_scale": 0.0},
+    "critic on, noise 2": {"use_critic": True, "critic_noise_scale": 2.0}}
+SUPERRES_SWEEP: dict[str, dict] = {"critic on": {"use_critic": True}, "critic off": {"use_critic": False}}
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m muse.eval", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -196,8 +207,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--data", type=Path, default=Path("data/emoji"))
     ap.add_argument("--weights", default=None, help="pipeline folder or Hub id (default: shipped weights/)")
     ap.add_argument("--count", type=int, default=1000, help="exact names for adherence")
-    ap.add_argument("--sweep", action="store_true", help="also cond_scale 1, 4/8/12/24 steps and the critic, "
-                                                        "on the first --sweep-count names")
+    ap.add_argument("--sweep", action="store_true", help="also cond_scale 1, 4/8/24 steps, the critic and "
+                                                        "its noise on the first --sweep-count names, and "
+                                                        "super-res with and without its critic")
     ap.add_argument("--sweep-count", type=int, default=200)
     ap.add_argument("--sheet", type=Path, default=None, help="samples: where to write the sheet "
                                                              "(default: samples.png in the weights folder)")
@@ -222,6 +234,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         results["superres"] = superres_fidelity(pipe, data)
         print("superres:", json.dumps({k: round(v, 3) for k, v in results["superres"].items()}),
               f"({time.time() - t:.0f} s)", flush=True)
+        if a.sweep:  # the same 96 images and seed, sampled with and without the super-res critic
+            for label, settings in SUPERRES_SWEEP.items():
+                t = time.time()
+                psnr = superres_fidelity(pipe, data, **settings)["superres_psnr"]
+                results["superres"][label] = psnr
+                print(f"superres {label}: {psnr:.3f} dB ({time.time() - t:.0f} s)", flush=True)
     if a.what in ("adherence", "all"):
         prompts = eval_prompts(data, a.count)
         paraphrases = paraphrase_prompts(data)
@@ -232,10 +250,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             runs[f"paraphrases ({len(paraphrases)})"] = (paraphrases, {})
         if a.sweep:
             few = prompts[: a.sweep_count]
-            sweep = {"default": {}, "cond_scale=1": {"cond_scale": 1.0}, "timesteps=4": {"timesteps": 4},
-                     "timesteps=8": {"timesteps": 8}, "timesteps=24": {"timesteps": 24},
-                     "critic on": {"use_critic": True}, "critic off": {"use_critic": False}}
-            for label, settings in sweep.items():
+            for label, settings in ADHERENCE_SWEEP.items():
                 if label != "default" or len(few) < len(prompts):  # else the run above is this one
                     runs[f"{label} ({len(few)} names)"] = (few, settings)
         results["adherence"] = {}

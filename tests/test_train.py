@@ -287,6 +287,9 @@ def test_stages_export_a_pipeline_and_a_new_run_starts_from_it(tmp_path, capsys)
     figures = json.loads(report.read_text())
     assert {"tokenizer", "superres", "adherence", "floor"} <= set(figures)
     assert "default (4 names)" in figures["adherence"] and "critic on (2 names)" in figures["adherence"]
+    assert "critic on, noise 2 (2 names)" in figures["adherence"]
+    # super-res fidelity with and without its critic, on the same images and seed
+    assert {"critic on", "critic off"} <= set(figures["superres"])
     assert (tmp_path / "weights" / "samples.png").is_file()
 
     fresh = tmp_path / "fresh"
