@@ -236,6 +236,9 @@ def test_side_by_side_streams_two_columns(page, tmp_path):
     page.locator("#compare").click()
     page.wait_for_function("() => (document.querySelector('#compare_info textarea') || {}).value?.startsWith('done')",
                            timeout=180_000)
+    # the 30 ms poll may not yet have read the columns' final status, which came in the same update
+    page.wait_for_function("() => ['status_a', 'status_b'].every(c => (window.__seen[c] || []).at(-1)?.startsWith('done'))",
+                           timeout=10_000)
     seen = page.evaluate("window.__seen")
     for column in ("status_a", "status_b"):
         steps = seen[column]
