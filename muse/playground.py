@@ -371,7 +371,7 @@ def check_prompt(value: Any, name: str = "prompt", required: bool = True) -> Opt
     value = " ".join(value[:4 * MAX_PROMPT_CHARS].split())
     if not value:
         if required:
-            raise PlaygroundError("Type a prompt first, for example “red heart” or “grinning face”.",
+            raise PlaygroundError("Type a prompt first: a few words on what to draw.",
                                   title="Empty prompt")
         return None
     return value[:MAX_PROMPT_CHARS]
