@@ -18,6 +18,9 @@ from tests.harness.chromium import chromium_or_skip
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SCREENSHOT_DIR = os.environ.get("MUSE_SCREENSHOTS")  # keep the screenshots somewhere to look at them
+# Another pipeline folder to serve instead of the tiny random one: the README's screenshots are taken with
+# MUSE_BROWSER_WEIGHTS=weights (the shipped model), so that they show emoji rather than noise.
+BROWSER_WEIGHTS = os.environ.get("MUSE_BROWSER_WEIGHTS")
 
 # Records every new src of the canvas image, with the step label shown at that moment.
 WATCH_CANVAS = """() => {
@@ -38,7 +41,8 @@ STATUS_DONE = "() => (document.querySelector('#status textarea') || {}).value?.s
 @pytest.fixture(scope="module")
 def page_url(tiny_weights, tmp_path_factory):
     chromium_or_skip()
-    with running_app(tiny_weights, tmp_path_factory.mktemp("browser-server") / "app.log") as live:
+    weights = Path(BROWSER_WEIGHTS) if BROWSER_WEIGHTS else tiny_weights
+    with running_app(weights, tmp_path_factory.mktemp("browser-server") / "app.log") as live:
         yield live.url
 
 
