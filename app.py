@@ -602,7 +602,10 @@ def build_demo() -> gr.Blocks:
                                        placeholder="what decided the step shown")
                 gr.Markdown(TOUR, elem_id="tour", elem_classes="tour")
                 with gr.Row():
-                    before_after = gr.ImageSlider(label="Before / after", format="png", interactive=False,
+                    # text to image compares the base stage with the final image; a one-stage model has
+                    # only inpainting's original against its result to show here
+                    before_after = gr.ImageSlider(label="Before / after" if PAGE.superres else
+                                                  "Before / after (inpainting)", format="png", interactive=False,
                                                   elem_id="before_after", max_height=240)
                     files = gr.File(label="Download: final PNG and decoding GIF", file_count="multiple",
                                     interactive=False, elem_id="files")
