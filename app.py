@@ -27,13 +27,7 @@ import logging
 import os
 from typing import Any, Callable, Iterator, Optional
 
-# The server shares the machine's cores with the browser that draws the page. OpenMP threads that spin
-# while they wait for work take the cores the browser needs: the first request after launch, during the
-# page's first render, used three times the server CPU of later ones (benchmarks/README.md, #14).
-# OpenMP reads this when torch loads it, so it is set before anything imports torch.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import gradio as gr  # noqa: E402 (after the OpenMP setting)
+import gradio as gr
 from PIL import Image
 
 from muse import images, playground
