@@ -443,12 +443,21 @@ PLAY_LABEL, PAUSE_LABEL = "▶ Play", "⏸ Pause"
 PLAY_OUTPUTS = (*playground.STEP_OUTPUTS, "timer", "playing", "play")
 
 
-def _model_status() -> Any:
-    """The status line's placeholder when the page opens: whether the model is still loading (it loads
-    while the server starts; a first request waits for it)."""
-    if playground.MODEL.loaded() is None:
-        return gr.update(placeholder="loading the model… type a prompt meanwhile: the first image waits for it")
-    return gr.update(placeholder="waiting for a prompt")
+MODEL_LOADING = "loading the model… type a prompt meanwhile: the first image waits for it"
+MODEL_READY = "model ready: waiting for a prompt"
+
+
+def _model_status() -> tuple[Any, Any]:
+    """The status line's placeholder while no run has written it (the model loads while the server starts;
+    a first request waits for it), and the timer that asks again until the model is ready or failed."""
+    model = playground.MODEL
+    if model.is_ready():
+        return gr.update(placeholder=MODEL_READY), gr.Timer(active=False)
+    if model.start_error is not None:
+        return gr.update(placeholder=f"the model did not load: {model.start_error}"), gr.Timer(active=False)
+    if not model.is_starting():  # nothing loads it before a request (no `main()`): the first one will
+        return gr.update(placeholder="waiting for a prompt (the model loads with the first one)"), gr.Timer(active=False)
+    return gr.update(placeholder=MODEL_LOADING), gr.skip()
 
 
 def schedule_preview(schedule: Any, timesteps: Any, superres: Any = True) -> Any:
@@ -705,7 +714,10 @@ def build_demo() -> gr.Blocks:
             c["use_critic"].change(lambda on: gr.update(interactive=bool(on)), inputs=[c["use_critic"]],
                                    outputs=[c["critic_noise_scale"]], queue=False, show_progress="hidden",
                                    api_visibility="private")
-        demo.load(_model_status, outputs=[status], queue=False, show_progress="hidden", api_visibility="private")
+        # the placeholder says when the model is ready, so that a user knows their first click will not wait
+        model_timer = gr.Timer(1.0)
+        gr.on([demo.load, model_timer.tick], _model_status, outputs=[status, model_timer], queue=False,
+              show_progress="hidden", api_visibility="private")
         plot_inputs = [c[name] for name in ("schedule", "timesteps", "superres") if name in c]
         gr.on([demo.load, c["schedule"].change, c["timesteps"].release, *([c["superres"].change] if PAGE.superres
                                                                             else [])],

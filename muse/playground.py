@@ -114,6 +114,16 @@ class LazyModel:
         self._source: Optional[str] = None
         # MUSE_COMPILE=1 compiles the transformers, except where torch.compile cannot run (ZeroGPU).
         self.allow_compile = True
+        self._starting = False  # a background load (and its warm-up) is under way
+        self.start_error: Optional[str] = None  # why the background load failed, for the page to say
+
+    def is_starting(self) -> bool:
+        """Whether the background load (`load_in_background`) or its warm-up is still under way."""
+        return self._starting
+
+    def is_ready(self) -> bool:
+        """Loaded and warmed up: a request now does not wait for the model."""
+        return self.loaded() is not None and not self._starting
 
     @staticmethod
     def source() -> Optional[str]:
@@ -156,18 +166,22 @@ class LazyModel:
         def load() -> None:
             try:
                 pipe = self.get()
+                self.start_error = None
+                if warm_up:
+                    started = time.perf_counter()
+                    with self._lock, torch.inference_mode():
+                        steps = list(pipe.stream("warm up", timesteps=2, seed=0, previews=True))
+                        viz.reveal_order_map(steps), viz.confidence_map(steps), viz.timeline(steps, TIMELINE_SIZE)
+                        step_frame(steps[0], 1, len(steps))
+                        viz.schedule_plot(page_defaults()["schedule"], page_defaults()["timesteps"], token_counts())
+                    log.info("warmed up in %.1f s", time.perf_counter() - started)
             except PlaygroundError as err:
+                self.start_error = str(err)
                 log.warning("the model did not load at start: %s", err)
-                return
-            if warm_up:
-                started = time.perf_counter()
-                with self._lock, torch.inference_mode():
-                    steps = list(pipe.stream("warm up", timesteps=2, seed=0, previews=True))
-                    viz.reveal_order_map(steps), viz.confidence_map(steps), viz.timeline(steps, TIMELINE_SIZE)
-                    step_frame(steps[0], 1, len(steps))
-                    viz.schedule_plot(page_defaults()["schedule"], page_defaults()["timesteps"], token_counts())
-                log.info("warmed up in %.1f s", time.perf_counter() - started)
+            finally:
+                self._starting = False
 
+        self._starting = True
         thread = threading.Thread(target=load, name="muse-load-model", daemon=True)
         thread.start()
         return thread

@@ -653,3 +653,37 @@ def test_side_by_side_settings_are_checked_by_the_schema(app):
     assert names[0] == "prompt" and {"use_critic_a", "critic_noise_scale_b", "schedule_a", "cond_scale_b",
                                       "temperature_a", "timesteps_b", "seed"} <= set(names)
     assert all(n[:-2] in SCHEMA for n in names if n.endswith(("_a", "_b")))
+
+
+def test_the_status_line_says_when_the_model_is_ready(app, monkeypatch):
+    """While the model loads in the background the page says so and asks again each second; once it is
+    ready, or failed, it says that and stops asking."""
+    model = playground.MODEL
+    model.get()
+
+    def status():
+        text, timer = app._model_status()
+        return text["placeholder"], (timer if is_skip(timer) else timer.active)
+
+    monkeypatch.setattr(model, "_starting", True)
+    placeholder, timer = status()
+    assert placeholder == app.MODEL_LOADING and is_skip(timer)  # loaded, still warming up: not ready yet
+    monkeypatch.setattr(model, "_starting", False)
+    assert status() == (app.MODEL_READY, False)
+    monkeypatch.setattr(model, "_pipe", None)
+    monkeypatch.setattr(model, "start_error", "The model is not available (x): no such folder.")
+    placeholder, timer = status()
+    assert placeholder.startswith("the model did not load: The model is not available") and timer is False
+    monkeypatch.setattr(model, "start_error", None)  # never loaded in the background: the first request will
+    assert status() == ("waiting for a prompt (the model loads with the first one)", False)
+
+
+def test_a_background_load_that_fails_is_reported(app, monkeypatch, tmp_path):
+    model = playground.MODEL
+    for name in ("_pipe", "_source", "start_error"):  # restored after the test, for the tests that follow
+        monkeypatch.setattr(model, name, getattr(model, name))
+    monkeypatch.setenv("MUSE_WEIGHTS", str(tmp_path / "missing"))
+    model.load_in_background(warm_up=False).join(60)
+    assert not model.is_starting() and not model.is_ready()
+    text, timer = app._model_status()
+    assert text["placeholder"].startswith("the model did not load: The model is not available") and not timer.active

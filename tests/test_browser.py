@@ -79,6 +79,9 @@ def screenshot(page, tmp_path: Path, name: str, part: str = "") -> Path:
 
 
 def test_generate_streams_previews_into_the_page(page, tmp_path):
+    # the status line says when the model (loading while the server started) is ready for a first click
+    page.wait_for_function("() => (document.querySelector('#status textarea') || {}).placeholder"
+                           "?.startsWith('model ready')", timeout=120_000)
     page.locator("#prompt textarea").fill("grinning face")
     page.evaluate(WATCH_CANVAS)
     page.locator("#generate").click()
