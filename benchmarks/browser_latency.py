@@ -9,8 +9,9 @@ against the same requests through the library.
 What it measures (every browser time is the page's own clock, `performance.now()`, from the click on
 Generate as the page receives it; probes are installed in the page before the click):
 - launch (not with --url): from starting `python app.py` to the server answering, to the page loaded
-  (opened as soon as the server answers) and to the first request done; the first request is cold and
-  is not counted below.
+  (opened as soon as the server answers), to the page saying the model is ready (it loads while the
+  server starts; a user clicks then) and to the first request done; the first request is reported on
+  its own and not counted below.
 - per prompt (--prompts, default settings of the page, after --warmup untimed requests in the page and
   in the library):
   first preview drawn (the first new canvas picture loaded), last step drawn (the last canvas picture
@@ -132,6 +133,8 @@ INSTALL_PROBES = """() => {
 }"""
 RESET = "() => window.__bench.reset()"
 READY = "() => window.__bench.ready !== null"
+# the status line's placeholder once the model has loaded and warmed up (app.MODEL_READY)
+MODEL_READY = "() => (document.querySelector('#status textarea') || {}).placeholder?.startsWith('model ready')"
 # The run's last canvas picture drawn, and every picture on the page loaded (or failed).
 ALL_DRAWN = """() => {
   const b = window.__bench, last = b.srcs[b.srcs.length - 1];
@@ -345,9 +348,11 @@ def request_in_library(pipe, prompt: str, seed: int, page_png: Optional[bytes]) 
 
 # ----- the parts of a run ---------------------------------------------------------------------------
 
-def measure_launch(server: Server, page_loaded: float, first: PageRun) -> dict[str, Any]:
-    """Seconds from starting `python app.py`: server answering, page loaded, first request ready."""
+def measure_launch(server: Server, page_loaded: float, model_ready: float, first: PageRun) -> dict[str, Any]:
+    """Seconds from starting `python app.py`: server answering, page loaded, the page saying the model is
+    ready, first request ready."""
     return {"server_up_s": server.up - server.started, "page_loaded_s": page_loaded - server.started,
+            "model_ready_s": model_ready - server.started,
             "first_click_s": first.click_epoch - server.started,
             "first_done_s": first.click_epoch - server.started + first.ready_s,
             "first_request_click_to_done_s": first.ready_s, "first_request_first_preview_s": first.first_preview_s,
@@ -479,9 +484,9 @@ def print_report(data: dict[str, Any]) -> None:
               f"{m['server_cpu_s'] / m['library_cpu_s']:.2f})")
     if data.get("launch"):
         lf = data["launch"]
-        print(f"launch: server up {lf['server_up_s']:.1f} s, page loaded {lf['page_loaded_s']:.1f} s, first "
-              f"request done {lf['first_done_s']:.1f} s after start ({lf['first_request_click_to_done_s']:.1f} s "
-              "from its click)")
+        print(f"launch: server up {lf['server_up_s']:.1f} s, page loaded {lf['page_loaded_s']:.1f} s, model ready "
+              f"(the page says) {lf['model_ready_s']:.1f} s, first request done {lf['first_done_s']:.1f} s after "
+              f"start ({lf['first_request_click_to_done_s']:.1f} s from its click)")
     if data.get("clients"):
         c = data["clients"]
         print(f"{c['clients']} clients at once: {c['total_s']:.1f} s in all vs {c['clients']} x "
@@ -513,8 +518,11 @@ def measure(args: argparse.Namespace, pipe, errors: list[str]) -> dict[str, Any]
                 launch = None
                 if server.started is not None:  # the first request after launch: cold, reported on its own
                     loaded = time.time()
+                    # a user clicks once the page says the model is ready (it loads while the server starts)
+                    page.wait_for_function(MODEL_READY, timeout=args.timeout * 1000, polling=POLL_MS)
+                    ready = time.time()
                     first = request_in_page(page, args.prompts[0], args.timeout, server.pid)
-                    launch = measure_launch(server, loaded, first)
+                    launch = measure_launch(server, loaded, ready, first)
                 for i in range(args.warmup):
                     request_in_page(page, args.prompts[i % len(args.prompts)], args.timeout)
                 rows = []

@@ -26,7 +26,9 @@ def test_browser_latency_measures_the_page_and_the_library(tiny_weights, tmp_pat
     assert last == f"ratio browser/library: {ratio:.2f}" and ratio > 0
     data = json.loads(out.read_text())
     assert data["page_errors"] == []
-    assert data["launch"]["server_up_s"] <= data["launch"]["page_loaded_s"] <= data["launch"]["first_done_s"]
+    launch = data["launch"]
+    assert launch["server_up_s"] <= launch["page_loaded_s"] <= launch["first_done_s"]
+    assert launch["server_up_s"] <= launch["model_ready_s"] <= launch["first_click_s"]  # clicked once ready
     steps = 8  # the tiny model's 4 steps in each of two stages
     for r in data["requests"]:
         assert r["steps"] == steps and 1 <= r["frames"] <= r["pictures_set"] <= steps
