@@ -273,8 +273,9 @@ def _endpoint(run: Callable[..., Iterator[playground.Update]], *leading: str, su
         try:
             if image is not None:
                 values["image"] = image(values["image"])
+            ranges: dict[str, int] = {}
             for update in run(*(values.pop(name) for name in leading), values):
-                yield tuple(_shown(update[name]) if name in update else gr.skip() for name in outputs)
+                yield tuple(_shown(update[name], ranges, name) if name in update else gr.skip() for name in outputs)
         except gr.Error:
             raise
         except Exception as err:
@@ -393,10 +394,18 @@ VALIDATORS = {
                                 signature=inspect.signature(_tool_request))}
 
 
-def _shown(value: Any) -> Any:
-    """An update's value as Gradio takes it: the step slider's position and range as a slider update."""
+def _shown(value: Any, ranges: Optional[dict[str, int]] = None, name: str = "") -> Any:
+    """An update's value as Gradio takes it: the step slider's position and range as a slider update.
+    `ranges`: the ranges this stream already sent, by output name; a range is sent again only when it
+    changes, because Gradio rebuilds a component's whole config (its JSON schema included) for each update
+    of its properties, which cost more server time than the model's step."""
     if isinstance(value, playground.StepSlider):
-        return gr.update(value=value.value, maximum=max(2, value.maximum))  # a 1-step slider cannot be drawn
+        maximum = max(2, value.maximum)  # a 1-step slider cannot be drawn
+        if ranges is not None:
+            if ranges.get(name) == maximum:
+                return value.value
+            ranges[name] = maximum
+        return gr.update(value=value.value, maximum=maximum)
     return value
 
 
