@@ -8,7 +8,6 @@ driven through gradio_client and in headless Chromium (marked slow / browser).""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -25,6 +24,7 @@ from muse.playground import AMUSED_CONTROLS, CONTROLS, PlaygroundError
 from muse.sampler_rules import SAMPLER_RULES
 from muse.settings import AMUSED_SCHEMA, SAMPLERS, AmusedSettings, SettingError
 from tests.harness import running_app
+from tests.harness.chromium import open_page, screenshot
 
 GRID = 16  # tokens per side; the tiny VQ has 1 px per token: 16 px images
 PROMPT = "a watercolor painting of a fox"
@@ -261,38 +261,10 @@ def test_the_server_logged_no_unexpected_failure(client, server_log):
 
 # ----- the page in headless Chromium -------------------------------------------------------------------
 
-SCREENSHOT_DIR = os.environ.get("MUSE_SCREENSHOTS")
-
-
 @pytest.fixture()
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    from tests.harness.chromium import chromium_or_skip
-
-    executable = chromium_or_skip()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True,
-                                    args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            errors: list[str] = []
-            page.on("pageerror", lambda err: errors.append(str(err)))
-            page.goto(server, wait_until="load")
-            page.wait_for_selector("#prompt textarea", timeout=60_000)
-            yield page
-            assert not errors, f"JavaScript errors on the page: {errors}"
-        finally:
-            browser.close()
-
-
-def screenshot(page, tmp_path: Path, name: str) -> Path:
-    folder = Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    page.screenshot(path=str(path), full_page=True)
-    assert path.stat().st_size > 10_000
-    return path
+    with open_page(server) as page:
+        yield page
 
 
 @pytest.mark.slow

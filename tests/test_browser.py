@@ -14,11 +14,10 @@ import pytest
 
 from muse.settings import SCHEMA
 from tests.harness import running_app
-from tests.harness.chromium import chromium_or_skip
+from tests.harness.chromium import chromium_or_skip, open_page, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SCREENSHOT_DIR = os.environ.get("MUSE_SCREENSHOTS")  # keep the screenshots somewhere to look at them
 # Another pipeline folder to serve instead of the tiny random one: the README's screenshots are taken with
 # MUSE_BROWSER_WEIGHTS=weights (the shipped model), so that they show emoji rather than noise.
 BROWSER_WEIGHTS = os.environ.get("MUSE_BROWSER_WEIGHTS")
@@ -49,40 +48,14 @@ def page_url(tiny_weights, tmp_path_factory):
 
 @pytest.fixture()
 def page(page_url):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_or_skip(), headless=True,
-                                    args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            errors: list[str] = []
-            page.on("pageerror", lambda err: errors.append(str(err)))
-            page.goto(page_url, wait_until="load")
-            page.wait_for_selector("#prompt textarea", timeout=60_000)
-            yield page
-            assert not errors, f"JavaScript errors on the page: {errors}"
-        finally:
-            browser.close()
+    with open_page(page_url) as page:
+        yield page
 
 
 def steps_per_stage(previews: list[dict]) -> int:
     """The run's steps per stage, from a streamed status line ("base 1/4 · ..."): 4 on the tiny model,
     the weights' default on another (MUSE_BROWSER_WEIGHTS)."""
     return next(int(m.group(1)) for p in previews if (m := re.search(r"base \d+/(\d+)", p["status"])))
-
-
-def screenshot(page, tmp_path: Path, name: str, part: str = "") -> Path:
-    """The whole page, or only the element `part` (a selector), as `name` under MUSE_SCREENSHOTS."""
-    folder = Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    if part:
-        page.locator(part).screenshot(path=str(path))
-    else:
-        page.screenshot(path=str(path), full_page=True)
-    assert path.stat().st_size > 10_000
-    return path
 
 
 def test_generate_streams_previews_into_the_page(page, tmp_path):
