@@ -299,10 +299,10 @@ def page_model() -> PageModel:
     return PageModel(summary, critic=critic)
 
 
-def display_size() -> int:
+def display_size(pipe: Optional[MusePipeline] = None) -> int:
     """Side in pixels of each image on the page: DISPLAY_SIZE, or the model's own output size when larger
-    (aMUSEd-512's images are shown at 512 px, not shrunk)."""
-    pipe = MODEL.loaded()
+    (aMUSEd-512's images are shown at 512 px, not shrunk). `pipe`: the model (default: the loaded one)."""
+    pipe = pipe or MODEL.loaded()
     size = pipe.output_size(True) if pipe is not None else weights_summary().output_size(True)
     return max(DISPLAY_SIZE, size)
 
@@ -738,7 +738,7 @@ def _updates(pipe: MusePipeline, request: Request, steps: Iterator[DecodeStep], 
              labels: Labels = ("before", "after"), note: str = "",
              stage_result: Optional[Callable[[DecodeStep], list[Image.Image]]] = None) -> Iterator[Update]:
     """`stream_updates` for a request on `pipe` (a setting the request leaves out is the model's default)."""
-    display = max(DISPLAY_SIZE, pipe.output_size(True))
+    display = display_size(pipe)
     before = viz.upscale(before, display) if before is not None else None
     note += truncation_note(pipe, request.prompt, request.kwargs["negative_prompt"])
     use_critic = request.kwargs.get("use_critic", pipe.settings().use_critic)

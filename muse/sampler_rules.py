@@ -24,9 +24,9 @@ import torch
 
 from .sampling import NEVER_SCORE, CriticFn, DecodeState, LogitsFn, at_positions, top_k_filter
 from .schedules import get_schedule
-from .settings import SamplerSettings
+from .settings import SAMPLERS, SamplerSettings
 
-SAMPLER_RULES = ("muse", "amused")
+SAMPLER_RULES = SAMPLERS  # declared with the settings schema, which offers them as the `sampler` choice
 # aMUSEd's clamps (diffusers' scheduling_amused.py): probabilities and Gumbel noise are floored at 1e-20.
 TINY = 1e-20
 

@@ -169,7 +169,7 @@ class GenerationSettings(SamplerSettings):
 
 SCHEMA: dict[str, Setting] = _schema_of(GenerationSettings)
 
-# The sampler rules a model may be decoded by (`muse.sampler_rules.SAMPLER_RULES`, which imports this module).
+# The sampler rules a model may be decoded by (`muse.sampler_rules` implements them; it imports this module).
 SAMPLERS = ("muse", "amused")
 MAX_MICRO = 8192  # pixels: the largest size or crop offset aMUSEd's micro-conditioning is told
 
