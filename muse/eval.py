@@ -237,7 +237,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if a.sweep:  # the same 96 images and seed, sampled with and without the super-res critic
             for label, settings in SUPERRES_SWEEP.items():
                 t = time.time()
-                psnr = superres_fidelity(pipe, data, **settings)["superres_psnr"]
+                same = all(getattr(pipe.settings(), k) == v for k, v in settings.items())  # the run above
+                psnr = results["superres"]["superres_psnr"] if same else \
+                    superres_fidelity(pipe, data, **settings)["superres_psnr"]
                 results["superres"][label] = psnr
                 print(f"superres {label}: {psnr:.3f} dB ({time.time() - t:.0f} s)", flush=True)
     if a.what in ("adherence", "all"):
@@ -254,7 +256,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                 if label != "default" or len(few) < len(prompts):  # else the run above is this one
                     runs[f"{label} ({len(few)} names)"] = (few, settings)
         results["adherence"] = {}
+        defaults = pipe.settings()
+        done: dict[tuple, str] = {}  # a run the defaults already gave (e.g. critic off when it is off) is not redone
         for label, (chosen, settings) in runs.items():
+            key = (tuple(chosen), tuple(sorted((k, v) for k, v in settings.items() if getattr(defaults, k) != v)))
+            if key in done:
+                results["adherence"][label] = {**results["adherence"][done[key]], "same_run_as": done[key]}
+                print(f"{label}: the same run as {done[key]!r}", flush=True)
+                continue
+            done[key] = label
             t = time.time()
             scores, _ = adherence(pipe, data, chosen, **settings)
             results["adherence"][label] = {**scores, "seconds": round(time.time() - t, 1)}
