@@ -115,20 +115,32 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def superres_fidelity(pipe, data: CaptionedImages, count: int = 96, seed: int = 0, **settings) -> dict[str, float]:
     """Super-res from a perfect input: `count` fixed dataset images box-downsampled to 32 px, through
     `pipe.superres(low_res, exact name, seed)`; PSNR of the 64 px output against the original, beside
-    bicubic from the same 32 px image and the tokenizer's own 64 px reconstruction of the original."""
+    bicubic from the same 32 px image and the tokenizer's own 64 px reconstruction of the original.
+
+    `superres_psnr` is the image `pipe.superres` returns (matched to its low-res input when
+    `pipe.match_low_res` is on, the default); `superres_tokens_psnr` the tokenizer's decode of the same
+    tokens alone, which is what the transformer contributes."""
     from PIL import Image
+
+    from .images import pil_to_tensor, square
+    from .render import match_low_res
 
     picks = sorted(random.Random(seed).sample(range(len(data)), min(count, len(data))))
     originals = torch.from_numpy(data.images[picks]).permute(0, 3, 1, 2).float() / 255.0  # (N, 3, 64, 64)
     small = F.avg_pool2d(originals, 2)
-    outputs, bicubic = [], []
+    raw, matched, bicubic = [], [], []
     for i, index in enumerate(picks):
         low = Image.fromarray((small[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-        out = pipe.superres(low, exact_name(data.records[index]), seed=seed, **settings)[0]
-        outputs.append(np.asarray(out.convert("RGB")))
+        # the tokens once; the two images from them as `pipe.superres` decodes them (tests/test_pipeline.py)
+        ids = pipe.superres(low, exact_name(data.records[index]), seed=seed, output_type="ids", **settings)
+        decoded = pipe.renderer.decode(ids).float()
+        seen = pil_to_tensor([square(low, pipe.config.base_size)]).to(decoded)
+        raw.append(decoded.cpu())
+        matched.append((match_low_res(decoded, seen) if pipe.match_low_res else decoded).cpu())
         bicubic.append(np.asarray(low.resize((64, 64), Image.Resampling.BICUBIC)))
     recon = pipe.vq.decode(pipe.vq.encode(originals.to(pipe.device))).float().cpu()
-    return {"superres_psnr": _psnr(_from_arrays(outputs), originals),
+    return {"superres_psnr": _psnr(torch.cat(matched), originals),
+            "superres_tokens_psnr": _psnr(torch.cat(raw), originals),
             "bicubic_psnr": _psnr(_from_arrays(bicubic), originals),
             "tokenizer_psnr_64": _psnr(recon, originals), "count": len(picks)}
 

@@ -146,6 +146,16 @@ class MusePipeline:
         self.renderer.fast_previews = bool(value)
 
     @property
+    def match_low_res(self) -> bool:
+        """A super-res stage's final image matched to the low-res image it enlarges (back-projection,
+        `muse.render.match_low_res`); False: the tokenizer's decode of the stage's tokens alone."""
+        return self.renderer.match_low_res
+
+    @match_low_res.setter
+    def match_low_res(self, value: bool) -> None:
+        self.renderer.match_low_res = bool(value)
+
+    @property
     def device(self) -> torch.device:
         return next(self.base_model.parameters()).device
 
@@ -261,16 +271,22 @@ class MusePipeline:
                                   r.settings.cond_scale, self.device)
         return run_stages(plans, text, r.settings.sampler(), r.generator, r.settings.use_critic, cond_ids)
 
-    def _steps(self, r: _Request, plans: list[StagePlan], previews: bool,
-               cond_ids: Optional[torch.Tensor] = None) -> Iterator[DecodeStep]:
-        """The token states as DecodeSteps, with their pictures (every step with previews, else the last)."""
+    def _steps(self, r: _Request, plans: list[StagePlan], previews: bool, cond_ids: Optional[torch.Tensor] = None,
+               low_res: Optional[torch.Tensor] = None) -> Iterator[DecodeStep]:
+        """The token states as DecodeSteps, with their pictures (every step with previews, else the last).
+        A super-res stage's final image is matched to its low-res input (`Renderer.match_low_res`): `low_res`
+        (B, 3, h, w) when given, else the base stage's final image."""
         last = len(plans) - 1
         for index, state in self._token_states(r, plans, cond_ids):
             final = index == last and state.step == state.total
+            if (index < last and state.step == state.total and plans[index + 1].name == "superres"
+                    and self.renderer.match_low_res):
+                low_res = self.renderer.decode(state.ids)  # what the super-res stage enlarges, in pixels
             canvas = prediction = None
             if previews or final:
-                canvas, prediction = self.renderer.step_images(state.ids, state.pred_ids, state.masked,
-                                                               preview=not final)
+                canvas, prediction = self.renderer.step_images(
+                    state.ids, state.pred_ids, state.masked, preview=not final,
+                    low_res=low_res if final and plans[index].name == "superres" else None)
             yield DecodeStep(stage=plans[index].name, stage_index=index, num_stages=len(plans), step=state.step,
                              total=state.total, ids=state.ids, pred_ids=state.pred_ids, masked=state.masked,
                              revealed=state.revealed, scores=state.scores, region=plans[index].region,
@@ -360,7 +376,8 @@ class MusePipeline:
         r = self._request(prompt, negative_prompt, **{**kwargs, "superres": True})
         small = pil_to_tensor([square(to_rgb(low_res_image), self.config.base_size)]).to(self.device)
         cond_ids = self.vq.encode(small).expand(r.batch, -1, -1)
-        yield from self._steps(r, [self._plan("superres", r.batch)], previews, cond_ids=cond_ids)
+        yield from self._steps(r, [self._plan("superres", r.batch)], previews, cond_ids=cond_ids,
+                               low_res=small.expand(r.batch, -1, -1, -1))
 
     @torch.inference_mode()
     def superres(self, low_res_image: ImageLike, prompt: Union[str, Sequence[str]], *, output_type: str = "pil",

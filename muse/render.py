@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from .images import pil_to_tensor, tensor_to_pil
@@ -16,6 +17,26 @@ from .vq import VQModel
 
 MASK_GRAY = 0.5  # overlay colour of still-masked tokens in previews
 MASK_ALPHA = 0.75
+# Back-projection passes for a super-res image (see `match_low_res`): measured on the shipped model, the
+# PSNR gain over the last pass is below 0.1 dB by 10, where the mean box-downsampling error is under 1/1000.
+LOW_RES_PASSES = 10
+
+
+def match_low_res(images: torch.Tensor, low_res: torch.Tensor, passes: int = LOW_RES_PASSES) -> torch.Tensor:
+    """Iterative back-projection (Irani & Peleg, 1991): images (B, 3, H, W) corrected until their box
+    downsampling to low_res's size matches low_res (B, 3, h, w), both in [0, 1], H a multiple of h.
+
+    Each pass adds the bicubic upsampling of what the box downsampling still misses. The low frequencies
+    then come from the low-res image the super-res stage was given, and the detail its tokens drew stays:
+    a wrong token can no longer change a region's colour, only its texture."""
+    factor = images.shape[-1] // low_res.shape[-1]
+    if factor < 2 or images.shape[-1] != factor * low_res.shape[-1]:
+        raise ValueError(f"a {images.shape[-1]} px image cannot be matched to a {low_res.shape[-1]} px one")
+    x = images
+    for _ in range(passes):
+        missing = low_res - F.avg_pool2d(x, factor)
+        x = (x + F.interpolate(missing, scale_factor=factor, mode="bicubic", align_corners=False)).clamp(0, 1)
+    return x
 
 
 class Renderer:
@@ -26,6 +47,9 @@ class Renderer:
         # Intermediate previews through the tiny distilled decoder when there is one (`muse.preview`);
         # False decodes them with the full tokenizer decoder. Final images always use the full one.
         self.fast_previews = True
+        # A super-res stage's final image matched to its low-res input (`match_low_res`); False shows the
+        # tokenizer's decode of its tokens alone.
+        self.match_low_res = True
 
     @property
     def factor(self) -> int:
@@ -45,10 +69,15 @@ class Renderer:
             return self.vq.decode(ids).float()
 
     def step_images(self, ids: torch.Tensor, pred_ids: torch.Tensor, masked: torch.Tensor,
-                    preview: bool = False) -> tuple[list[Image.Image], list[Image.Image]]:
+                    preview: bool = False, low_res: Optional[torch.Tensor] = None
+                    ) -> tuple[list[Image.Image], list[Image.Image]]:
         """The canvas (still-masked tokens greyed) and the prediction (every still-masked token filled
-        with the model's current guess), from one decode: they are the same token grid. Grids (B, h, w)."""
+        with the model's current guess), from one decode: they are the same token grid. Grids (B, h, w).
+        `low_res` (B, 3, h', w'): the image a super-res stage enlarges; with match_low_res on, the decode
+        is matched to it (`match_low_res`)."""
         prediction = self.decode(torch.where(masked, pred_ids, ids), preview)
+        if low_res is not None and self.match_low_res:
+            prediction = match_low_res(prediction, low_res.to(prediction))
         if not bool(masked.any()):
             images = tensor_to_pil(prediction)
             return images, images

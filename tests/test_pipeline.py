@@ -13,7 +13,7 @@ from PIL import Image
 from muse import load_pipeline
 from muse.compiled import is_compiled
 from muse.hub import WeightsError
-from muse.images import mask_to_grid, pil_to_tensor
+from muse.images import mask_to_grid, pil_to_tensor, tensor_to_pil
 from muse.runner import TextContext
 from muse.transformer import MaskedTransformer, inference_dtype
 
@@ -141,6 +141,36 @@ def test_superres_streams_one_stage(tiny_pipe):
     assert not np.array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_superres_result_agrees_with_the_low_res_image_it_enlarges(tiny_pipe):
+    """Box-downsampled, the 64 px result is the 32 px image it enlarged (back-projection), for super-res from
+    an image and for text to image (the base stage's image); without it, the tokens' decode alone."""
+    import torch.nn.functional as F
+
+    from muse.render import match_low_res
+
+    def gap(big: Image.Image, small: torch.Tensor) -> float:
+        return float((F.avg_pool2d(pil_to_tensor([big]), 2) - small).abs().mean())
+
+    low = _picture((32, 32))
+    matched = tiny_pipe.superres(low, "a cat", timesteps=3, seed=0)[0]
+    assert gap(matched, pil_to_tensor([low])) < 0.004  # about 1/255: the 8-bit rounding
+    ids = tiny_pipe.superres(low, "a cat", timesteps=3, seed=0, output_type="ids")
+    with torch.inference_mode():
+        decoded = tiny_pipe.renderer.decode(ids)
+    assert np.array_equal(np.asarray(matched), np.asarray(tensor_to_pil(match_low_res(decoded, pil_to_tensor([low])))[0]))
+    tiny_pipe.match_low_res = False
+    try:
+        raw = tiny_pipe.superres(low, "a cat", timesteps=3, seed=0)[0]
+    finally:
+        tiny_pipe.match_low_res = True
+    assert np.array_equal(np.asarray(raw), np.asarray(tensor_to_pil(decoded)[0]))
+    assert gap(raw, pil_to_tensor([low])) > 10 * gap(matched, pil_to_tensor([low]))
+    steps = list(tiny_pipe.stream("a cat", timesteps=3, seed=0))
+    with torch.inference_mode():
+        base = tiny_pipe.renderer.decode(steps[2].ids)  # the base stage's final image, full decoder
+    assert gap(steps[-1].canvas[0], base) < 0.004
+
+
 @pytest.mark.parametrize("bad, error", [
     (dict(timesteps=0), ValueError), (dict(timesteps=10_000), ValueError), (dict(cond_scale=float("nan")), ValueError),
     (dict(temperature=-1.0), ValueError), (dict(topk_filter_thres=1.5), ValueError), (dict(schedule="zigzag"), ValueError),
@@ -210,13 +240,15 @@ def test_previews_use_the_preview_decoder_and_the_final_image_the_full_one(tiny_
     full = pipe.vq.decode
     monkeypatch.setattr(pipe.vq, "decode", lambda ids: calls.append(ids.shape) or full(ids))
     steps = list(pipe.stream("a cat", timesteps=3, seed=4))
-    assert len(calls) == 1 and all(s.canvas for s in steps)  # previews: preview decoder; final: the full one
+    # previews: the preview decoder; the full one for the final image and for the base stage's image, which
+    # the super-res result is matched to
+    assert len(calls) == 2 and all(s.canvas for s in steps)
     plain = tiny_pipe("a cat", timesteps=3, seed=4)[0]  # same weights, no preview decoder
     assert np.array_equal(np.asarray(steps[-1].canvas[0]), np.asarray(plain))  # the final image is exact
     pipe.fast_previews = False
     calls.clear()
     list(pipe.stream("a cat", timesteps=3, seed=4))
-    assert len(calls) == 6  # every step through the full decoder
+    assert len(calls) == 7  # every step through the full decoder, and the base stage's image
 
 
 def test_a_preview_decoder_that_does_not_fit_is_refused(tiny_weights, tmp_path):
