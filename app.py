@@ -23,6 +23,7 @@ import base64
 import functools
 import importlib.util
 import inspect
+import io
 import logging
 import os
 from typing import Any, Callable, Iterator, Optional
@@ -30,8 +31,9 @@ from typing import Any, Callable, Iterator, Optional
 import gradio as gr
 from PIL import Image
 
+from gradio.data_classes import ImageData
 from muse import images, playground
-from muse.playground import MAX_PROMPT_CHARS, OUTPUTS
+from muse.playground import MAX_PROMPT_CHARS, OUTPUTS, PASSING
 from muse.settings import shown
 
 # Hugging Face Spaces with ZeroGPU: the decoding handlers run on a GPU that is requested per call, for at
@@ -275,7 +277,9 @@ def _endpoint(run: Callable[..., Iterator[playground.Update]], *leading: str, su
                 values["image"] = image(values["image"])
             ranges: dict[str, int] = {}
             for update in run(*(values.pop(name) for name in leading), values):
-                yield tuple(_shown(update[name], ranges, name) if name in update else gr.skip() for name in outputs)
+                inline = bool(update.get(PASSING))
+                yield tuple(_shown(update[name], ranges, name, inline) if name in update else gr.skip()
+                            for name in outputs)
         except gr.Error:
             raise
         except Exception as err:
@@ -394,11 +398,40 @@ VALIDATORS = {
                                 signature=inspect.signature(_tool_request))}
 
 
-def _shown(value: Any, ranges: Optional[dict[str, int]] = None, name: str = "") -> Any:
-    """An update's value as Gradio takes it: the step slider's position and range as a slider update.
+class InlinePicture:
+    """A picture to send inside the update, as a PNG data URL (see `FrameImage`); `image` is the picture."""
+
+    def __init__(self, image: Image.Image) -> None:
+        self.image = image
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        self.size = buffer.tell()
+        self.url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class FrameImage(gr.Image):
+    """gr.Image (same page component) that also takes `InlinePicture` pictures. A streamed step's pictures (about
+    6 KB each, replaced at the next step) travel in the update itself instead of as a cached file that the
+    browser fetches in a request of its own: that was three files per step, 72 of a run's 100 requests,
+    each costing the server a file write, its hash and an HTTP response. Results stay files (downloads,
+    API clients)."""
+
+    is_template = True  # drawn by gr.Image's own front end
+
+    def postprocess(self, value: Any) -> Any:
+        if isinstance(value, InlinePicture):
+            return ImageData(url=value.url, size=value.size, orig_name="step.png", mime_type="image/png")
+        return super().postprocess(value)
+
+
+def _shown(value: Any, ranges: Optional[dict[str, int]] = None, name: str = "", inline: bool = False) -> Any:
+    """An update's value as Gradio takes it: the step slider's position and range as a slider update; a
+    picture inline (`InlinePicture`) when `inline` (a passing frame of a run, or a replayed step).
     `ranges`: the ranges this stream already sent, by output name; a range is sent again only when it
     changes, because Gradio rebuilds a component's whole config (its JSON schema included) for each update
     of its properties, which cost more server time than the model's step."""
+    if inline and isinstance(value, Image.Image):
+        return InlinePicture(value)
     if isinstance(value, playground.StepSlider):
         maximum = max(2, value.maximum)  # a 1-step slider cannot be drawn
         if ranges is not None:
@@ -419,7 +452,8 @@ def _page_event(fn: Callable[..., Any], outputs: tuple[str, ...]) -> Callable[..
             update = fn(*args)
         except playground.PlaygroundError as err:
             raise UserError(str(err), title=err.title) from None
-        values = tuple(_shown(update[name]) if name in update else gr.skip() for name in outputs)
+        # a replayed step's pictures are passing frames too (the page's own events, not the API's)
+        values = tuple(_shown(update[name], inline=True) if name in update else gr.skip() for name in outputs)
         return values[0] if len(values) == 1 else values  # Gradio takes one output's value bare
 
     return handler
@@ -595,12 +629,12 @@ def build_demo() -> gr.Blocks:
                 status = gr.Textbox(label="Step", interactive=False, elem_id="status",
                                     placeholder="waiting for a prompt")
                 with gr.Row():
-                    canvas = gr.Image(label="Canvas", format="png", interactive=False, elem_id="canvas", height=frame,
-                                      buttons=["download", "fullscreen"])
-                    prediction = gr.Image(label="Full prediction", format="png", interactive=False,
-                                          elem_id="prediction", height=frame, buttons=["fullscreen"])
-                    step_tokens = gr.Image(label="Fixed at this step", format="png", interactive=False,
-                                           elem_id="step_tokens", height=frame, buttons=["fullscreen"])
+                    canvas = FrameImage(label="Canvas", format="png", interactive=False, elem_id="canvas",
+                                        height=frame, buttons=["download", "fullscreen"])
+                    prediction = FrameImage(label="Full prediction", format="png", interactive=False,
+                                            elem_id="prediction", height=frame, buttons=["fullscreen"])
+                    step_tokens = FrameImage(label="Fixed at this step", format="png", interactive=False,
+                                             elem_id="step_tokens", height=frame, buttons=["fullscreen"])
                 with gr.Row(equal_height=True):
                     scrub = gr.Slider(1, 2, value=1, step=1, label="Step (all stages: base first, then super-res)"
                                       if PAGE.superres else "Step",
@@ -665,10 +699,12 @@ def build_demo() -> gr.Blocks:
                                                        if name == "critic_noise_scale" else {}))
                                      for name in PAGE.compare_settings()}
             with gr.Row():
-                canvas_a = gr.Image(label="Column A", format="png", interactive=False, elem_id="canvas_a", height=300)
-                canvas_b = gr.Image(label="Column B", format="png", interactive=False, elem_id="canvas_b", height=300)
-                difference = gr.Image(label="Where they differ, and when", format="png", interactive=False,
-                                      elem_id="difference", height=300)
+                canvas_a = FrameImage(label="Column A", format="png", interactive=False, elem_id="canvas_a",
+                                      height=300)
+                canvas_b = FrameImage(label="Column B", format="png", interactive=False, elem_id="canvas_b",
+                                      height=300)
+                difference = FrameImage(label="Where they differ, and when", format="png", interactive=False,
+                                        elem_id="difference", height=300)
             with gr.Row():
                 status_a = gr.Textbox(label="A", interactive=False, elem_id="status_a")
                 status_b = gr.Textbox(label="B", interactive=False, elem_id="status_b")

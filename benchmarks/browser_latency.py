@@ -311,8 +311,16 @@ def page_run(prompt: str, record: dict[str, Any]) -> PageRun:
         step_labels=len({m.group(0) for line in lines for m in STEP_LABEL.finditer(line)}),
         status_lines=[(since(s["t"]), s["text"]) for s in record["status"]], frames_s=frames_s,
         canvas_srcs=list(status_at),
-        canvas_bytes=[sizes.get(src, 0) for src in drawn],
+        canvas_bytes=[sizes.get(src) or data_url_bytes(src) for src in drawn],
         files_bytes=sum(f["bytes"] for f in record["files"]), files_fetched=len(record["files"]))
+
+
+def data_url_bytes(src: str) -> int:
+    """The bytes of a picture sent inline (a base64 data URL; the app streams step pictures so), else 0."""
+    if not src.startswith("data:"):
+        return 0
+    data = src.split(",", 1)[1]
+    return len(data) * 3 // 4 - data.count("=", len(data) - 2)
 
 
 # ----- the same request through the library --------------------------------------------------------

@@ -83,6 +83,10 @@ OUTPUTS = ("canvas", "prediction", "status", "seed", "before_after", "timeline",
 # What showing one step of a run updates (the step slider and the play button).
 STEP_OUTPUTS = ("canvas", "prediction", "step_tokens", "step_info", "scrub")
 Update = dict[str, Any]
+# An update key, not an output: True on an update whose pictures are passing frames of a run that goes on
+# (the next update replaces them), False or absent on a result. The page may send passing frames inline,
+# in the update itself, instead of as files the browser then fetches one by one.
+PASSING = "passing"
 # Side by side: the settings each column sets on its own (the rest is shared), the suffix of each
 # column's parameters (use_critic_a, use_critic_b, ...), the shared ones, and what a comparison updates.
 COMPARE_SETTINGS = ("use_critic", "critic_noise_scale", "schedule", "cond_scale", "temperature", "timesteps")
@@ -691,6 +695,7 @@ def compare(prompt: Any, values: dict[str, Any]) -> Iterator[Update]:
             update["compare_info"] = _difference_line(histories, time.perf_counter() - started)
             if len(histories[0]) == 1:
                 update["compare_seed"] = seed
+            update[PASSING] = not all(h[-1].is_final for h in histories)
             yield update
     finally:
         for stream in streams:
@@ -792,7 +797,7 @@ def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic:
                                       labels, display), "replay": run.key}
                 continue
             update: Update = {"status": f"{step.label} · seed {request.seed}{note}",
-                              **step_frame(step, len(history), run.planned, display)}
+                              **step_frame(step, len(history), run.planned, display), PASSING: True}
             if step.canvas is None:  # previews off: the canvas and prediction keep their place
                 del update["canvas"], update["prediction"]
             if len(history) == 1:  # clear the previous run's results (the schedule plot stays)

@@ -24,7 +24,7 @@ from muse.playground import AMUSED_CONTROLS, CONTROLS, PlaygroundError
 from muse.sampler_rules import SAMPLER_RULES
 from muse.settings import AMUSED_SCHEMA, SAMPLERS, AmusedSettings, SettingError
 from tests.harness import running_app
-from tests.harness.chromium import open_page, screenshot
+from tests.harness.chromium import image_at, open_page, screenshot
 
 GRID = 16  # tokens per side; the tiny VQ has 1 px per token: 16 px images
 PROMPT = "a watercolor painting of a fox"
@@ -296,7 +296,7 @@ def test_the_page_hides_what_amused_lacks_and_shows_its_micro_conditioning(page,
 @pytest.mark.slow
 @pytest.mark.browser
 def test_text_to_image_streams_its_steps_and_shows_the_final_image(page, tmp_path):
-    from tests.test_browser import STATUS_DONE, WATCH_CANVAS, image_at
+    from tests.test_browser import STATUS_DONE, WATCH_CANVAS
 
     page.locator("#prompt textarea").fill(PROMPT)
     page.evaluate(WATCH_CANVAS)

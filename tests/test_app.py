@@ -59,6 +59,8 @@ def collect(stream, check_final_files=True):
     out = []
     for u in stream:
         u = dict(zip(OUTPUTS, u))  # the handler yields one value per output, in OUTPUTS order
+        u["inline"] = {name for name, value in u.items() if isinstance(value, sys.modules["app"].InlinePicture)}
+        u.update({name: u[name].image for name in u["inline"]})  # a streamed step's pictures, sent inline
         if check_final_files and u["files"] is not None and not is_skip(u["files"]):
             for path in u["files"]:
                 assert Path(path).is_file() and Path(path).stat().st_size > 0
@@ -82,7 +84,12 @@ def test_import_builds_the_page_without_a_model(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert not (ROOT / "app.pyi").exists()  # Gradio writes stubs for component subclasses unless stopped
+    # Gradio writes a type stub for app.FrameImage (a gr.Image variant) beside app.py: git ignores it, so
+    # importing the app leaves a checkout clean
+    stub = ROOT / "app.pyi"
+    if stub.exists() and (ROOT / ".git").exists():
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(stub)], cwd=ROOT)
+        assert ignored.returncode == 0, "app.pyi is not git-ignored"
 
 
 def test_missing_weights_give_a_clear_error_then_recover(app, tiny_weights, monkeypatch):
@@ -124,6 +131,8 @@ def test_gpu_decorator_is_a_no_op_without_spaces(app):
 def test_generate_yields_one_update_per_step_per_stage(app):
     ups = collect(app.generate(**request()))
     assert len(ups) == 2 * 4
+    # a streamed step's pictures travel inside the update; the result's pictures are files
+    assert all(u["inline"] == {"canvas", "prediction", "step_tokens"} for u in ups[:-1]) and not ups[-1]["inline"]
     expected = [f"{stage} {i}/4" for stage in ("base", "superres") for i in range(1, 5)]
     for u, label in zip(ups, expected):
         assert label in u["status"]
@@ -435,6 +444,8 @@ def test_updates_are_keyed_by_output_name(tiny_pipe):
     request = playground.check_request("red heart", values)
     steps = tiny_pipe.stream(request.prompt, previews=request.previews, **request.kwargs)
     updates = list(playground.stream_updates(steps, request, has_critic=True))
+    # every update but the result is marked as a run's passing frame
+    assert [u.pop(playground.PASSING, False) for u in updates] == [True, True, True, False]
     assert len(updates) == 4 and all(set(u) <= set(OUTPUTS) for u in updates)
     assert set(updates[0]) == set(OUTPUTS) - {"schedule_plot"}  # the first clears the previous run's results
     # later ones show the step and leave the rest alone
@@ -604,7 +615,11 @@ def compare_request(**overrides):
 
 
 def compared(stream):
-    return [dict(zip(playground.COMPARE_OUTPUTS, u)) for u in stream]
+    ups = [dict(zip(playground.COMPARE_OUTPUTS, u)) for u in stream]
+    for u in ups:
+        u["inline"] = {name for name, value in u.items() if isinstance(value, sys.modules["app"].InlinePicture)}
+        u.update({name: u[name].image for name in u["inline"]})
+    return ups
 
 
 def test_side_by_side_streams_two_columns_and_where_they_differ(app, tiny_pipe):

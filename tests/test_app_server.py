@@ -94,10 +94,21 @@ def test_every_endpoint_returns_the_named_outputs(client):
 
 
 def test_generate_streams_every_step(client):
+    import base64
+    import io
+
     job = client.submit(prompt="grinning face", **QUICK, api_name="/generate")
-    statuses = [named(client, update)["status"] for update in job]
+    updates = [named(client, update) for update in job]
+    statuses = [u["status"] for u in updates]
     assert len(statuses) >= QUICK["timesteps"]
     assert statuses[0].startswith("base 1/4") and "superres 2/4" in " ".join(statuses)
+    # a streamed step's pictures come inline, as PNG data URLs of the streamed size; the results as files
+    step = next(u for u in updates if u["status"].startswith("superres 2/4"))
+    for name in ("canvas", "prediction", "step_tokens"):
+        url = step[name]["url"]
+        assert url.startswith("data:image/png;base64,"), name
+        with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as im:
+            assert im.format == "PNG" and im.width >= 128
     final = named(client, job.outputs()[-1])
     assert_final_image(final)
     assert final["seed"] == 5

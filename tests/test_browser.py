@@ -14,7 +14,7 @@ import pytest
 
 from muse.settings import SCHEMA
 from tests.harness import running_app
-from tests.harness.chromium import chromium_or_skip, open_page, screenshot
+from tests.harness.chromium import chromium_or_skip, image_at, image_from_src, open_page, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -143,17 +143,6 @@ WATCH_TEXT = """(ids) => {
 }"""
 
 
-def image_at(page, selector: str):
-    """The picture an <img> shows, fetched as the browser would."""
-    import io
-
-    from PIL import Image
-
-    src = page.locator(selector).get_attribute("src")
-    body = page.request.get(src).body()
-    return Image.open(io.BytesIO(body)).convert("RGB")
-
-
 def set_step(page, k: int) -> None:
     box = page.locator("#scrub input[type=number]")
     box.fill(str(k))
@@ -176,13 +165,8 @@ def test_scrubbing_to_a_step_shows_that_steps_images_and_play_animates(page, tmp
                            timeout=30_000)
     page.wait_for_function(f"() => document.querySelector('#canvas img').src !== {final_src!r}", timeout=30_000)
     # the same picture as the one streamed at step 2, replayed from the run (not decoded again)
-    body = page.request.get(streamed["src"]).body()
-    import io
-
-    from PIL import Image
-
     assert np.array_equal(np.asarray(image_at(page, "#canvas img")),
-                          np.asarray(Image.open(io.BytesIO(body)).convert("RGB")))
+                          np.asarray(image_from_src(page, streamed["src"])))
     assert page.locator("#status textarea").input_value().startswith("done")  # the run's status stays
     screenshot(page, tmp_path, "scrub.png")
     screenshot(page, tmp_path, "scrub-outputs.png", part="#outputs")

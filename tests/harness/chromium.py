@@ -59,3 +59,23 @@ def screenshot(page: Any, tmp_path: Path, name: str, part: str = "") -> Path:
         page.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 10_000
     return path
+
+
+def image_at(page: Any, selector: str) -> Any:
+    """The picture an <img> shows (a PIL image, RGB)."""
+    return image_from_src(page, page.locator(selector).get_attribute("src"))
+
+
+def image_from_src(page: Any, src: str) -> Any:
+    """The picture at an <img> src (a PIL image, RGB): fetched as the browser would, or decoded from its
+    data URL (the playground sends a streamed step's pictures inline)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    if src.startswith("data:"):
+        body = base64.b64decode(src.split(",", 1)[1])
+    else:
+        body = page.request.get(src).body()
+    return Image.open(io.BytesIO(body)).convert("RGB")
