@@ -29,9 +29,9 @@ import os
 from typing import Any, Callable, Iterator, Optional
 
 import gradio as gr
+from gradio.data_classes import ImageData
 from PIL import Image
 
-from gradio.data_classes import ImageData
 from muse import images, playground
 from muse.playground import MAX_PROMPT_CHARS, OUTPUTS, PASSING
 from muse.settings import shown
@@ -410,11 +410,11 @@ class InlinePicture:
 
 
 class FrameImage(gr.Image):
-    """gr.Image (same page component) that also takes `InlinePicture` pictures. A streamed step's pictures (about
-    6 KB each, replaced at the next step) travel in the update itself instead of as a cached file that the
-    browser fetches in a request of its own: that was three files per step, 72 of a run's 100 requests,
-    each costing the server a file write, its hash and an HTTP response. Results stay files (downloads,
-    API clients)."""
+    """gr.Image (the same page component) that also takes `InlinePicture`s. A streamed step's pictures
+    (about 6 KB each, replaced at the next step) travel in the update itself instead of as a cached file
+    that the browser fetches in a request of its own: three files per step, each costing the server a
+    file write, its hash and an HTTP response (a run fetched 100 files, now 31). Results stay files
+    (downloads, API clients)."""
 
     is_template = True  # drawn by gr.Image's own front end
 
