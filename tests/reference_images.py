@@ -59,9 +59,15 @@ CASES: dict[str, Callable[[MusePipeline], list[Image.Image]]] = {
 
 
 def reference_images(pipe: MusePipeline) -> dict[str, list[Image.Image]]:
-    """Every case's images, in a fixed order."""
-    with torch.inference_mode():
-        return {name: case(pipe) for name, case in CASES.items()}
+    """Every case's images, in a fixed order, on one torch thread: float sums split over another number of
+    threads can round a pixel the other way, and other tests (the benchmarks' smoke tests) set the count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            return {name: case(pipe) for name, case in CASES.items()}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def tile(images: list[Image.Image]) -> Image.Image:
