@@ -43,7 +43,11 @@ def test_token_ids_are_a_public_output(tiny_pipe):
     steps = list(tiny_pipe.stream(["a cat", "a dog"], seed=1, previews=False))
     assert torch.equal(ids, steps[-1].ids)
     images = tiny_pipe(["a cat", "a dog"], seed=1)
-    decoded = tiny_pipe.renderer.step_images(ids, ids, torch.zeros_like(ids, dtype=torch.bool))[0]
+    # the images are the ids' decode, matched to the base stage's image (super-res back-projection)
+    base_ids = next(s.ids for s in steps if s.stage == "base" and s.step == s.total)
+    with torch.inference_mode():
+        base = tiny_pipe.renderer.decode(base_ids)
+        decoded = tiny_pipe.renderer.step_images(ids, ids, torch.zeros_like(ids, dtype=torch.bool), low_res=base)[0]
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, decoded))
     assert tiny_pipe("a cat", seed=1, superres=False, output_type="ids").shape == (1, 8, 8)
     low_res = images[0].resize((32, 32))
