@@ -1,10 +1,11 @@
-"""Evaluation of a pipeline on the emoji data: tokenizer, super-res fidelity, prompt adherence, samples.
+"""Evaluation of a pipeline on the emoji data: tokenizer, super-res fidelity, critics, prompt adherence, samples.
 
   python -m muse.eval tokenizer --data data/emoji [--weights weights]
   python -m muse.eval superres  --data data/emoji [--weights weights]
   python -m muse.eval adherence --data data/emoji [--weights weights] [--count 1000] [--sweep]
+  python -m muse.eval critic    --data data/emoji [--weights weights]
   python -m muse.eval samples   [--weights weights] [--sheet weights/samples.png]
-  python -m muse.eval all ...   (all four)
+  python -m muse.eval all ...   (all five)
 
 Adherence is model-independent: generate from the exact name of `--count` fixed emoji (and from
 the held-out paraphrases of `muse.data.paraphrases`), then retrieve the nearest dataset images in
@@ -12,6 +13,8 @@ the held-out paraphrases of `muse.data.paraphrases`), then retrieve the nearest 
 Random dataset images stand in for generations to give the floor. Super-res fidelity hands the
 super-res stage a perfect 32 px input (a dataset image box-downsampled) and compares its 64 px
 output with the original, beside a bicubic upscale and the tokenizer's own 64 px reconstruction.
+The critic's ranking asks of each stage's critic what the sampler asks of it: which of the generator's
+sampled tokens are wrong. Its AUC is set beside that of the generator's own confidence.
 """
 
 from __future__ import annotations
@@ -145,6 +148,70 @@ def superres_fidelity(pipe, data: CaptionedImages, count: int = 96, seed: int = 
             "tokenizer_psnr_64": _psnr(recon, originals), "count": len(picks)}
 
 
+def ranking_auc(scores: torch.Tensor, wrong: torch.Tensor) -> float:
+    """Area under the ROC curve of `scores` (N,) for flagging `wrong` (N,) bool: the chance that a wrong
+    token scores higher than a right one (ties count half). 0.5 is chance, 1 a perfect ranking."""
+    scores, wrong = scores.double(), wrong.bool()
+    n_wrong, n_right = int(wrong.sum()), int((~wrong).sum())
+    if not n_wrong or not n_right:
+        return float("nan")
+    values, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
+    mid_rank = counts.cumsum(0).double() - (counts.double() - 1) / 2  # 1-based average rank of each tie group
+    rank_sum = mid_rank[inverse][wrong].sum().item()
+    return (rank_sum - n_wrong * (n_wrong + 1) / 2) / (n_wrong * n_right)
+
+
+@torch.no_grad()
+def critic_ranking(pipe, data: CaptionedImages, count: int = 256, seed: int = 0, batch: int = 32) -> dict[str, dict]:
+    """How well each stage's critic spots the generator's wrong tokens, against the generator's own
+    confidence (what the sampler ranks by without a critic).
+
+    `count` fixed dataset images are tokenized (32 px for the base stage, 64 px for super-res, with its
+    32 px ids as conditioning) and captioned with their exact names. A cosine-schedule share of each grid
+    is masked, the generator samples the masked tokens (temperature drawn from (0, 1], as the critic was
+    trained), and a sampled token is wrong where it differs from the image's. Per stage: the AUC of the
+    critic's score and of the negative log-probability of the sampled token, over the sampled tokens."""
+    from .schedules import training_mask_ratio
+
+    picks = sorted(random.Random(seed).sample(range(len(data)), min(count, len(data))))
+    gen = torch.Generator().manual_seed(seed)
+    stages = {"base": (pipe.base_model, pipe.base_critic), "superres": (pipe.superres_model, pipe.superres_critic)}
+    out: dict[str, dict] = {}
+    for name, (model, critic) in stages.items():
+        if model is None or critic is None:
+            continue
+        critic_scores, neg_log_probs, wrong = [], [], []
+        for start in range(0, len(picks), batch):
+            chunk = picks[start:start + batch]
+            images = torch.from_numpy(data.images[chunk]).permute(0, 3, 1, 2).float().div(255).to(pipe.device)
+            ids32 = pipe.vq.encode(F.avg_pool2d(images, 2)).flatten(1)
+            ids = pipe.vq.encode(images).flatten(1) if name == "superres" else ids32
+            cond = ids32 if name == "superres" else None
+            embeds, mask = pipe.text_encoder([exact_name(data.records[i]) for i in chunk])
+            embeds, mask = embeds.to(pipe.device), mask.to(pipe.device)
+            b, n = ids.shape
+            share = training_mask_ratio("cosine", b, gen)
+            masked = torch.rand(b, n, generator=gen).argsort(-1).argsort(-1) < (share * n).round().clamp(min=1)[:, None]
+            masked = masked.to(pipe.device)
+            x = torch.where(masked, torch.full_like(ids, model.mask_id), ids)
+            logits, _ = model(x, model.prepare_context(embeds, mask, cond))
+            logits = logits.float()
+            temperature = torch.rand(b, 1, 1, generator=gen).clamp(min=0.05).to(logits)
+            u = torch.rand(logits.shape, generator=gen).to(logits).clamp(1e-20, 1 - 1e-7)
+            sampled = (logits / temperature - torch.log(-torch.log(u))).argmax(-1)
+            filled = torch.where(masked, sampled, ids)
+            scores, _ = critic(filled, critic.prepare_context(embeds, mask, cond))
+            log_probs = logits.log_softmax(-1).gather(-1, sampled[..., None]).squeeze(-1)
+            critic_scores.append(scores.float()[masked].cpu())
+            neg_log_probs.append(-log_probs[masked].cpu())
+            wrong.append((sampled != ids)[masked].cpu())
+        flags = torch.cat(wrong)
+        out[name] = {"critic_auc": ranking_auc(torch.cat(critic_scores), flags),
+                     "confidence_auc": ranking_auc(torch.cat(neg_log_probs), flags),
+                     "wrong_share": flags.float().mean().item(), "sampled_tokens": len(flags), "images": len(picks)}
+    return out
+
+
 def _from_arrays(arrays: list[np.ndarray]) -> torch.Tensor:
     """(H, W, 3) uint8 arrays -> (N, 3, H, W) floats in [0, 1]."""
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
@@ -215,13 +282,14 @@ SUPERRES_SWEEP: dict[str, dict] = {"critic on": {"use_critic": True}, "critic of
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m muse.eval", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("tokenizer", "superres", "adherence", "samples", "all"))
+    ap.add_argument("what", choices=("tokenizer", "superres", "critic", "adherence", "samples", "all"))
     ap.add_argument("--data", type=Path, default=Path("data/emoji"))
     ap.add_argument("--weights", default=None, help="pipeline folder or Hub id (default: shipped weights/)")
     ap.add_argument("--count", type=int, default=1000, help="exact names for adherence")
-    ap.add_argument("--sweep", action="store_true", help="also cond_scale 1, 4/8/24 steps, the critic and "
-                                                        "its noise on the first --sweep-count names, and "
-                                                        "super-res with and without its critic")
+    ap.add_argument("--sweep", nargs="?", const="all", choices=("all", "critic"),
+                    help="also cond_scale 1, 4/8/24 steps, the critic and its noise on the first --sweep-count "
+                         "names and the paraphrases with the critic, and super-res with and without its critic; "
+                         "'--sweep critic': the critic's rows only")
     ap.add_argument("--sweep-count", type=int, default=200)
     ap.add_argument("--sheet", type=Path, default=None, help="samples: where to write the sheet "
                                                              "(default: samples.png in the weights folder)")
@@ -254,6 +322,16 @@ def main(argv: Optional[list[str]] = None) -> int:
                     superres_fidelity(pipe, data, **settings)["superres_psnr"]
                 results["superres"][label] = psnr
                 print(f"superres {label}: {psnr:.3f} dB ({time.time() - t:.0f} s)", flush=True)
+    if a.what in ("critic", "all"):
+        t = time.time()
+        results["critic"] = critic_ranking(pipe, data)
+        for stage, figures in results["critic"].items():
+            print(f"critic {stage}: AUC {figures['critic_auc']:.3f} against the confidence's "
+                  f"{figures['confidence_auc']:.3f} ({figures['wrong_share']:.1%} of "
+                  f"{figures['sampled_tokens']} sampled tokens wrong)", flush=True)
+        if not results["critic"]:
+            print("critic: this pipeline has no critic")
+        print(f"({time.time() - t:.0f} s)")
     if a.what in ("adherence", "all"):
         prompts = eval_prompts(data, a.count)
         paraphrases = paraphrase_prompts(data)
@@ -265,8 +343,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         if a.sweep:
             few = prompts[: a.sweep_count]
             for label, settings in ADHERENCE_SWEEP.items():
+                if a.sweep == "critic" and "critic" not in label:
+                    continue
                 if label != "default" or len(few) < len(prompts):  # else the run above is this one
                     runs[f"{label} ({len(few)} names)"] = (few, settings)
+            if paraphrases:
+                runs[f"paraphrases, critic on ({len(paraphrases)})"] = (paraphrases, {"use_critic": True})
         results["adherence"] = {}
         defaults = pipe.settings()
         done: dict[tuple, str] = {}  # a run the defaults already gave (e.g. critic off when it is off) is not redone

@@ -27,7 +27,7 @@ class Preset:
     superres_critic: TransformerConfig
 
 
-def _emoji() -> tuple[VQConfig, dict, dict, dict]:
+def _emoji() -> tuple[VQConfig, dict, dict]:
     # Space-to-depth stem: convolutions at 32 and 16 px of a 64 px image (see VQConfig).
     vq = VQConfig(base_channels=64, channel_mult=(1, 2), res_blocks=1, mid_blocks=2, codebook_size=1024,
                   code_dim=32, space_to_depth=2)
@@ -35,25 +35,27 @@ def _emoji() -> tuple[VQConfig, dict, dict, dict]:
     gen = dict(dim=320, depth=6, heads=5, dim_head=64, ff_mult=4, text_pooled=True)
     # Super-res is a local task once each position sees its low-res parent (cond_spatial).
     sr = dict(dim=192, depth=3, heads=4, dim_head=48, ff_mult=4, text_pooled=True, cond_spatial=True)
-    crit = dict(dim=128, depth=2, heads=4, dim_head=32, ff_mult=4, text_pooled=True)
-    return vq, gen, sr, crit
+    return vq, gen, sr
 
 
-def _tiny() -> tuple[VQConfig, dict, dict, dict]:
+def _tiny() -> tuple[VQConfig, dict, dict]:
     vq = VQConfig(base_channels=8, channel_mult=(1, 2), res_blocks=1, mid_blocks=1, codebook_size=32, code_dim=8,
                   space_to_depth=2)
     gen = dict(dim=32, depth=2, heads=2, dim_head=16, ff_mult=2, text_pooled=True)
-    return vq, gen, dict(gen, cond_spatial=True), gen
+    return vq, gen, dict(gen, cond_spatial=True)
 
 
-PRESETS: dict[str, Callable[[], tuple[VQConfig, dict, dict, dict]]] = {"emoji": _emoji, "tiny": _tiny}
+# Each preset gives the tokenizer and the two generators' shapes. A critic is shaped like its
+# generator, so that its training starts from the generator's weights (`muse.train`): a small critic
+# trained from scratch learned little more than the share of wrong tokens (weights/README.md).
+PRESETS: dict[str, Callable[[], tuple[VQConfig, dict, dict]]] = {"emoji": _emoji, "tiny": _tiny}
 
 
 def make_preset(name: str, text_dim: int = 384) -> Preset:
     """The named preset's configs, for a text encoder of width `text_dim`."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    vq, gen, sr, crit = PRESETS[name]()
+    vq, gen, sr = PRESETS[name]()
     f = vq.downsample
     base_seq, sr_seq = (BASE_SIZE // f) ** 2, (SUPERRES_SIZE // f) ** 2
     common = dict(num_tokens=vq.codebook_size, text_dim=text_dim)
@@ -61,9 +63,8 @@ def make_preset(name: str, text_dim: int = 384) -> Preset:
         vq=vq,
         base=TransformerConfig(seq_len=base_seq, **common, **gen),
         superres=TransformerConfig(seq_len=sr_seq, cond_seq_len=base_seq, **common, **sr),
-        base_critic=TransformerConfig(seq_len=base_seq, kind="critic", **common, **crit),
-        superres_critic=TransformerConfig(seq_len=sr_seq, cond_seq_len=base_seq, kind="critic", cond_spatial=True,
-                                          **common, **crit),
+        base_critic=TransformerConfig(seq_len=base_seq, kind="critic", **common, **gen),
+        superres_critic=TransformerConfig(seq_len=sr_seq, cond_seq_len=base_seq, kind="critic", **common, **sr),
     )
 
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from muse.data import CaptionedImages
 from muse.data.captions import exact_name
-from muse.eval import eval_prompts, random_floor, topk_accuracy
+from muse.eval import eval_prompts, random_floor, ranking_auc, topk_accuracy
 from muse.train.captions import CaptionBank
 from muse.train.losses import critic_loss, maskgit_loss, vq_loss
 from muse.train.loop import Dist, LoopConfig, load_checkpoint, make_optimizer, train_loop
@@ -78,6 +78,32 @@ def test_critic_step_lowers_loss():
     text, mask = torch.randn(4, 5, 384), torch.ones(4, 5, dtype=torch.bool)
     before, after = _loss_drops(critic, lambda g: critic_loss(gen, critic, ids, text, mask, g))
     assert after < before
+
+
+def test_ranking_auc_is_the_share_of_wrong_right_pairs_ranked_right():
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 6, (40,), generator=gen).float()  # many ties
+    wrong = torch.rand(40, generator=gen) < 0.4
+    pairs = scores[wrong][:, None] - scores[~wrong][None, :]
+    brute = ((pairs > 0).float() + 0.5 * (pairs == 0).float()).mean().item()
+    assert ranking_auc(scores, wrong) == pytest.approx(brute)
+    assert ranking_auc(wrong.float(), wrong) == 1.0 and ranking_auc(-wrong.float(), wrong) == 0.0
+    assert np.isnan(ranking_auc(scores, torch.zeros(40, dtype=torch.bool)))  # no wrong token: undefined
+
+
+def test_critic_starts_from_its_generator():
+    """A fresh critic reads the generator's features: everything but the output head is copied."""
+    from muse.train.stages import critic_from_generator
+
+    torch.manual_seed(0)
+    for gen_cfg, critic_cfg in ((TINY.base, TINY.base_critic), (TINY.superres, TINY.superres_critic)):
+        gen, critic = MaskedTransformer(gen_cfg), MaskedTransformer(critic_cfg)
+        head = critic.to_logits.weight.clone()
+        copied = critic_from_generator(critic, gen)
+        assert copied == len(critic.state_dict()) - 1  # all but to_logits
+        assert torch.equal(critic.token_emb.weight, gen.token_emb.weight[:-1])  # without the mask row
+        assert torch.equal(critic.blocks[-1].ff.state_dict()["4.weight"], gen.blocks[-1].ff.state_dict()["4.weight"])
+        assert torch.equal(critic.to_logits.weight, head) and critic.to_logits.weight.shape == (1, gen_cfg.dim)
 
 
 def test_loop_checkpoints_and_resumes(tmp_path):
@@ -285,7 +311,9 @@ def test_stages_export_a_pipeline_and_a_new_run_starts_from_it(tmp_path, capsys)
                       "--sweep", "--sweep-count", "2", "--out", str(report)]) == 0
     assert eval_main(["tokenizer", "--data", str(tmp_path / "nowhere")]) == 2  # a one-line error, no traceback
     figures = json.loads(report.read_text())
-    assert {"tokenizer", "superres", "adherence", "floor"} <= set(figures)
+    assert {"tokenizer", "superres", "adherence", "floor", "critic"} <= set(figures)
+    assert set(figures["critic"]) == {"base", "superres"}  # each critic against its generator's confidence
+    assert all(0 <= f["critic_auc"] <= 1 and 0 <= f["confidence_auc"] <= 1 for f in figures["critic"].values())
     assert "default (4 names)" in figures["adherence"] and "critic on (2 names)" in figures["adherence"]
     assert "critic on, noise 2 (2 names)" in figures["adherence"]
     # super-res fidelity with and without its critic, on the same images and seed

@@ -210,6 +210,10 @@ def train_transformer(args: StageArgs, stage: str) -> MaskedTransformer:
     superres = stage.startswith("superres")
     model = _model_for_stage(args.run, stage, getattr(preset, stage))
     generator_model = model_from_run(args.run, stage.replace("_critic", "")).to(device) if is_critic else None
+    if is_critic and not RunFolder(args.run).stage(stage).has_model():
+        copied = critic_from_generator(model, generator_model)
+        if dist.main:
+            print(f"[{stage}] {copied} tensors start from the generator's weights", flush=True)
     cpu_gen = torch.Generator().manual_seed(args.seed + 7 + dist.rank)
 
     def step_fn(net: nn.Module, generator: torch.Generator) -> StepResult:
@@ -227,6 +231,27 @@ def train_transformer(args: StageArgs, stage: str) -> MaskedTransformer:
         return loss, metrics, ids.shape[0]
 
     return train_loop(model, step_fn, _loop_cfg(args, stage, 5e-4 if not is_critic else 3e-4), device, dist, stage)
+
+
+def critic_from_generator(critic: MaskedTransformer, generator: MaskedTransformer) -> int:
+    """Start a fresh critic from its generator's weights, in place; returns the tensors copied.
+
+    The generator already knows which token fits where; the critic only has to learn to read that
+    off as "this token is wrong". Every tensor of the same name and shape is copied, the token
+    embedding without the generator's mask row; the output head (logits vs one score) stays fresh.
+    """
+    source, copied = generator.state_dict(), 0
+    with torch.no_grad():
+        for name, tensor in critic.state_dict().items():
+            if name.startswith("to_logits") or name not in source:
+                continue
+            weights = source[name]
+            if name == "token_emb.weight":
+                weights = weights[:tensor.shape[0]]  # the mask token is the generator's last row
+            if weights.shape == tensor.shape:
+                tensor.copy_(weights)
+                copied += 1
+    return copied
 
 
 def train_base(args: StageArgs) -> MaskedTransformer:
@@ -275,4 +300,4 @@ def train_preview(args: StageArgs) -> PreviewDecoder:
 
 
 __all__ = ["StageArgs", "init_run", "model_from_run", "run_tokenizer", "train_tokenizer", "tokenize",
-           "train_transformer", "train_base", "train_superres", "train_critics", "train_preview"]
+           "train_transformer", "critic_from_generator", "train_base", "train_superres", "train_critics", "train_preview"]
