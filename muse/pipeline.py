@@ -20,7 +20,8 @@ from PIL import Image
 
 from .compiled import compile_forward
 from .hub import PathLike, push_folder_to_hub
-from .images import ImageError, ImageLike, as_mask, as_pil, mask_to_grid, pil_to_tensor, square, to_rgb
+from .images import (ImageError, ImageLike, as_mask, as_pil, mask_to_grid, pil_to_tensor, square, tensor_to_pil,
+                     to_rgb)
 from .loader import (COMPONENTS, DEFAULT_WEIGHTS, PIPELINE_NAME, PipelineConfig, PipelineSummary, check_compatible,
                      check_device, load_components, save_pipeline_config)
 from .preview import PreviewDecoder
@@ -57,7 +58,8 @@ class DecodeStep:
     scores: torch.Tensor  # float; keep scores the sampler used (higher = kept)
     region: torch.Tensor  # bool; positions this stage generates (all, except when inpainting)
     seed: int
-    canvas: Optional[list[Image.Image]] = None  # current image, still-masked tokens greyed
+    # current image, still-masked tokens greyed; at a stage's last step, the full decoder's image
+    canvas: Optional[list[Image.Image]] = None
     prediction: Optional[list[Image.Image]] = None  # still-masked tokens filled with the model's guess
     is_final: bool = False  # the last step of the last stage: canvas holds the result
     # The parts of the keep score (see `muse.sampling.DecodeState`), NaN where the sampler did not choose:
@@ -273,17 +275,22 @@ class MusePipeline:
 
     def _steps(self, r: _Request, plans: list[StagePlan], previews: bool, cond_ids: Optional[torch.Tensor] = None,
                low_res: Optional[torch.Tensor] = None) -> Iterator[DecodeStep]:
-        """The token states as DecodeSteps, with their pictures (every step with previews, else the last).
-        A super-res stage's final image is matched to its low-res input (`Renderer.match_low_res`): `low_res`
-        (B, 3, h, w) when given, else the base stage's final image."""
+        """The token states as DecodeSteps, with their pictures (every step with previews, else the last
+        step of each stage). A stage's last step is drawn by the full decoder; a super-res stage's final
+        image is matched to its low-res input (`Renderer.match_low_res`): `low_res` (B, 3, h, w) when given,
+        else the base stage's final image, that same decode."""
         last = len(plans) - 1
         for index, state in self._token_states(r, plans, cond_ids):
             final = index == last and state.step == state.total
-            if (index < last and state.step == state.total and plans[index + 1].name == "superres"
-                    and self.renderer.match_low_res):
-                low_res = self.renderer.decode(state.ids)  # what the super-res stage enlarges, in pixels
             canvas = prediction = None
-            if previews or final:
+            if index < last and state.step == state.total:
+                # A stage's result, handed on: decoded once, shown as the stage's last step (the playground's
+                # "before") and enlarged by the super-res stage.
+                image = self.renderer.decode(state.ids)
+                canvas = prediction = tensor_to_pil(image)
+                if plans[index + 1].name == "superres":
+                    low_res = image
+            elif previews or final:
                 canvas, prediction = self.renderer.step_images(
                     state.ids, state.pred_ids, state.masked, preview=not final,
                     low_res=low_res if final and plans[index].name == "superres" else None)

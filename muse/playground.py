@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -630,17 +630,10 @@ def generate(prompt: Any, settings: dict[str, Any]) -> Iterator[Update]:
     """Text to image, streamed: one update per decoding step of each stage."""
     request = check_request(prompt, settings)
     pipe = MODEL.get()
-
-    def base_result(step: DecodeStep) -> list[Image.Image]:
-        # The base stage's result through the full decoder (its streamed pictures may be previews).
-        with torch.inference_mode():
-            return pipe.renderer.step_images(step.ids, step.pred_ids, step.masked, preview=False)[0]
-
     size = pipe.output_size(superres=False)
     final = pipe.output_size(request.kwargs.get("superres", False))
     yield from _updates(pipe, request, pipe.stream(request.prompt, previews=request.previews, **request.kwargs),
-                        labels=(f"base stage {size} px", f"final {final} px"),
-                        stage_result=base_result)
+                        labels=(f"base stage {size} px", f"final {final} px"))
 
 
 def inpaint(image: Any, prompt: Any, settings: dict[str, Any]) -> Iterator[Update]:
@@ -740,27 +733,26 @@ Labels = tuple[str, str]  # what the before / after images are, written under ea
 
 
 def _updates(pipe: MusePipeline, request: Request, steps: Iterator[DecodeStep], before: Optional[Image.Image] = None,
-             labels: Labels = ("before", "after"), note: str = "",
-             stage_result: Optional[Callable[[DecodeStep], list[Image.Image]]] = None) -> Iterator[Update]:
+             labels: Labels = ("before", "after"), note: str = "") -> Iterator[Update]:
     """`stream_updates` for a request on `pipe` (a setting the request leaves out is the model's default)."""
     display = display_size(pipe)
     before = viz.upscale(before, display) if before is not None else None
     note += truncation_note(pipe, request.prompt, request.kwargs["negative_prompt"])
     use_critic = request.kwargs.get("use_critic", pipe.settings().use_critic)
     yield from stream_updates(steps, request, has_critic=pipe.uses_critic(use_critic), before=before, labels=labels,
-                              note=note, stage_result=stage_result, display=display)
+                              note=note, display=display)
 
 
 def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic: bool,
                    before: Optional[Image.Image] = None, labels: Labels = ("before", "after"), note: str = "",
-                   stage_result: Optional[Callable[[DecodeStep], list[Image.Image]]] = None,
                    display: Optional[int] = None) -> Iterator[Update]:
     """One update per decoding step of each stage; the first clears the previous run's results, the last
     holds the final image and the pictures of the decoding. `note` is appended to every status line;
     `display` is the display size (default `display_size()`).
 
-    Before / after compares `before` with the result; without one, `stage_result` gives the first stage's
-    images when a later stage follows (text to image: the base stage's result against the final one).
+    Before / after compares `before` with the result; without one, the first stage's result (its last
+    step's canvas, drawn by the full decoder) when a later stage follows: text to image compares the base
+    stage's result with the final one.
     Every step is kept in `REPLAYS` for the step slider."""
     history: list[DecodeStep] = []
     befores: Optional[list[Image.Image]] = None
@@ -783,9 +775,9 @@ def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic:
                 run = REPLAYS.start(step.total * step.num_stages)
             history.append(step)
             run.steps.append(step)
-            if (before is None and stage_result is not None and step.stage_index == 0 and step.num_stages > 1
-                    and step.step == step.total):
-                befores = [viz.upscale(im, display) for im in stage_result(step)]
+            if (before is None and step.stage_index == 0 and step.num_stages > 1 and step.step == step.total
+                    and step.canvas is not None):
+                befores = [viz.upscale(im, display) for im in step.canvas]
             if step.is_final:
                 finished = True
                 run.finished = True
