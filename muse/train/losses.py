@@ -89,7 +89,11 @@ def critic_loss(generator_model: MaskedTransformer, critic: MaskedTransformer, i
                 text_embeds: torch.Tensor, text_mask: torch.Tensor, generator: torch.Generator,
                 cond_ids: Optional[torch.Tensor] = None, cond_drop_prob: float = 0.1,
                 schedule: ScheduleLike = "cosine", net: Optional[torch.nn.Module] = None) -> tuple[torch.Tensor, dict]:
-    """Token-critic BCE: which of the frozen generator's sampled tokens differ from the data (B, N)."""
+    """Token-critic BCE: which of the frozen generator's sampled tokens differ from the data (B, N).
+
+    The loss is taken over the sampled tokens only. The sampler asks the critic about nothing else (the
+    tokens it has just sampled, `muse.sampling`), and a loss over every position would also teach it to
+    guess which tokens were sampled at all, a question the sampler never asks."""
     net = net or critic
     b, n = ids.shape
     mask = random_mask(b, n, schedule, generator, ids.device)
@@ -98,8 +102,9 @@ def critic_loss(generator_model: MaskedTransformer, critic: MaskedTransformer, i
         x = torch.where(mask, torch.full_like(ids, generator_model.mask_id), ids)
         logits, _ = generator_model(x, generator_model.prepare_context(text_embeds, text_mask, cond_ids))
         critic_in = torch.where(mask, _sample_for_critic(logits, generator), ids)
-    labels = (critic_in != ids).float()
+    labels = (critic_in != ids)[mask].float()
     scores, _ = net(critic_in, critic.prepare_context(text_embeds, text_mask, cond_ids))
-    bce = F.binary_cross_entropy_with_logits(scores.float(), labels)
+    scores = scores[mask].float()
+    bce = F.binary_cross_entropy_with_logits(scores, labels)
     acc = ((scores > 0).float() == labels).float().mean()
     return bce, {"loss": bce.item(), "acc": acc.item(), "wrong_frac": labels.mean().item()}
