@@ -168,10 +168,11 @@ def critic_ranking(pipe, data: CaptionedImages, count: int = 256, seed: int = 0,
 
     `count` fixed dataset images are tokenized (32 px for the base stage, 64 px for super-res, with its
     32 px ids as conditioning) and captioned with their exact names. A cosine-schedule share of each grid
-    is masked, the generator samples the masked tokens (temperature drawn from (0, 1], as the critic was
-    trained), and a sampled token is wrong where it differs from the image's. Per stage: the AUC of the
-    critic's score and of the negative log-probability of the sampled token, over the sampled tokens."""
-    from .schedules import training_mask_ratio
+    is masked, the generator samples the masked tokens as the critics are trained to see them
+    (`muse.train.losses.sample_for_critic`), and a sampled token is wrong where it differs from the image's.
+    Per stage: the AUC of the critic's score and of the negative log-probability of the sampled token,
+    over the sampled tokens."""
+    from .train.losses import random_mask, sample_for_critic
 
     picks = sorted(random.Random(seed).sample(range(len(data)), min(count, len(data))))
     gen = torch.Generator().manual_seed(seed)
@@ -189,16 +190,11 @@ def critic_ranking(pipe, data: CaptionedImages, count: int = 256, seed: int = 0,
             cond = ids32 if name == "superres" else None
             embeds, mask = pipe.text_encoder([exact_name(data.records[i]) for i in chunk])
             embeds, mask = embeds.to(pipe.device), mask.to(pipe.device)
-            b, n = ids.shape
-            share = training_mask_ratio("cosine", b, gen)
-            masked = torch.rand(b, n, generator=gen).argsort(-1).argsort(-1) < (share * n).round().clamp(min=1)[:, None]
-            masked = masked.to(pipe.device)
+            masked = random_mask(*ids.shape, "cosine", gen, ids.device)  # as the critic was trained
             x = torch.where(masked, torch.full_like(ids, model.mask_id), ids)
             logits, _ = model(x, model.prepare_context(embeds, mask, cond))
             logits = logits.float()
-            temperature = torch.rand(b, 1, 1, generator=gen).clamp(min=0.05).to(logits)
-            u = torch.rand(logits.shape, generator=gen).to(logits).clamp(1e-20, 1 - 1e-7)
-            sampled = (logits / temperature - torch.log(-torch.log(u))).argmax(-1)
+            sampled = sample_for_critic(logits, gen)
             filled = torch.where(masked, sampled, ids)
             scores, _ = critic(filled, critic.prepare_context(embeds, mask, cond))
             log_probs = logits.log_softmax(-1).gather(-1, sampled[..., None]).squeeze(-1)

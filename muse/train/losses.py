@@ -68,7 +68,7 @@ def maskgit_loss(model: MaskedTransformer, ids: torch.Tensor, text_embeds: torch
     metrics = {"ce": ce.item(), "acc": acc.item()}
     loss = ce
     if model.config.self_critic:
-        sampled = _sample_for_critic(logits.detach(), generator)
+        sampled = sample_for_critic(logits.detach(), generator)
         critic_in = torch.where(mask, sampled, ids)
         _, critic_embed = net(critic_in, model.prepare_context(*context_args))
         bce = F.binary_cross_entropy_with_logits(model.critic_scores(critic_embed).float(), (critic_in != ids).float())
@@ -78,11 +78,13 @@ def maskgit_loss(model: MaskedTransformer, ids: torch.Tensor, text_embeds: torch
     return loss, metrics
 
 
-def _sample_for_critic(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Sample ids at a random temperature in (0, 1], as the critic will see them at inference."""
-    temperature = max(float(torch.rand((), generator=generator, device=generator.device)), 0.05)
-    u = torch.rand(logits.shape, generator=generator, device=generator.device).to(logits.device).clamp(1e-20, 1 - 1e-7)
-    return (logits.float() / temperature - torch.log(-torch.log(u))).argmax(dim=-1)
+def sample_for_critic(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Sample ids (B, N) from logits (B, N, V), each row at its own random temperature in [0.05, 1], as the
+    critic will see them at inference, where the temperature anneals over the steps (the critic's training
+    and `muse.eval.critic_ranking`)."""
+    temperature = torch.rand(logits.shape[0], 1, 1, generator=generator, device=generator.device).clamp(min=0.05)
+    u = torch.rand(logits.shape, generator=generator, device=generator.device).clamp(1e-20, 1 - 1e-7)
+    return (logits.float() / temperature.to(logits.device) - torch.log(-torch.log(u.to(logits.device)))).argmax(dim=-1)
 
 
 def critic_loss(generator_model: MaskedTransformer, critic: MaskedTransformer, ids: torch.Tensor,
@@ -101,7 +103,7 @@ def critic_loss(generator_model: MaskedTransformer, critic: MaskedTransformer, i
     with torch.no_grad():
         x = torch.where(mask, torch.full_like(ids, generator_model.mask_id), ids)
         logits, _ = generator_model(x, generator_model.prepare_context(text_embeds, text_mask, cond_ids))
-        critic_in = torch.where(mask, _sample_for_critic(logits, generator), ids)
+        critic_in = torch.where(mask, sample_for_critic(logits, generator), ids)
     labels = (critic_in != ids)[mask].float()
     scores, _ = net(critic_in, critic.prepare_context(text_embeds, text_mask, cond_ids))
     scores = scores[mask].float()
