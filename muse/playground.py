@@ -55,7 +55,7 @@ STREAM_SIZE = DISPLAY_SIZE // 2
 # is the same share of every image: a diameter of 1/8 of the width (adjustable in the editor).
 EDIT_SIZE = 256
 BRUSH_RADIUS = EDIT_SIZE // 16
-TIMELINE_SIZE = 128
+TIMELINE_SIZE = 96
 
 # The page's own switches (no library setting), checked and described like the schema's.
 PAGE_SETTINGS: dict[str, Setting] = {s.name: s for s in (
@@ -175,7 +175,7 @@ class LazyModel:
                     started = time.perf_counter()
                     with self._lock, torch.inference_mode():
                         steps = list(pipe.stream("warm up", timesteps=2, seed=0, previews=True))
-                        viz.reveal_order_map(steps), viz.confidence_map(steps), viz.timeline(steps, TIMELINE_SIZE)
+                        viz.reveal_order_map(steps), viz.confidence_map(steps), viz.timeline_sheet(steps, TIMELINE_SIZE)
                         step_frame(steps[0], 1, len(steps))
                         viz.schedule_plot(page_defaults()["schedule"], page_defaults()["timesteps"], token_counts())
                     log.info("warmed up in %.1f s", time.perf_counter() - started)
@@ -788,14 +788,15 @@ def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic:
                        **final_update(history, request, has_critic, befores, output_folder(), started, note,
                                       labels, display), "replay": run.key}
                 continue
-            update: Update = {"status": f"{step.label} · seed {request.seed}{note}",
+            # the replay key goes with every step: an output left out costs the page more than a short text
+            update: Update = {"status": f"{step.label} · seed {request.seed}{note}", "replay": run.key,
                               **step_frame(step, len(history), run.planned, display), PASSING: True}
             if step.canvas is None:  # previews off: the canvas and prediction keep their place
                 del update["canvas"], update["prediction"]
             if len(history) == 1:  # clear the previous run's results (the schedule plot stays)
-                update = {"canvas": None, "prediction": None, "before_after": None, "timeline": [],
+                update = {"canvas": None, "prediction": None, "before_after": None, "timeline": None,
                           "reveal_map": None, "heat_map": None, "animation": None, "files": None,
-                          **update, "seed": request.seed, "replay": run.key}
+                          **update, "seed": request.seed}
             yield update
 
 
@@ -821,8 +822,7 @@ def final_update(history: list[DecodeStep], request: Request, has_critic: bool,
     update = {"canvas": final, "prediction": viz.step_prediction(last, display), "seed": seed,
               "before_after": (viz.caption(viz.tile(befores), labels[0]), viz.caption(final, labels[1]))
               if befores is not None else None,
-              # labels are drawn under each picture: the gallery's own captions would cover it
-              "timeline": [im for im, _ in viz.timeline(previewed, TIMELINE_SIZE)] if len(previewed) > 1 else [],
+              "timeline": viz.timeline_sheet(previewed, TIMELINE_SIZE) if len(previewed) > 1 else None,
               "reveal_map": viz.reveal_order_map(history),
               "heat_map": viz.confidence_map(history, critic=has_critic),
               "schedule_plot": viz.schedule_plot(request.kwargs["schedule"], request.kwargs["timesteps"], counts),

@@ -108,7 +108,9 @@ def step_prediction(step: "DecodeStep", size: int = 256) -> Image.Image:
     return tile([upscale(im, size) for im in step.prediction])
 
 
+@functools.lru_cache(maxsize=32)
 def _font(size: int) -> ImageFont.ImageFont:
+    """Pillow's default font at `size` px (loaded once per size: loading it costs more than drawing with it)."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: a fixed bitmap font
@@ -125,10 +127,21 @@ def caption(image: Image.Image, text: str, height: Optional[int] = None) -> Imag
     return out
 
 
+@functools.lru_cache(maxsize=2048)
+def _rendered(text: str, font) -> tuple[Image.Image, int, int, int]:
+    """`text` drawn once in `font` as a mask (255 = ink), with its box's left, top and bottom offsets from
+    the drawing origin. A run's pictures write the same labels again and again (every step's, every
+    run's): drawing them once saves most of the time the pictures take."""
+    left, top, right, bottom = font.getbbox(text)
+    mask = Image.new("L", (max(1, right - left), max(1, bottom - top)), 0)
+    ImageDraw.Draw(mask).text((-left, -top), text, fill=255, font=font)
+    return mask, left, top, bottom
+
+
 def _text_middle_left(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, font) -> None:
     """Text whose left edge is at x and vertical middle at y (bitmap fonts have no anchors)."""
-    top, bottom = draw.textbbox((0, 0), text, font=font)[1::2]
-    draw.text((xy[0], xy[1] - (top + bottom) // 2), text, fill=(20, 20, 20), font=font)
+    mask, left, top, bottom = _rendered(text, font)
+    draw.bitmap((xy[0] + left, xy[1] - (top + bottom) // 2 + top), mask, fill=(20, 20, 20))
 
 
 # ----- the run as a sequence ----------------------------------------------------------------
@@ -140,37 +153,37 @@ def _with_canvas(steps: Sequence["DecodeStep"]) -> list["DecodeStep"]:
     return steps
 
 
-def short_label(step: "DecodeStep") -> str:
-    """"base 2/4 · 14/64": the stage, the step, and the tokens fixed so far."""
-    return f"{STAGE_NAMES.get(step.stage, step.stage)} {step.step}/{step.total} · {step.num_fixed}/{step.num_tokens}"
-
-
-def timeline(steps: Sequence["DecodeStep"], size: int = 128) -> list[tuple[Image.Image, str]]:
-    """Every step's canvas (newly fixed tokens outlined) with its short label written below the picture
-    (a gallery's own captions would cover it), and the full label."""
-    return [(caption(step_canvas(s, size), short_label(s)), s.label) for s in _with_canvas(steps)]
-
-
-def timeline_strip(steps: Sequence["DecodeStep"], size: int = 64, gap: int = 2) -> Image.Image:
-    """One row per stage, one column per step: the whole decoding in one picture (first image)."""
+def timeline_sheet(steps: Sequence["DecodeStep"], size: int = 96, columns: int = 12, gap: int = 3) -> Image.Image:
+    """The whole decoding in one picture: for each stage a title, then every step's canvas (newly fixed
+    tokens outlined; a batch tiled in `size` px) left to right, `columns` to a row, each with its step
+    number and the tokens fixed so far written below it. One picture instead of one per step: the page
+    fetches and lays out one file."""
     steps = _with_canvas(steps)
-    stages: dict[str, list] = {}
-    for s in steps:
-        stages.setdefault(s.stage, []).append(s)
-    columns = max(len(v) for v in stages.values())
-    label_h = max(12, size // 5)
-    sheet = Image.new("RGB", (columns * (size + gap) - gap, len(stages) * (size + label_h + gap) - gap),
-                      (255, 255, 255))
-    font = _font(max(8, int(label_h * 0.75)))
+    stages = _stages(steps)
+    per_side = math.ceil(math.sqrt(len(steps[0].canvas)))
+    cells = {id(s): step_canvas(s, max(8, size // per_side)) for s in steps}
+    cell_w, cell_h = cells[id(steps[0])].size
+    columns = max(1, min(columns, max(len(rows) for rows in stages.values())))
+    label_h, title_h = max(12, size // 7), max(16, size // 5)
+    font, title_font = _font(max(9, int(label_h * 0.8))), _font(max(10, int(title_h * 0.6)))
+    row_h = cell_h + label_h + gap
+    height = sum(title_h + math.ceil(len(rows) / columns) * row_h for rows in stages.values())
+    sheet = Image.new("RGB", (columns * (cell_w + gap) - gap, height - gap), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    for r, (stage, row) in enumerate(stages.items()):
-        y = r * (size + label_h + gap)
-        for c, s in enumerate(row):
-            x = c * (size + gap)
-            im = highlight_tokens(s.canvas[0], s.revealed[0], size) if not s.is_final else upscale(s.canvas[0], size)
-            sheet.paste(im, (x, y))
-            _text_middle_left(draw, (x + 2, y + size + label_h // 2),
-                              f"{STAGE_NAMES.get(stage, stage)} {s.step}/{s.total}", font)
+    y = 0
+    for stage, rows in stages.items():
+        side = rows[0].canvas[0].width
+        _text_middle_left(draw, (2, y + title_h // 2),
+                          f"{STAGE_NAMES.get(stage, stage)} stage, {side} px: {len(rows)} steps "
+                          "(step · tokens fixed so far)", title_font)
+        y += title_h
+        for i, s in enumerate(rows):
+            r, c = divmod(i, columns)
+            x, top = c * (cell_w + gap), y + r * row_h
+            sheet.paste(cells[id(s)], (x, top))
+            _text_middle_left(draw, (x + 2, top + cell_h + label_h // 2), f"{s.step} · {s.num_fixed}/{s.num_tokens}",
+                              font)
+        y += math.ceil(len(rows) / columns) * row_h
     return sheet
 
 

@@ -140,14 +140,17 @@ def test_generate_yields_one_update_per_step_per_stage(app):
         assert isinstance(u["canvas"], Image.Image) and u["canvas"].size == (size, size)
         assert isinstance(u["prediction"], Image.Image)
     assert "base 1/4 · " in ups[0]["status"] and "of 64 tokens fixed" in ups[0]["status"]
-    # the first update clears the previous run's pictures; later ones leave them alone
-    assert ups[0]["seed"] == 7 and ups[0]["timeline"] == [] and ups[0]["files"] is None
-    assert all(is_skip(u["files"]) for u in ups[1:-1])
+    # the first update clears the previous run's pictures; later ones leave them cleared: the cleared value
+    # goes again (it travels as nothing) rather than a skip, which costs the server a rebuilt component
+    assert ups[0]["seed"] == 7 and ups[0]["timeline"] is None and ups[0]["files"] is None
+    assert all(u["files"] is None and u["timeline"] is None and u["seed"] == 7 for u in ups[1:-1])
+    assert all(is_skip(u["schedule_plot"]) for u in ups[:-1])  # never cleared: the plot of the settings stays
     final = ups[-1]
     assert final["status"].startswith("done") and "256 of 256 tokens fixed" in final["status"]
     assert final["seed"] == 7
     assert isinstance(final["canvas"], Image.Image)
-    assert len(final["timeline"]) == 8 and all(isinstance(im, Image.Image) for im in final["timeline"])
+    assert isinstance(final["timeline"], Image.Image)  # one picture: a row of 4 steps per stage
+    assert final["timeline"].width >= 4 * playground.TIMELINE_SIZE > final["timeline"].height
     for name in ("reveal_map", "heat_map", "schedule_plot"):
         assert isinstance(final[name], Image.Image)
     assert final["animation"].endswith(".gif")
@@ -169,7 +172,7 @@ def test_base_only_and_previews_off(app):
     assert all(u["canvas"] is None or is_skip(u["canvas"]) for u in ups[:-1])
     final = ups[-1]
     assert final["canvas"].size == (2 * playground.DISPLAY_SIZE, playground.DISPLAY_SIZE)  # two images side by side
-    assert final["timeline"] == [] and final["animation"] is None  # nothing to animate without previews
+    assert final["timeline"] is None and final["animation"] is None  # nothing to animate without previews
     assert "64 of 64 tokens fixed" in final["status"]
 
 
@@ -449,7 +452,7 @@ def test_updates_are_keyed_by_output_name(tiny_pipe):
     assert len(updates) == 4 and all(set(u) <= set(OUTPUTS) for u in updates)
     assert set(updates[0]) == set(OUTPUTS) - {"schedule_plot"}  # the first clears the previous run's results
     # later ones show the step and leave the rest alone
-    assert set(updates[1]) == {"status", *playground.STEP_OUTPUTS}
+    assert set(updates[1]) == {"status", "replay", *playground.STEP_OUTPUTS}
     assert set(updates[-1]) == set(OUTPUTS) and updates[-1]["seed"] == 3
 
 
@@ -509,10 +512,13 @@ def test_reveal_order_and_confidence(steps, inpaint_steps):
 def test_schedule_plot_and_timeline(steps):
     assert viz.schedule_plot("cosine", 12, {"base": 64, "superres": 256}).mode == "RGB"
     assert viz.schedule_plot("linear", 1, (64,)).size[0] > 0
-    frames = viz.timeline(steps, 64)
-    assert len(frames) == 8 and frames[-1][1] == steps[-1].label
-    strip = viz.timeline_strip(steps, size=32)
-    assert strip.width >= 4 * 32 and strip.height > 2 * 32
+    sheet = viz.timeline_sheet(steps, size=32)  # 2 stages of 4 steps: a row each, under its title
+    assert sheet.width == 4 * 32 + 3 * 3 and 2 * 32 < sheet.height < 4 * 32
+    assert viz.timeline_sheet(steps, size=32, columns=2).height > 4 * 32  # 2 rows per stage
+    # every step's picture is in it: the last cell is the final image, the first the grey masked canvas
+    cell = viz.step_canvas(steps[-1], 16)  # a batch of 2, tiled side by side in the 32 px cell
+    x, y = 3 * 35, sheet.height - 12 - cell.height
+    assert np.array_equal(np.asarray(sheet.crop((x, y, x + cell.width, y + cell.height))), np.asarray(cell))
 
 
 def test_decoding_gif(steps, tmp_path):
