@@ -633,7 +633,8 @@ def generate(prompt: Any, settings: dict[str, Any]) -> Iterator[Update]:
     size = pipe.output_size(superres=False)
     final = pipe.output_size(request.kwargs.get("superres", False))
     yield from _updates(pipe, request, pipe.stream(request.prompt, previews=request.previews, **request.kwargs),
-                        labels=(f"base stage {size} px", f"final {final} px"))
+                        labels=(f"base stage {size} px", f"final {final} px"),
+                        counts=pipe.token_counts(request.kwargs.get("superres", False)))
 
 
 def inpaint(image: Any, prompt: Any, settings: dict[str, Any]) -> Iterator[Update]:
@@ -661,7 +662,7 @@ def superres(image: Any, prompt: Any, settings: dict[str, Any]) -> Iterator[Upda
     rgb = to_rgb(image)
     steps = pipe.stream_superres(rgb, request.prompt, previews=request.previews, **request.kwargs)
     size = pipe.output_size(superres=False)
-    yield from _updates(pipe, request, steps, square(rgb, size),
+    yield from _updates(pipe, request, steps, square(rgb, size), counts={"superres": pipe.token_counts()["superres"]},
                         labels=(f"input at {size} px", f"super-res {pipe.output_size(superres=True)} px"))
 
 
@@ -733,22 +734,27 @@ Labels = tuple[str, str]  # what the before / after images are, written under ea
 
 
 def _updates(pipe: MusePipeline, request: Request, steps: Iterator[DecodeStep], before: Optional[Image.Image] = None,
-             labels: Labels = ("before", "after"), note: str = "") -> Iterator[Update]:
-    """`stream_updates` for a request on `pipe` (a setting the request leaves out is the model's default)."""
+             labels: Labels = ("before", "after"), note: str = "",
+             counts: Optional[dict[str, int]] = None) -> Iterator[Update]:
+    """`stream_updates` for a request on `pipe` (a setting the request leaves out is the model's default).
+    `counts`: the tokens each stage will generate, when known before the run (the schedule plot is then
+    shown for it from the first step on)."""
     display = display_size(pipe)
     before = viz.upscale(before, display) if before is not None else None
     note += truncation_note(pipe, request.prompt, request.kwargs["negative_prompt"])
     use_critic = request.kwargs.get("use_critic", pipe.settings().use_critic)
     yield from stream_updates(steps, request, has_critic=pipe.uses_critic(use_critic), before=before, labels=labels,
-                              note=note, display=display)
+                              note=note, display=display, counts=counts)
 
 
 def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic: bool,
                    before: Optional[Image.Image] = None, labels: Labels = ("before", "after"), note: str = "",
-                   display: Optional[int] = None) -> Iterator[Update]:
+                   display: Optional[int] = None, counts: Optional[dict[str, int]] = None) -> Iterator[Update]:
     """One update per decoding step of each stage; the first clears the previous run's results, the last
     holds the final image and the pictures of the decoding. `note` is appended to every status line;
-    `display` is the display size (default `display_size()`).
+    `display` is the display size (default `display_size()`); `counts`, the tokens each stage will
+    generate when known before the run: the first update then shows the request's schedule plot (the page
+    can send it once and leave it; the last update draws it from the run's own counts).
 
     Before / after compares `before` with the result; without one, the first stage's result (its last
     step's canvas, drawn by the full decoder) when a later stage follows: text to image compares the base
@@ -797,6 +803,9 @@ def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic:
                 update = {"canvas": None, "prediction": None, "before_after": None, "timeline": None,
                           "reveal_map": None, "heat_map": None, "animation": None, "files": None,
                           **update, "seed": request.seed}
+                if counts:
+                    update["schedule_plot"] = viz.schedule_plot(request.kwargs["schedule"],
+                                                                request.kwargs["timesteps"], counts)
             yield update
 
 
