@@ -265,8 +265,8 @@ def _endpoint(run: Callable[..., Iterator[playground.Update]], *leading: str, su
     """The handler of a playground request `run(*leading, settings)`: with an explicit signature (API
     clients see the parameters by name, defaulting to the page's values; `signature` overrides the
     request endpoints' one) and an `Args:` docstring, `image` decoding the upload the event sends as it
-    came, one value per output in `outputs` order (a name the update leaves out keeps its value: `_Stream`), and problems
-    as gr.Error messages."""
+    came, one value per output in `outputs` order (a name the update leaves out keeps its value:
+    `_Stream`), and problems as gr.Error messages."""
     signature = signature or playground.endpoint_signature(leading, superres)
 
     @functools.wraps(run, assigned=("__module__", "__name__", "__qualname__"))
@@ -291,11 +291,11 @@ def _endpoint(run: Callable[..., Iterator[playground.Update]], *leading: str, su
 class _Stream:
     """One streamed request's updates as Gradio takes them (`values`). An output an update leaves out keeps
     its value: when this stream last sent it a value that costs nothing to send again (None, an empty list,
-    a number, or a picture sent inline: encoded once), that value goes again; otherwise it is skipped. Gradio sends a streamed
-    output only as its difference from the last one, so a value sent again travels as nothing, whereas each
-    `gr.skip()` makes Gradio rebuild the component and its whole config (JSON schema included): about 5 ms
-    of server time per output and step, 40 ms per step for the outputs a step leaves alone (the model's
-    step takes 35 ms)."""
+    a number, or a picture sent inline, which is encoded once), that value goes again; otherwise it is
+    skipped. Gradio sends a streamed output as its difference from the last one, so a value sent again
+    travels as nothing, whereas each `gr.skip()` makes Gradio rebuild the component and its whole config
+    (JSON schema included): about 5 ms of server time per output and step, 40 ms per step for the outputs
+    a step leaves alone (the model's step takes 35 ms)."""
 
     def __init__(self) -> None:
         self.ranges: dict[str, int] = {}  # the slider ranges sent (see `_shown`)
@@ -449,7 +449,7 @@ class FrameImage(gr.Image):
     (about 6 KB each, replaced at the next step) travel in the update itself instead of as a cached file
     that the browser fetches in a request of its own: three files per step, each costing the server a
     file write, its hash and an HTTP response (a run fetched 100 files, now 8). Results stay files
-    (downloads, API clients). The request's schedule plot comes so with the first step, and stays."""
+    (downloads, API clients). The request's schedule plot also comes inline, with the first step."""
 
     is_template = True  # drawn by gr.Image's own front end
 
@@ -705,7 +705,7 @@ def build_demo() -> gr.Blocks:
                                     elem_id="heat_map")
             with gr.Row():
                 schedule_plot = FrameImage(label="Schedule", show_label=False, format="png", interactive=False,
-                                         elem_id="schedule_plot")
+                                           elem_id="schedule_plot")
                 animation = gr.Image(label="Decoding animation (GIF)", interactive=False, elem_id="animation",
                                      height=300)
         with gr.Accordion("Side by side: one prompt and seed, two settings", open=True, elem_id="compare_section"):
