@@ -521,7 +521,7 @@ def test_schedule_plot_and_timeline(steps):
     sheet = viz.timeline_sheet(steps, size=32)  # 2 stages of 4 steps: a row each, under its title
     assert sheet.width == 4 * 32 + 3 * 3 and 2 * 32 < sheet.height < 4 * 32
     assert viz.timeline_sheet(steps, size=32, columns=2).height > 4 * 32  # 2 rows per stage
-    # every step's picture is in it: the last cell is the final image, the first the grey masked canvas
+    # every step's picture is in its cell: the last cell holds the final image
     cell = viz.step_canvas(steps[-1], 16)  # a batch of 2, tiled side by side in the 32 px cell
     x, y = 3 * 35, sheet.height - 12 - cell.height
     assert np.array_equal(np.asarray(sheet.crop((x, y, x + cell.width, y + cell.height))), np.asarray(cell))
