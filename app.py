@@ -291,8 +291,8 @@ def _endpoint(run: Callable[..., Iterator[playground.Update]], *leading: str, su
 class _Stream:
     """One streamed request's updates as Gradio takes them (`values`). An output an update leaves out keeps
     its value: when this stream last sent it a value that costs nothing to send again (None, an empty list,
-    a number, or a picture sent inline, which is encoded once), that value goes again; otherwise it is
-    skipped. Gradio sends a streamed output as its difference from the last one, so a value sent again
+    a number, a text, or a picture sent inline, which is encoded once), that value goes again; otherwise it
+    is skipped. Gradio sends a streamed output as its difference from the last one, so a value sent again
     travels as nothing, whereas each `gr.skip()` makes Gradio rebuild the component and its whole config
     (JSON schema included): about 5 ms of server time per output and step, 40 ms per step for the outputs
     a step leaves alone (the model's step takes 35 ms)."""
@@ -318,8 +318,10 @@ class _Stream:
 
 
 def _cheap(value: Any) -> bool:
-    """Whether sending `value` again costs nothing worth counting (see `_Stream`)."""
-    return (value is None or isinstance(value, (bool, int, float, InlinePicture))  # a picture encoded once
+    """Whether sending `value` again costs nothing worth counting (see `_Stream`). A text may also name a
+    file (a picture given by path is copied to Gradio's cache again), but results come by path only in a
+    run's last update, after which nothing is sent again."""
+    return (value is None or isinstance(value, (bool, int, float, str, InlinePicture))  # a picture encoded once
             or (isinstance(value, (list, tuple)) and not value))
 
 

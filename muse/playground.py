@@ -794,15 +794,14 @@ def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic:
                        **final_update(history, request, has_critic, befores, output_folder(), started, note,
                                       labels, display), "replay": run.key}
                 continue
-            # the replay key goes with every step: an output left out costs the page more than a short text
-            update: Update = {"status": f"{step.label} · seed {request.seed}{note}", "replay": run.key,
+            update: Update = {"status": f"{step.label} · seed {request.seed}{note}",
                               **step_frame(step, len(history), run.planned, display), PASSING: True}
             if step.canvas is None:  # previews off: the canvas and prediction keep their place
                 del update["canvas"], update["prediction"]
             if len(history) == 1:  # clear the previous run's results (the schedule plot stays)
                 update = {"canvas": None, "prediction": None, "before_after": None, "timeline": None,
                           "reveal_map": None, "heat_map": None, "animation": None, "files": None,
-                          **update, "seed": request.seed}
+                          **update, "seed": request.seed, "replay": run.key}
                 if counts:
                     update["schedule_plot"] = viz.schedule_plot(request.kwargs["schedule"],
                                                                 request.kwargs["timesteps"], counts)

@@ -160,9 +160,8 @@ def timeline_sheet(steps: Sequence["DecodeStep"], size: int = 96, columns: int =
     fetches and lays out one file."""
     steps = _with_canvas(steps)
     stages = _stages(steps)
-    per_side = math.ceil(math.sqrt(len(steps[0].canvas)))
-    cells = {id(s): step_canvas(s, max(8, size // per_side)) for s in steps}
-    cell_w, cell_h = cells[id(steps[0])].size
+    cell = max(8, size // math.ceil(math.sqrt(len(steps[0].canvas))))  # each image of a batch
+    cell_w, cell_h = step_canvas(steps[0], cell).size
     columns = max(1, min(columns, max(len(rows) for rows in stages.values())))
     label_h, title_h = max(12, size // 7), max(16, size // 5)
     font, title_font = _font(max(9, int(label_h * 0.8))), _font(max(10, int(title_h * 0.6)))
@@ -180,7 +179,7 @@ def timeline_sheet(steps: Sequence["DecodeStep"], size: int = 96, columns: int =
         for i, s in enumerate(rows):
             r, c = divmod(i, columns)
             x, top = c * (cell_w + gap), y + r * row_h
-            sheet.paste(cells[id(s)], (x, top))
+            sheet.paste(step_canvas(s, cell), (x, top))
             _text_middle_left(draw, (x + 2, top + cell_h + label_h // 2), f"{s.step} · {s.num_fixed}/{s.num_tokens}",
                               font)
         y += math.ceil(len(rows) / columns) * row_h

@@ -458,7 +458,7 @@ def test_updates_are_keyed_by_output_name(tiny_pipe):
     assert len(updates) == 4 and all(set(u) <= set(OUTPUTS) for u in updates)
     assert set(updates[0]) == set(OUTPUTS) - {"schedule_plot"}  # the first clears the previous run's results
     # later ones show the step and leave the rest alone
-    assert set(updates[1]) == {"status", "replay", *playground.STEP_OUTPUTS}
+    assert set(updates[1]) == {"status", *playground.STEP_OUTPUTS}
     assert set(updates[-1]) == set(OUTPUTS) and updates[-1]["seed"] == 3
 
 
