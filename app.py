@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import importlib.util
 import inspect
 import io
 import logging
 import os
+import threading
+from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import gradio as gr
@@ -33,6 +36,7 @@ from gradio.data_classes import ImageData
 from PIL import Image
 
 from muse import images, playground
+from muse.compute import COMPUTE, server_threads
 from muse.playground import MAX_PROMPT_CHARS, OUTPUTS, PASSING
 from muse.settings import shown
 
@@ -57,6 +61,13 @@ MAX_UPLOAD_PIXELS = 64_000_000  # larger files are refused before they are decod
 WORK_SIZE = 512  # uploads are reduced to this many pixels on the long side (the model sees 32-64 px)
 QUEUE_SIZE = int(os.environ.get("MUSE_QUEUE_SIZE", "16"))
 MAX_FILE_SIZE = "50mb"
+# The stream's pace: at most this many step updates a second go to the page (MUSE_STREAM_FPS=0: every
+# step). A step of the shipped model takes about 15 ms on this CPU and less on a GPU, sooner than a page
+# takes in a Gradio update (about 30 ms of the browser's CPU here, 16.7 ms a frame on a 60 Hz screen).
+# The steps in between are coalesced into the next update (`playground.stream_updates`); the status says
+# how many went out, and the step slider and the timeline keep every step.
+STREAM_FPS = float(os.environ.get("MUSE_STREAM_FPS", "20"))
+FRAME_S = 1 / STREAM_FPS if STREAM_FPS > 0 else 0.0
 
 EXAMPLES = [("😀", "grinning face"), ("❤️", "red heart"), ("👍", "thumbs up sign"), ("🚀", "rocket"),
             ("💩", "pile of poo"), ("🐱", "cat face"), ("😎", "smiling face with sunglasses"), ("🔥", "fire")]
@@ -276,7 +287,8 @@ def _endpoint(run: Callable[..., Iterator[playground.Update]], *leading: str, su
             if image is not None:
                 values["image"] = image(values["image"])
             stream = _Stream()
-            for update in run(*(values.pop(name) for name in leading), values):
+            # every step decodes on the compute thread (torch's fast path in a server: see muse.compute)
+            for update in COMPUTE.iterate(run(*(values.pop(name) for name in leading), values, frame_s=FRAME_S)):
                 yield stream.values(update, outputs)
         except gr.Error:
             raise
@@ -400,7 +412,7 @@ def text_to_image(prompt: str, seed: int = 0, steps: int = _TOOL["timesteps"],
     """
     try:
         request = _tool_request(prompt, seed, steps, guidance)
-        return playground.MODEL.get()(request.prompt, **request.kwargs)[0]
+        return COMPUTE.call(lambda: playground.MODEL.get()(request.prompt, **request.kwargs)[0])
     except gr.Error:
         raise
     except Exception as err:
@@ -433,17 +445,37 @@ VALIDATORS = {
                                 signature=inspect.signature(_tool_request))}
 
 
+def _png(image: Image.Image) -> bytes:
+    # zlib's fastest level: a third of the default's time for about 17 % more bytes (7 KB a step picture,
+    # 137 KB against 117 KB for the timeline), which cost nothing on the way to a page on this machine
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 class InlinePicture:
     """A picture to send inside the update, as a PNG data URL (see `FrameImage`); `image` is the picture."""
 
     def __init__(self, image: Image.Image) -> None:
         self.image = image
-        buffer = io.BytesIO()
-        # zlib's fastest level: a third of the default's time for about 17 % more bytes (7 KB a picture),
-        # which cost nothing on the way to the page; the page replaces the picture at the next step
-        image.save(buffer, format="PNG", compress_level=1)
-        self.size = buffer.tell()
-        self.url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+        data = _png(image)
+        self.size = len(data)
+        self.url = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _cached_png(image: Image.Image, cache_dir: str) -> str:
+    """`image` as a PNG file in Gradio's cache, in a folder named by its content, as Gradio names its own.
+    Written once, whole (a temporary file renamed): a run's result is sent twice (`stream_updates`), and
+    Gradio's own saving writes the file again in place, which a browser loading it at that moment reads
+    cut short."""
+    data = _png(image)
+    path = Path(cache_dir) / hashlib.sha256(data).hexdigest() / "image.png"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f".{threading.get_ident()}.part")
+        part.write_bytes(data)
+        os.replace(part, path)
+    return str(path)
 
 
 class FrameImage(gr.Image):
@@ -451,13 +483,27 @@ class FrameImage(gr.Image):
     (about 6 KB each, replaced at the next step) travel in the update itself instead of as a cached file
     that the browser fetches in a request of its own: three files per step, each costing the server a
     file write, its hash and an HTTP response (a run fetched 100 files, now 8). Results stay files
-    (downloads, API clients). The request's schedule plot also comes inline, with the first step."""
+    (downloads, API clients), saved once by `_cached_png`. The request's schedule plot also comes inline,
+    with the first step."""
 
     is_template = True  # drawn by gr.Image's own front end
 
     def postprocess(self, value: Any) -> Any:
         if isinstance(value, InlinePicture):
             return ImageData(url=value.url, size=value.size, orig_name="step.png", mime_type="image/png")
+        if isinstance(value, Image.Image):
+            value = _cached_png(value, self.GRADIO_CACHE)
+        return super().postprocess(value)
+
+
+class FrameSlider(gr.ImageSlider):
+    """gr.ImageSlider whose pictures are saved once (`_cached_png`), like `FrameImage`'s results."""
+
+    is_template = True  # drawn by gr.ImageSlider's own front end
+
+    def postprocess(self, value: Any) -> Any:
+        if isinstance(value, (tuple, list)):
+            value = tuple(_cached_png(v, self.GRADIO_CACHE) if isinstance(v, Image.Image) else v for v in value)
         return super().postprocess(value)
 
 
@@ -687,7 +733,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     # text to image compares the base stage with the final image; a one-stage model has
                     # only inpainting's original against its result to show here
-                    before_after = gr.ImageSlider(label="Before / after" if PAGE.superres else
+                    before_after = FrameSlider(label="Before / after" if PAGE.superres else
                                                   "Before / after (inpainting)", format="png", interactive=False,
                                                   elem_id="before_after", max_height=240)
                     files = gr.File(label="Download: final PNG and decoding GIF", file_count="multiple",
@@ -697,13 +743,13 @@ def build_demo() -> gr.Blocks:
                 timer = gr.Timer(0.8, active=False)
         with gr.Accordion("Pictures of the decoding", open=True, elem_id="pictures"):
             # one picture (a row of steps per stage), not a gallery of one file per step: see viz.timeline_sheet
-            timeline = gr.Image(label="Timeline: every step", show_label=False, format="png", interactive=False,
+            timeline = FrameImage(label="Timeline: every step", show_label=False, format="png", interactive=False,
                                 elem_id="timeline", buttons=["download", "fullscreen"])
             with gr.Row():
                 # The figures carry their own titles; a floating label would cover them.
-                reveal_map = gr.Image(label="Reveal order", show_label=False, format="png", interactive=False,
+                reveal_map = FrameImage(label="Reveal order", show_label=False, format="png", interactive=False,
                                       elem_id="reveal_map")
-                heat_map = gr.Image(label="Confidence when fixed", show_label=False, format="png", interactive=False,
+                heat_map = FrameImage(label="Confidence when fixed", show_label=False, format="png", interactive=False,
                                     elem_id="heat_map")
             with gr.Row():
                 schedule_plot = FrameImage(label="Schedule", show_label=False, format="png", interactive=False,
@@ -870,6 +916,12 @@ def mcp_enabled() -> bool:
 def main() -> None:
     _configure_logging()
     if not ZERO_GPU:  # (on ZeroGPU it loaded at import)
+        try:
+            threads = server_threads()  # one core left to the server and a local browser: see muse.compute
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
+        COMPUTE.set_threads(threads)
+        log.info("decoding on %d torch thread%s (MUSE_THREADS sets it)", threads, "" if threads == 1 else "s")
         playground.MODEL.load_in_background()  # the page opens meanwhile; a first request waits for it
     # show_error: the handlers raise only messages written for the user (UserError); what Gradio itself
     # refuses before a handler runs (an API client's malformed file data) shows its own message.

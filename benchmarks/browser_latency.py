@@ -16,10 +16,12 @@ Generate as the page receives it; probes are installed in the page before the cl
   in the library):
   first preview drawn (the first new canvas picture loaded), last step drawn (the last canvas picture
   loaded while the status still showed a step, not "done"), done (the status starts with "done") and
-  ready (done, and the run's PNG listed under Download: the headline figure), the final picture drawn,
+  ready (done, and the run's files, its PNG and decoding GIF, listed under Download: the headline
+  figure), the final picture drawn,
   the distinct canvas pictures drawn, the step labels the status showed, the steps the run had and how
-  many of them were never drawn (coalesced), the bytes of every picture streamed (/file= URLs, from the
-  page's resource timing), and the GIF's size.
+  many of them were never drawn (coalesced), how many of those the server said it coalesced (its final
+  status: "N of M steps shown live", at the app's pace, MUSE_STREAM_FPS), the bytes of every picture
+  streamed (/file= URLs, from the page's resource timing), and the GIF's size.
 - the library, in this process, for each prompt with the seed the page drew: `pipe(prompt, **settings)`
   (the final image only: the ratio's denominator; its image is compared with the page's PNG) and
   `pipe.stream(prompt, previews=True, ...)` consumed to the end (what the playground computes); and at the
@@ -76,7 +78,7 @@ LAST_FRAME_WAIT_S = 10.0  # after ready, how long to wait for the final pictures
 # Installed once per page. From a click on #generate on (window.__bench.reset() forgets the last run):
 # every status value set (a hook on the textarea's value setter: Gradio sets it without a DOM mutation),
 # every new #canvas img src with the status shown with it, every canvas picture loaded (drawn), when the
-# status first starts with "done", and when the run's PNG (named by the seed in that status) is listed
+# status first starts with "done", and when the run's PNG and GIF (named by the seed in that status) are listed
 # under #files.
 INSTALL_PROBES = """() => {
   if (window.__bench) return;
@@ -95,8 +97,10 @@ INSTALL_PROBES = """() => {
     const box = document.querySelector('#status textarea');
     return box ? plain.get.call(box) : '';
   };
-  const pngListed = () => [...document.querySelectorAll('#files a[href]')]
-      .some(a => a.getAttribute('href').endsWith('/muse-' + bench.seed + '.png'));
+  const filesListed = () => {
+    const hrefs = [...document.querySelectorAll('#files a[href]')].map(a => a.getAttribute('href'));
+    return ['.png', '.gif'].every(ext => hrefs.some(h => h.endsWith('/muse-' + bench.seed + ext)));
+  };
   const check = () => {
     if (bench.click === null) return;
     const t = now();
@@ -104,7 +108,7 @@ INSTALL_PROBES = """() => {
     const last = bench.srcs[bench.srcs.length - 1];
     if (img && img.src && img.src !== bench.stale && (!last || last.src !== img.src))
       bench.srcs.push({t, src: img.src, status: statusText()});
-    if (bench.done !== null && bench.ready === null && pngListed()) bench.ready = t;
+    if (bench.done !== null && bench.ready === null && filesListed()) bench.ready = t;
   };
   Object.defineProperty(proto, 'value', {configurable: true, enumerable: plain.enumerable,
     get() { return plain.get.call(this); },
@@ -154,6 +158,7 @@ RECORD = """() => {
 
 STEP_LABEL = re.compile(r"\b([A-Za-z][\w-]*) (\d+)/(\d+)\b")
 SERVER_DONE = re.compile(r"^done in ([\d.]+) s")
+SERVER_LIVE = re.compile(r"\b(\d+) of (\d+) steps shown live\b")  # the server coalesced the other steps
 
 
 # ----- results ------------------------------------------------------------------------------------------
@@ -168,10 +173,11 @@ class PageRun:
     first_preview_s: Optional[float]
     last_step_s: Optional[float]  # the last canvas picture drawn while the status showed a step
     done_s: float  # the status starts with "done"
-    ready_s: float  # done, and the run's PNG listed for download
+    ready_s: float  # done, and the run's PNG and GIF listed for download
     final_drawn_s: Optional[float]  # the canvas picture shown with "done" loaded
     last_picture_s: Optional[float]  # the last picture of any kind (/file= URL) loaded: the final figures
     server_s: Optional[float]  # the server's own "done in X s" (one decimal)
+    streamed: Optional[int]  # the steps the server sent ("N of M steps shown live"; None: it sent every step)
     frames: int  # distinct canvas pictures drawn (loaded)
     pictures_set: int  # distinct canvas pictures the page was given (one replaced before it loaded is not drawn)
     step_labels: int  # distinct step labels the status showed
@@ -309,6 +315,7 @@ def page_run(prompt: str, record: dict[str, Any]) -> PageRun:
         final_drawn_s=since(drawn.get(final_src)) if final_src else None,
         last_picture_s=since(max(f["t"] for f in record["files"])) if record["files"] else None,
         server_s=float(server.group(1)) if server else None,
+        streamed=int(live.group(1)) if (live := SERVER_LIVE.search(lines[-1]) if lines else None) else None,
         frames=len(drawn), pictures_set=len(status_at),
         step_labels=len({m.group(0) for line in lines for m in STEP_LABEL.finditer(line)}),
         status_lines=[(since(s["t"]), s["text"]) for s in record["status"]], frames_s=frames_s,
@@ -374,7 +381,10 @@ def row(run: PageRun, lib: LibraryRun) -> dict[str, Any]:
     out = {k: v for k, v in asdict(run).items() if k not in ("png", "canvas_srcs")}
     out.update({"library_s": lib.final_s, "library_cpu_s": lib.final_cpu_s, "library_stream_s": lib.stream_s,
                 "steps": lib.steps,
-                "coalesced": max(0, lib.steps - run.frames), "same_image_as_library": lib.same_image,
+                # never drawn: coalesced by the server (reported in its status) or by the page (not reported)
+                "coalesced": max(0, lib.steps - run.frames),
+                "coalesced_reported": lib.steps - (lib.steps if run.streamed is None else run.streamed),
+                "same_image_as_library": lib.same_image,
                 "canvas_bytes_total": sum(run.canvas_bytes)})
     return out
 
@@ -383,7 +393,7 @@ def medians(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Median of every numeric figure over the prompts (a figure missing in a row is left out)."""
     keys = ("first_preview_s", "last_step_s", "done_s", "ready_s", "final_drawn_s", "last_picture_s", "server_s",
             "frames",
-            "pictures_set", "step_labels", "steps", "coalesced", "library_s", "library_stream_s", "canvas_bytes_total",
+            "pictures_set", "step_labels", "steps", "coalesced", "coalesced_reported", "library_s", "library_stream_s", "canvas_bytes_total",
             "files_bytes", "files_fetched", "gif_bytes", "server_cpu_s", "browser_cpu_s", "library_cpu_s")
     out: dict[str, Any] = {}
     for key in keys:
@@ -473,9 +483,10 @@ def print_report(data: dict[str, Any]) -> None:
         return "-" if v is None else f"{v:.2f}"
 
     print(bc.table(["prompt", "preview s", "last step s", "done s", "ready s", "drawn/set/steps", "labels",
-                    "coalesced", "canvas KB", "files KB", "GIF KB", "library s", "lib stream s", "same image"],
+                    "coalesced (reported)", "canvas KB", "files KB", "GIF KB", "library s", "lib stream s", "same image"],
                    [[r["prompt"], s(r["first_preview_s"]), s(r["last_step_s"]), s(r["done_s"]), s(r["ready_s"]),
-                     f"{r['frames']}/{r['pictures_set']}/{r['steps']}", r["step_labels"], r["coalesced"],
+                     f"{r['frames']}/{r['pictures_set']}/{r['steps']}", r["step_labels"],
+                     f"{r['coalesced']} ({r['coalesced_reported']})",
                      f"{r['canvas_bytes_total'] / 1e3:.0f}", f"{r['files_bytes'] / 1e3:.0f}",
                      "-" if r["gif_bytes"] is None else f"{r['gif_bytes'] / 1e3:.0f}", s(r["library_s"]),
                      s(r["library_stream_s"]), r["same_image_as_library"]] for r in data["requests"]]))
@@ -483,7 +494,7 @@ def print_report(data: dict[str, Any]) -> None:
     print(f"medians: first preview {s(m.get('first_preview_s'))} s, last step {s(m.get('last_step_s'))} s, "
           f"done {s(m.get('done_s'))} s, ready {s(m['ready_s'])} s (server's own 'done in' {s(m.get('server_s'))} "
           f"s), every picture loaded {s(m.get('last_picture_s'))} s; {m['frames']:.0f} of {m['steps']:.0f} steps "
-          f"drawn; library {m['library_s']:.3f} s, "
+          f"drawn, {m['coalesced_reported']:.0f} reported coalesced by the server; library {m['library_s']:.3f} s, "
           f"streamed with previews {m['library_stream_s']:.3f} s")
     if m.get("library_alone_s"):
         print(f"library alone (server and browser closed) {m['library_alone_s']:.3f} s: ready / library alone "
@@ -577,10 +588,12 @@ def main(argv: Optional[list[str]] = None) -> float:
             "settings": {k: v for k, v in request_settings("x", 0).items() if k != "seed"},
             "seed": "drawn by the page (randomize seed is on by default); the library reuses it",
             "library_threads": threads, "app_threads": args.threads or "torch's default",
+            "stream_fps": os.environ.get("MUSE_STREAM_FPS", "the app's default (app.STREAM_FPS)"),
             "prompts": args.prompts, "warmup": args.warmup, "library_load_s": library_load_s, **figures,
             "page_errors": errors, "ratio_browser_over_library": ratio,
             "ratio_browser_over_library_alone": m["ready_s"] / m["library_alone_s"],
-            "targets": {"ratio_browser_over_library": 2.0, "first_preview_s": 0.3, "coalesced": 0,
+            "targets": {"ratio_browser_over_library": 2.0, "first_preview_s": 0.3,
+                        "coalesced": "every step drawn, or reported as coalesced: coalesced == coalesced_reported",
                         "first_request_after_launch_s": 1.5}}
     print_report(data)
     print(f"results written to {bc.write_json(args.out, data)}", file=sys.stderr)

@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -29,6 +30,7 @@ import torch
 from PIL import Image
 
 from . import viz
+from .compute import COMPUTE
 from .amused.load import LICENSE as AMUSED_LICENSE
 from .amused.load import assumed_summary, is_amused_source
 from .config import TransformerConfig, VQConfig
@@ -82,6 +84,7 @@ OUTPUTS = ("canvas", "prediction", "status", "seed", "before_after", "timeline",
            "schedule_plot", "animation", "files", "step_tokens", "step_info", "scrub", "replay")
 # What showing one step of a run updates (the step slider and the play button).
 STEP_OUTPUTS = ("canvas", "prediction", "step_tokens", "step_info", "scrub")
+PICTURE_OUTPUTS = ("timeline", "reveal_map", "heat_map", "schedule_plot")  # `decoding_pictures`, after the result
 Update = dict[str, Any]
 # An update key, not an output: True on an update whose pictures are passing frames of a run that goes on
 # (the next update replaces them), False or absent on a result. The page may send passing frames inline,
@@ -162,9 +165,10 @@ class LazyModel:
                 log.info("loaded the model from %s on %s", where, self._pipe.device)
         return self._pipe
 
-    def load_in_background(self, warm_up: bool = True) -> threading.Thread:
-        """Start loading the model now, in a thread, so the server can answer (and the page open) meanwhile;
-        a request that comes first waits for it. A failure is logged and retried by the next request.
+    def load_in_background(self, warm_up: bool = True) -> Future:
+        """Start loading the model now, on the compute thread (`muse.compute`, where the requests decode), so
+        the server can answer (and the page open) meanwhile; a request that comes first waits for it. A
+        failure is logged and retried by the next request.
         `warm_up`: then decode one quick image and draw each picture of a run once, so the first request
         does not pay for first calls (kernels chosen, fonts and colour maps loaded)."""
         def load() -> None:
@@ -186,9 +190,7 @@ class LazyModel:
                 self._starting = False
 
         self._starting = True
-        thread = threading.Thread(target=load, name="muse-load-model", daemon=True)
-        thread.start()
-        return thread
+        return COMPUTE.submit(load)
 
 
 MODEL = LazyModel()
@@ -626,18 +628,19 @@ def check_speed(value: Any) -> float:
 
 # ----- the three requests ---------------------------------------------------------------------------
 
-def generate(prompt: Any, settings: dict[str, Any]) -> Iterator[Update]:
-    """Text to image, streamed: one update per decoding step of each stage."""
+def generate(prompt: Any, settings: dict[str, Any], frame_s: float = 0.0) -> Iterator[Update]:
+    """Text to image, streamed: one update per decoding step of each stage (at most one per `frame_s`
+    seconds: `stream_updates`)."""
     request = check_request(prompt, settings)
     pipe = MODEL.get()
     size = pipe.output_size(superres=False)
     final = pipe.output_size(request.kwargs.get("superres", False))
     yield from _updates(pipe, request, pipe.stream(request.prompt, previews=request.previews, **request.kwargs),
                         labels=(f"base stage {size} px", f"final {final} px"),
-                        counts=pipe.token_counts(request.kwargs.get("superres", False)))
+                        counts=pipe.token_counts(request.kwargs.get("superres", False)), frame_s=frame_s)
 
 
-def inpaint(image: Any, prompt: Any, settings: dict[str, Any]) -> Iterator[Update]:
+def inpaint(image: Any, prompt: Any, settings: dict[str, Any], frame_s: float = 0.0) -> Iterator[Update]:
     """Regenerate the painted part of an image (editor value: background + mask layers), streamed."""
     rgb, mask = editor_to_image_and_mask(image)
     request = check_request(prompt, settings)
@@ -646,10 +649,10 @@ def inpaint(image: Any, prompt: Any, settings: dict[str, Any]) -> Iterator[Updat
     share = float((np.asarray(mask) >= 128).mean())
     steps = pipe.stream_inpaint(rgb, mask, request.prompt, previews=request.previews, **request.kwargs)
     yield from _updates(pipe, request, steps, before, labels=("original", "inpainted"),
-                        note=f" · mask covers {100 * share:.0f}% of the image")
+                        note=f" · mask covers {100 * share:.0f}% of the image", frame_s=frame_s)
 
 
-def superres(image: Any, prompt: Any, settings: dict[str, Any]) -> Iterator[Update]:
+def superres(image: Any, prompt: Any, settings: dict[str, Any], frame_s: float = 0.0) -> Iterator[Update]:
     """The super-res stage alone, conditioned on a low-resolution image and a prompt, streamed."""
     if image is None:
         raise PlaygroundError("Upload a low-resolution image first.", title="No image")
@@ -663,12 +666,15 @@ def superres(image: Any, prompt: Any, settings: dict[str, Any]) -> Iterator[Upda
     steps = pipe.stream_superres(rgb, request.prompt, previews=request.previews, **request.kwargs)
     size = pipe.output_size(superres=False)
     yield from _updates(pipe, request, steps, square(rgb, size), counts={"superres": pipe.token_counts()["superres"]},
-                        labels=(f"input at {size} px", f"super-res {pipe.output_size(superres=True)} px"))
+                        labels=(f"input at {size} px", f"super-res {pipe.output_size(superres=True)} px"),
+                        frame_s=frame_s)
 
 
-def compare(prompt: Any, values: dict[str, Any]) -> Iterator[Update]:
+def compare(prompt: Any, values: dict[str, Any], frame_s: float = 0.0) -> Iterator[Update]:
     """Side by side: the same prompt and seed decoded with two columns of settings, step for step in turn on
-    one worker; each update shows both canvases and where the two runs chose different tokens, and when."""
+    one worker; each update shows both canvases and where the two runs chose different tokens, and when.
+    Paced like `stream_updates`: a pair of steps sooner than `frame_s` after the last update is not drawn
+    (the first pair, a column's end and the last pair always are)."""
     prompt, shared, columns = check_compare(prompt, values)
     pipe = MODEL.get()
     seed = shared["seed"]
@@ -676,12 +682,18 @@ def compare(prompt: Any, values: dict[str, Any]) -> Iterator[Update]:
     histories: list[list[DecodeStep]] = [[], []]
     started = time.perf_counter()
     display = display_size()
+    sent_at = -math.inf
     try:
         for pair in itertools.zip_longest(*streams):
             update: Update = {}
             for col, history, step in zip(COLUMNS, histories, pair):
                 if step is not None:  # else this column has finished: every update still holds its result
                     history.append(step)
+            if (len(histories[0]) > 1 and not any(s is not None and s.step == s.total for s in pair)
+                    and time.perf_counter() - sent_at < frame_s):
+                continue  # coalesced into the next update
+            sent_at = time.perf_counter()
+            for col, history in zip(COLUMNS, histories):
                 last = history[-1]
                 update[f"canvas_{col}"] = viz.step_canvas(last, display)
                 update[f"status_{col}"] = ("done · " if last.is_final else "") + last.label
@@ -735,7 +747,7 @@ Labels = tuple[str, str]  # what the before / after images are, written under ea
 
 def _updates(pipe: MusePipeline, request: Request, steps: Iterator[DecodeStep], before: Optional[Image.Image] = None,
              labels: Labels = ("before", "after"), note: str = "",
-             counts: Optional[dict[str, int]] = None) -> Iterator[Update]:
+             counts: Optional[dict[str, int]] = None, frame_s: float = 0.0) -> Iterator[Update]:
     """`stream_updates` for a request on `pipe` (a setting the request leaves out is the model's default).
     `counts`: the tokens each stage will generate, when known before the run (the schedule plot is then
     shown for it from the first step on)."""
@@ -744,14 +756,17 @@ def _updates(pipe: MusePipeline, request: Request, steps: Iterator[DecodeStep], 
     note += truncation_note(pipe, request.prompt, request.kwargs["negative_prompt"])
     use_critic = request.kwargs.get("use_critic", pipe.settings().use_critic)
     yield from stream_updates(steps, request, has_critic=pipe.uses_critic(use_critic), before=before, labels=labels,
-                              note=note, display=display, counts=counts)
+                              note=note, display=display, counts=counts, frame_s=frame_s)
 
 
 def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic: bool,
                    before: Optional[Image.Image] = None, labels: Labels = ("before", "after"), note: str = "",
-                   display: Optional[int] = None, counts: Optional[dict[str, int]] = None) -> Iterator[Update]:
-    """One update per decoding step of each stage; the first clears the previous run's results, the last
-    holds the final image and the pictures of the decoding. `note` is appended to every status line;
+                   display: Optional[int] = None, counts: Optional[dict[str, int]] = None,
+                   frame_s: float = 0.0) -> Iterator[Update]:
+    """One update per decoding step of each stage; the first clears the previous run's results. The last
+    step comes twice: first with the result (final image, files, "done" status: `result_update`), then
+    with the pictures of the decoding added (`decoding_pictures`), so the page shows the image without
+    waiting for the figures; the very last update holds every output of the run. `note` is appended to every status line;
     `display` is the display size (default `display_size()`); `counts`, the tokens each stage will
     generate when known before the run: the first update then shows the request's schedule plot (the page
     can send it once and leave it; the last update draws it from the run's own counts).
@@ -759,13 +774,18 @@ def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic:
     Before / after compares `before` with the result; without one, the first stage's result (its last
     step's canvas, drawn by the full decoder) when a later stage follows: text to image compares the base
     stage's result with the final one.
-    Every step is kept in `REPLAYS` for the step slider."""
+
+    `frame_s` paces the stream: a step that comes sooner than `frame_s` seconds after the last update is
+    not drawn and not sent (coalesced: the next update shows what it fixed too). The first step, each
+    stage's last and the result always go; with 0, every step does. The final status says how many steps
+    went out when some did not. Every step is kept in `REPLAYS` for the step slider either way."""
     history: list[DecodeStep] = []
     befores: Optional[list[Image.Image]] = None
     started = time.perf_counter()
     finished = False
     run: Optional[Run] = None
     display = display or display_size()
+    sent, sent_at = 0, -math.inf
     with contextlib.ExitStack() as stack:
         @stack.callback
         def _report() -> None:  # runs when the stream ends: finished, failed, or closed by a cancel
@@ -790,10 +810,14 @@ def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic:
                 if before is not None:
                     befores = [before] * len(step.canvas)
                 # the final canvas and prediction at the display size (the download shows the canvas)
-                yield {**step_frame(step, len(history), run.planned, display),
-                       **final_update(history, request, has_critic, befores, output_folder(), started, note,
-                                      labels, display), "replay": run.key}
+                result = {**step_frame(step, len(history), run.planned, display),
+                          **result_update(history, request, befores, output_folder(), started, note, labels,
+                                          display, streamed=sent + 1), "replay": run.key}
+                yield result  # the image and its files first, then the pictures of how it was decoded
+                yield {**result, **decoding_pictures(history, request, has_critic)}
                 continue
+            if len(history) > 1 and step.step < step.total and time.perf_counter() - sent_at < frame_s:
+                continue  # coalesced into the next update (steps come faster than a page draws them)
             update: Update = {"status": f"{step.label} · seed {request.seed}{note}",
                               **step_frame(step, len(history), run.planned, display), PASSING: True}
             if step.canvas is None:  # previews off: the canvas and prediction keep their place
@@ -805,15 +829,17 @@ def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic:
                 if counts:
                     update["schedule_plot"] = viz.schedule_plot(request.kwargs["schedule"],
                                                                 request.kwargs["timesteps"], counts)
+            sent, sent_at = sent + 1, time.perf_counter()
             yield update
 
 
-def final_update(history: list[DecodeStep], request: Request, has_critic: bool,
-                 befores: Optional[list[Image.Image]], tmp: Path, started: float, note: str = "",
-                 labels: Labels = ("before", "after"), display: int = DISPLAY_SIZE) -> Update:
-    """The final images, their files (in `tmp`), before / after (`befores`: one image per result, at the
-    display size, or None) and the pictures of the whole decoding; the status gives the time since
-    `started` (perf_counter) with all of them drawn."""
+def result_update(history: list[DecodeStep], request: Request, befores: Optional[list[Image.Image]], tmp: Path,
+                  started: float, note: str = "", labels: Labels = ("before", "after"), display: int = DISPLAY_SIZE,
+                  streamed: Optional[int] = None) -> Update:
+    """The run's result: the final images and their prediction, their files in `tmp` (the PNG at the model's
+    resolution and, with previews, the decoding GIF), before / after (`befores`: one image per result, at
+    the display size, or None), and the status with the time since `started` (perf_counter) and
+    `streamed`, the steps sent live, when it is fewer than the run's."""
     last, seed = history[-1], request.seed
     final = viz.tile([viz.upscale(im, display) for im in last.canvas])
     png = tmp / f"muse-{seed}.png"
@@ -824,16 +850,22 @@ def final_update(history: list[DecodeStep], request: Request, has_critic: bool,
     if len(previewed) > 1:  # with previews off only the final canvas exists
         animation = str(viz.decoding_gif(previewed, tmp / f"muse-{seed}.gif"))
         files.append(animation)
+    live = (f" · {streamed} of {len(history)} steps shown live (the step slider has each)"
+            if streamed is not None and streamed < len(history) else "")
+    return {"canvas": final, "prediction": viz.step_prediction(last, display), "seed": seed,
+            "before_after": (viz.caption(viz.tile(befores), labels[0]), viz.caption(final, labels[1]))
+            if befores is not None else None, "animation": animation, "files": files,
+            "status": f"done in {time.perf_counter() - started:.1f} s · {last.label} · seed {seed}{live}{note}"}
+
+
+def decoding_pictures(history: list[DecodeStep], request: Request, has_critic: bool) -> Update:
+    """The pictures of the whole decoding: the timeline of every step (with previews), where and when
+    each token was fixed and how confident it was, and the schedule plot of the run's own token counts."""
+    previewed = [s for s in history if s.canvas is not None]
     counts: dict[str, int] = {}
     for s in history:
         counts.setdefault(s.stage, s.num_tokens)
-    update = {"canvas": final, "prediction": viz.step_prediction(last, display), "seed": seed,
-              "before_after": (viz.caption(viz.tile(befores), labels[0]), viz.caption(final, labels[1]))
-              if befores is not None else None,
-              "timeline": viz.timeline_sheet(previewed, TIMELINE_SIZE) if len(previewed) > 1 else None,
-              "reveal_map": viz.reveal_order_map(history),
-              "heat_map": viz.confidence_map(history, critic=has_critic),
-              "schedule_plot": viz.schedule_plot(request.kwargs["schedule"], request.kwargs["timesteps"], counts),
-              "animation": animation, "files": files}
-    update["status"] = f"done in {time.perf_counter() - started:.1f} s · {last.label} · seed {seed}{note}"
-    return update
+    return {"timeline": viz.timeline_sheet(previewed, TIMELINE_SIZE) if len(previewed) > 1 else None,
+            "reveal_map": viz.reveal_order_map(history),
+            "heat_map": viz.confidence_map(history, critic=has_critic),
+            "schedule_plot": viz.schedule_plot(request.kwargs["schedule"], request.kwargs["timesteps"], counts)}

@@ -120,7 +120,8 @@ def test_a_hub_id_not_in_the_cache_is_shown_at_its_published_size(monkeypatch):
 
 def test_text_to_image_streams_and_the_defaults_give_diffusers_image(serving, amused_folder):
     updates = list(playground.generate(PROMPT, quick()))
-    assert [u["status"].split(" · ")[0] for u in updates[:-1]] == [f"base {k}/12" for k in range(1, 12)]
+    # every step (the playground's own default: no pace), then the result again with the decoding's pictures
+    assert [u["status"].split(" · ")[0] for u in updates[:-2]] == [f"base {k}/12" for k in range(1, 12)]
     assert updates[-1]["status"].startswith("done") and "base 12/12" in updates[-1]["status"]
     assert updates[-1]["canvas"].size == (playground.DISPLAY_SIZE,) * 2
     assert updates[0]["canvas"].size == (playground.STREAM_SIZE,) * 2
@@ -179,7 +180,7 @@ def server_log(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(amused_folder, server_log) -> Iterator[str]:
-    with running_app(amused_folder, server_log) as live:
+    with running_app(amused_folder, server_log, env={"MUSE_STREAM_FPS": "0"}) as live:  # every step streamed
         yield live.url
 
 
@@ -313,6 +314,7 @@ def test_text_to_image_streams_its_steps_and_shows_the_final_image(page, tmp_pat
     final = image_at(page, "#canvas img")
     assert final.size == (playground.DISPLAY_SIZE,) * 2  # the final image, at the display size
     assert len(np.unique(np.asarray(final).reshape(-1, 3), axis=0)) > 1  # a picture, not a blank
+    page.locator("#timeline img").wait_for(timeout=30_000)  # (the pictures come right after the result)
     assert page.locator("#timeline img").count() == 1  # the 12 steps in one picture
     assert page.locator("#files").get_by_text(".png").count() >= 1
     screenshot(page, tmp_path, "amused-generate.png")

@@ -8,9 +8,11 @@ import inspect
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -37,7 +39,8 @@ def app(tiny_weights):
         mp.setenv("MUSE_WEIGHTS", str(tiny_weights))
         import app as module
 
-        yield module
+        mp.setattr(module, "FRAME_S", 0.0)  # every step streamed (the tiny model's steps come far faster
+        yield module                         # than the app's pace: see test_a_paced_stream_...)
 
 
 def request(**overrides):
@@ -131,23 +134,29 @@ def test_gpu_decorator_is_a_no_op_without_spaces(app):
 
 # ----- streaming ---------------------------------------------------------------------------------
 
-def test_generate_yields_one_update_per_step_per_stage(app):
+def test_generate_yields_one_update_per_step_per_stage_then_the_pictures(app):
     ups = collect(app.generate(**request()))
-    assert len(ups) == 2 * 4
+    assert len(ups) == 2 * 4 + 1  # every step; the last one again with the pictures of the decoding
+    result = ups[-2]
     # a streamed step's pictures travel inside the update; the result's pictures are files
-    assert all(u["inline"] == {"canvas", "prediction", "step_tokens", "schedule_plot"} for u in ups[:-1])
-    assert not ups[-1]["inline"]
+    assert all(u["inline"] == {"canvas", "prediction", "step_tokens", "schedule_plot"} for u in ups[:-2])
+    assert not ups[-1]["inline"] and result["inline"] == {"schedule_plot"}  # (the request's plot, still shown)
     expected = [f"{stage} {i}/4" for stage in ("base", "superres") for i in range(1, 5)]
     for u, label in zip(ups, expected):
         assert label in u["status"]
-        size = playground.DISPLAY_SIZE if u is ups[-1] else playground.STREAM_SIZE  # the page doubles a step's
+        size = playground.DISPLAY_SIZE if u is result else playground.STREAM_SIZE  # the page doubles a step's
         assert isinstance(u["canvas"], Image.Image) and u["canvas"].size == (size, size)
         assert isinstance(u["prediction"], Image.Image)
     assert "base 1/4 · " in ups[0]["status"] and "of 64 tokens fixed" in ups[0]["status"]
     # the first update clears the previous run's pictures; later ones leave them cleared: the cleared value
     # goes again (it travels as nothing) rather than a skip, which costs the server a rebuilt component
     assert ups[0]["seed"] == 7 and ups[0]["timeline"] is None and ups[0]["files"] is None
-    assert all(u["files"] is None and u["timeline"] is None and u["seed"] == 7 for u in ups[1:-1])
+    assert all(u["files"] is None and u["timeline"] is None and u["seed"] == 7 for u in ups[1:-2])
+    # the result comes first, with its files, before the pictures of the decoding are drawn
+    assert result["status"].startswith("done") and result["status"] == ups[-1]["status"]
+    assert [Path(f).suffix for f in result["files"]] == [".png", ".gif"] and result["files"] == ups[-1]["files"]
+    assert result["timeline"] is None and result["reveal_map"] is None and result["heat_map"] is None
+    assert np.array_equal(np.asarray(result["canvas"]), np.asarray(ups[-1]["canvas"]))
     # the request's schedule plot comes with the first step, inline, and goes again unchanged (as nothing)
     assert all(u["schedule_plot"] is ups[0]["schedule_plot"] for u in ups[:-1])
     assert np.array_equal(np.asarray(ups[0]["schedule_plot"]), np.asarray(ups[-1]["schedule_plot"]))  # the run's
@@ -174,8 +183,8 @@ def test_same_seed_same_image_and_randomize_reports_the_seed(app):
 
 def test_base_only_and_previews_off(app):
     ups = collect(app.generate(**request(superres=False, previews=False, num_images=2)))
-    assert len(ups) == 4
-    assert all(u["canvas"] is None or is_skip(u["canvas"]) for u in ups[:-1])
+    assert len(ups) == 4 + 1  # (the result comes twice: then with the pictures of the decoding)
+    assert all(u["canvas"] is None or is_skip(u["canvas"]) for u in ups[:-2])
     final = ups[-1]
     assert final["canvas"].size == (2 * playground.DISPLAY_SIZE, playground.DISPLAY_SIZE)  # two images side by side
     assert final["timeline"] is None and final["animation"] is None  # nothing to animate without previews
@@ -194,7 +203,7 @@ def test_inpaint_keeps_the_unmasked_region(app):
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (0, 0, 32, 64))  # regenerate the left half
     ups = collect(app.inpaint({"background": image, "layers": [mask], "composite": None}, **request()))
-    assert len(ups) == 8
+    assert len(ups) == 8 + 1
     assert "of 128 tokens fixed" in ups[-1]["status"]
     final = np.asarray(ups[-1]["canvas"])[::4, ::4]  # back to the model's 64 px
     original = np.asarray(square(image, 64))
@@ -213,7 +222,7 @@ def test_inpaint_from_browser_layers_uses_alpha_against_the_background(app):
     assert m[:, :55].all() and not m[:, 65:].any()
     ups = collect(app.inpaint({"background": background, "layers": [layer], "composite": None},
                               **request(superres=False)))
-    assert len(ups) == 4
+    assert len(ups) == 4 + 1
 
 
 def test_mask_rules(app):
@@ -237,7 +246,7 @@ def test_mask_rules(app):
 
 def test_superres_streams_the_superres_stage(app):
     ups = collect(app.superres(gradient((20, 20)), **{k: v for k, v in request().items() if k != "superres"}))
-    assert len(ups) == 4 and all("superres" in u["status"] for u in ups)
+    assert len(ups) == 4 + 1 and all("superres" in u["status"] for u in ups)
     assert ups[-1]["canvas"].size == (playground.DISPLAY_SIZE,) * 2
     assert ups[-1]["before_after"] is not None
     with pytest.raises(gr.Error, match="Upload a low-resolution image"):
@@ -297,7 +306,7 @@ def test_a_mask_of_another_shape_is_refused_one_of_another_scale_is_mapped(app):
 def test_numbers_from_the_api_are_accepted_in_any_json_form(app):
     ups = collect(app.generate(**request(timesteps=2.0, num_images="1", seed="3", superres="false",
                                          use_critic=0)))
-    assert len(ups) == 2 and ups[-1]["seed"] == 3
+    assert len(ups) == 2 + 1 and ups[-1]["seed"] == 3
 
 
 def save(image: Image.Image, path: Path) -> Path:
@@ -453,12 +462,14 @@ def test_updates_are_keyed_by_output_name(tiny_pipe):
     request = playground.check_request("red heart", values)
     steps = tiny_pipe.stream(request.prompt, previews=request.previews, **request.kwargs)
     updates = list(playground.stream_updates(steps, request, has_critic=True))
-    # every update but the result is marked as a run's passing frame
-    assert [u.pop(playground.PASSING, False) for u in updates] == [True, True, True, False]
-    assert len(updates) == 4 and all(set(u) <= set(OUTPUTS) for u in updates)
+    # every update but the result is marked as a run's passing frame; the result comes first without the
+    # pictures of the decoding, then with them
+    assert [u.pop(playground.PASSING, False) for u in updates] == [True, True, True, False, False]
+    assert len(updates) == 5 and all(set(u) <= set(OUTPUTS) for u in updates)
     assert set(updates[0]) == set(OUTPUTS) - {"schedule_plot"}  # the first clears the previous run's results
     # later ones show the step and leave the rest alone
     assert set(updates[1]) == {"status", *playground.STEP_OUTPUTS}
+    assert set(updates[-2]) == set(OUTPUTS) - set(playground.PICTURE_OUTPUTS)
     assert set(updates[-1]) == set(OUTPUTS) and updates[-1]["seed"] == 3
 
 
@@ -550,7 +561,7 @@ def test_the_step_slider_replays_each_step_without_decoding_again(app, monkeypat
     # the slider follows the live run; its range is sent with the first step only (a range update makes
     # Gradio rebuild the slider's config, which costs more than a step), the position with every step
     assert ups[0]["scrub"]["value"] == 1 and ups[0]["scrub"]["maximum"] == 8
-    assert [u["scrub"] for u in ups[1:]] == list(range(2, 9))
+    assert [u["scrub"] for u in ups[1:]] == list(range(2, 9)) + [8]  # (the result comes twice)
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("replaying must not decode")
@@ -583,6 +594,61 @@ def test_the_step_slider_replays_each_step_without_decoding_again(app, monkeypat
             playground.check_speed(bad)
 
 
+def test_a_paced_stream_coalesces_steps_and_says_how_many_went(app, monkeypatch):
+    # a pace slower than any run: only the steps that always go (the first, each stage's last, the result)
+    monkeypatch.setattr(app, "FRAME_S", 60.0)
+    ups = collect(app.generate(**request()))
+    assert [u["status"].split(" · ")[0] for u in ups[:-2]] == ["base 1/4", "base 4/4"]
+    assert ups[0]["scrub"]["value"] == 1 and [u["scrub"] for u in ups[1:]] == [4, 8, 8]  # to the step shown
+    final = ups[-1]
+    assert "3 of 8 steps shown live (the step slider has each)" in final["status"]
+    # nothing is lost: the run's every step replays, the timeline has them all, and the image is the
+    # same as with every step streamed
+    key = final["replay"]
+    assert [playground.replay(key, k)["step_info"].split(" · ")[0] for k in range(1, 9)] == \
+        [f"{stage} {i}/4" for stage in ("base", "superres") for i in range(1, 5)]
+    monkeypatch.setattr(app, "FRAME_S", 0.0)
+    every = collect(app.generate(**request()))
+    assert len(every) == 8 + 1 and "shown live" not in every[-1]["status"]
+    assert np.array_equal(np.asarray(every[-1]["canvas"]), np.asarray(final["canvas"]))
+    assert np.array_equal(np.asarray(every[-1]["timeline"]), np.asarray(final["timeline"]))
+
+
+def test_a_paced_comparison_keeps_the_first_each_end_and_the_result(app, monkeypatch):
+    monkeypatch.setattr(app, "FRAME_S", 60.0)
+    ups = compared(app.compare(**compare_request(timesteps_b=6)))
+
+    def shown(status):  # "done · superres 4/4 · 256 of 256 tokens fixed" -> "done · superres 4/4"
+        return re.match(r"(done · )?\w+ \d+/\d+", status).group(0)
+
+    # the first pair, then each pair where a column ends a stage (a: 4 steps a stage, b: 6)
+    assert [(shown(u["status_a"]), shown(u["status_b"])) for u in ups] == [
+        ("base 1/4", "base 1/6"), ("base 4/4", "base 4/6"), ("superres 2/4", "base 6/6"),
+        ("done · superres 4/4", "superres 2/6"), ("done · superres 4/4", "done · superres 6/6")]
+
+
+def test_the_stream_decodes_on_the_one_compute_thread(app, monkeypatch):
+    """Every step of every request runs on muse.compute's thread, whichever thread asks for it (Gradio
+    streams from a pool): the process keeps one OpenMP pool, and torch its fast path."""
+    from muse.compute import COMPUTE
+
+    seen = set()
+    real_stream = playground.MusePipeline.stream
+
+    def stream(self, *args, **kwargs):
+        for step in real_stream(self, *args, **kwargs):
+            seen.add(threading.get_ident())
+            yield step
+
+    monkeypatch.setattr(playground.MusePipeline, "stream", stream)
+    threads = [threading.Thread(target=lambda: collect(app.generate(**request()))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(seen) == 1 and seen != {threading.get_ident()} and COMPUTE.call(threading.get_ident) in seen
+
+
 def test_step_info_names_what_ranked_the_tokens(app):
     critic = collect(app.generate(**request(use_critic=True, superres=False)))
     plain = collect(app.generate(**request(use_critic=False, superres=False)))
@@ -591,11 +657,12 @@ def test_step_info_names_what_ranked_the_tokens(app):
     assert "last step fixes every remaining token" in plain[-1]["step_info"]
 
 
-def test_before_after_of_text_to_image_is_the_base_result_then_the_final(app, tiny_pipe):
+def test_before_after_of_text_to_image_is_the_base_result_then_the_final(app):
     final = collect(app.generate(**request(seed=21)))[-1]
     before, after = final["before_after"]
     size = playground.DISPLAY_SIZE
-    base_only = tiny_pipe("red heart", timesteps=4, cond_scale=3.0, seed=21, superres=False)[0]
+    served = playground.MODEL.get()  # the app's model (loaded: bfloat16 where the CPU computes it natively)
+    base_only = served("red heart", timesteps=4, cond_scale=3.0, seed=21, superres=False)[0]
     # the same seed decodes the same base stage first: its 32 px result, upscaled, above its label
     assert np.array_equal(np.asarray(before)[:size], np.asarray(viz.upscale(base_only, size)))
     assert np.array_equal(np.asarray(after)[:size], np.asarray(final["canvas"]))
@@ -634,7 +701,7 @@ def compared(stream):
     return ups
 
 
-def test_side_by_side_streams_two_columns_and_where_they_differ(app, tiny_pipe):
+def test_side_by_side_streams_two_columns_and_where_they_differ(app):
     ups = compared(app.compare(**compare_request(timesteps_b=6)))
     assert len(ups) == 2 * 6  # the longer column sets the pace; the shorter keeps its final image
     assert ups[0]["status_a"].startswith("base 1/4") and ups[0]["status_b"].startswith("base 1/6")
@@ -646,7 +713,7 @@ def test_side_by_side_streams_two_columns_and_where_they_differ(app, tiny_pipe):
     # each column is the pipeline's own result for its settings
     for col, kwargs in (("a", dict(timesteps=4, use_critic=True)), ("b", dict(timesteps=6, use_critic=False))):
         final = ups[-1]
-        alone = tiny_pipe("red heart", seed=4, cond_scale=page_value("cond_scale"), **kwargs)[0]
+        alone = playground.MODEL.get()("red heart", seed=4, cond_scale=page_value("cond_scale"), **kwargs)[0]
         assert np.array_equal(np.asarray(final[f"canvas_{col}"]),
                               np.asarray(viz.upscale(alone, playground.DISPLAY_SIZE)))
 
@@ -712,7 +779,7 @@ def test_a_background_load_that_fails_is_reported(app, monkeypatch, tmp_path):
     for name in ("_pipe", "_source", "start_error"):  # restored after the test, for the tests that follow
         monkeypatch.setattr(model, name, getattr(model, name))
     monkeypatch.setenv("MUSE_WEIGHTS", str(tmp_path / "missing"))
-    model.load_in_background(warm_up=False).join(60)
+    model.load_in_background(warm_up=False).result(60)
     assert not model.is_starting() and not model.is_ready()
     text, timer = app._model_status()
     assert text["placeholder"].startswith("the model did not load: The model is not available") and not timer.active

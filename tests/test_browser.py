@@ -78,7 +78,8 @@ def test_generate_streams_previews_into_the_page(page, tmp_path):
     assert previews[-1]["src"] not in {p["src"] for p in before_final}
     n = steps_per_stage(previews)
     assert any(f"base 1/{n}" in p["status"] for p in before_final)
-    # the pictures of the decoding arrived
+    # the pictures of the decoding arrive right after the result
+    page.locator("#timeline img").wait_for(timeout=30_000)
     assert page.locator("#timeline img").count() == 1  # every step of both stages, in one picture
     assert page.locator("#timeline img").evaluate("im => im.naturalWidth") >= n * playground.TIMELINE_SIZE
     for elem in ("#reveal_map img", "#heat_map img", "#schedule_plot img", "#animation img"):
@@ -158,15 +159,17 @@ def test_scrubbing_to_a_step_shows_that_steps_images_and_play_animates(page, tmp
     page.evaluate(WATCH_CANVAS)
     page.locator("#generate").click()
     page.wait_for_function(STATUS_DONE, timeout=120_000)
+    page.locator("#timeline img").wait_for(timeout=30_000)  # the run is whole (its pictures came after "done")
     previews = page.evaluate("window.__previews")
     n = steps_per_stage(previews)
-    streamed = next(p for p in previews if p["status"].startswith(f"base 2/{n}"))
+    # (the page may have been sent only some steps live: the base stage's last always goes)
+    streamed = next(p for p in previews if p["status"].startswith(f"base {n}/{n}"))
     final_src = page.locator("#canvas img").get_attribute("src")
-    set_step(page, 2)
-    page.wait_for_function(f"() => document.querySelector('#step_info textarea').value.startsWith('base 2/{n}')",
+    set_step(page, n)
+    page.wait_for_function(f"() => document.querySelector('#step_info textarea').value.startsWith('base {n}/{n}')",
                            timeout=30_000)
     page.wait_for_function(f"() => document.querySelector('#canvas img').src !== {final_src!r}", timeout=30_000)
-    # the same picture as the one streamed at step 2, replayed from the run (not decoded again)
+    # the same picture as the one streamed at that step, replayed from the run (not decoded again)
     assert np.array_equal(np.asarray(image_at(page, "#canvas img")),
                           np.asarray(image_from_src(page, streamed["src"])))
     assert page.locator("#status textarea").input_value().startswith("done")  # the run's status stays
@@ -220,8 +223,9 @@ def test_side_by_side_streams_two_columns(page, tmp_path):
     seen = page.evaluate("window.__seen")
     for column in ("status_a", "status_b"):
         steps = seen[column]
-        # polled: a step or two may pass between polls, but the column streamed its steps before the result
-        assert len(steps) >= 3 and steps[0].startswith("base ") and steps[-1].startswith("done"), steps
+        # polled, and paced (app.STREAM_FPS: the tiny model's steps come far faster): a step or two may pass
+        # between polls, but the column streamed steps before the result
+        assert len(steps) >= 2 and steps[0].startswith("base ") and steps[-1].startswith("done"), steps
     assert page.locator("#canvas_a img").count() == page.locator("#canvas_b img").count() == 1
     assert page.locator("#difference img").count() == 1
     assert "tokens fixed in both differ" in page.locator("#compare_info textarea").input_value()
