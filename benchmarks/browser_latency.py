@@ -34,7 +34,9 @@ Generate as the page receives it; probes are installed in the page before the cl
 
 - CPU seconds per request of the app's process, of the browser (Chromium and Playwright's driver) and of
   `pipe(...)`: on a busy machine the wall-clock times mostly wait for a core. --threads N sets torch's
-  threads in the library and in the app it starts (default: torch's own choice, as a user runs it).
+  threads in the library and in the app it starts (default: torch's own choice in the library, as a user
+  runs it, and the app's own, one core fewer than the machine's: muse.compute.server_threads). Where the
+  two counts differ, the page's image is compared with the library's run on the app's count.
 
 Writes JSON to benchmarks/results/browser_latency.json (--out); the last line is
 `ratio browser/library: X`, X = median ready time in the page / median `pipe(...)` time.
@@ -221,7 +223,7 @@ def launched_app(weights: Optional[str], log_path: Path, timeout: float,
     """`python app.py` on a free 127.0.0.1 port (tests.harness.running_app), timed from the process start
     to its first answer (asked every 50 ms); stopped on exit. `threads`: torch's threads in it
     (OMP_NUM_THREADS)."""
-    env = {"OMP_NUM_THREADS": str(threads)} if threads is not None else {}
+    env = {"OMP_NUM_THREADS": str(threads), "MUSE_THREADS": str(threads)} if threads is not None else {}
     with running_app(Path(weights) if weights is not None else None, log_path, timeout, env=env,
                      poll_s=0.05) as live:
         yield Server(live.url, live.started, live.up, live.log_path, live.pid)
@@ -343,10 +345,15 @@ def request_settings(prompt: str, seed: int) -> dict[str, Any]:
     return playground.check_request(prompt, values).kwargs
 
 
-def request_in_library(pipe, prompt: str, seed: int, page_png: Optional[bytes]) -> LibraryRun:
+def request_in_library(pipe, prompt: str, seed: int, page_png: Optional[bytes],
+                       app_threads: Optional[int] = None) -> LibraryRun:
     """`pipe(...)` and `pipe.stream(..., previews=True)` for the page's request, timed; the image compared
-    with the page's PNG."""
+    with the page's PNG. The app decodes on `app_threads` torch threads (muse.compute.server_threads); where
+    that count is not the library's and the images differ, the comparison is with the library run again on
+    the app's count: bfloat16 sums split over another number of threads may round differently and flip a
+    sampled token, so only the same count is the same computation."""
     import numpy as np
+    import torch
     from PIL import Image
 
     kwargs = request_settings(prompt, seed)
@@ -360,6 +367,13 @@ def request_in_library(pipe, prompt: str, seed: int, page_png: Optional[bytes]) 
     if page_png is not None and len(images) == 1:
         shown = np.asarray(Image.open(io.BytesIO(page_png)).convert("RGB"))
         same = bool(np.array_equal(shown, np.asarray(images[0].convert("RGB"))))
+        threads = torch.get_num_threads()
+        if not same and app_threads is not None and app_threads != threads:
+            torch.set_num_threads(app_threads)
+            try:
+                same = bool(np.array_equal(shown, np.asarray(pipe(prompt, **kwargs)[0].convert("RGB"))))
+            finally:
+                torch.set_num_threads(threads)
     return LibraryRun(final_s, final_cpu_s, stream_s, steps, same)
 
 
@@ -407,7 +421,7 @@ def medians(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def measure_clients(browser, url: str, pipe, n: int, single_s: float, timeout_s: float, errors: list[str],
-                    server_pid: Optional[int] = None) -> dict[str, Any]:
+                    server_pid: Optional[int] = None, app_threads: Optional[int] = None) -> dict[str, Any]:
     """N pages at once, each its own prompt: total wall time, and whether each showed only its own run."""
     prompts = [CLIENT_PROMPTS[i % len(CLIENT_PROMPTS)] for i in range(n)]
     pages = [open_page(browser, url, errors) for _ in range(n)]
@@ -417,7 +431,8 @@ def measure_clients(browser, url: str, pipe, n: int, single_s: float, timeout_s:
     runs = [collect(page, prompt, timeout_s * n) for page, prompt in zip(pages, prompts)]
     cpu = {k: v - before[k] for k, v in cpu_seconds(server_pid).items()}
     total_s = max(r.click_epoch + r.ready_s for r in runs) - min(r.click_epoch for r in runs)
-    clients = [client_check(run, others=[r for r in runs if r is not run], pipe=pipe) for run in runs]
+    clients = [client_check(run, others=[r for r in runs if r is not run], pipe=pipe, app_threads=app_threads)
+               for run in runs]
     for page in pages:
         page.context.close()
     return {"clients": n, "total_s": total_s, "single_median_s": single_s, "n_x_single_s": n * single_s,
@@ -426,12 +441,12 @@ def measure_clients(browser, url: str, pipe, n: int, single_s: float, timeout_s:
             "all_own_runs_only": all(c["own_run_only"] for c in clients), "per_client": clients}
 
 
-def client_check(run: PageRun, others: Sequence[PageRun], pipe) -> dict[str, Any]:
+def client_check(run: PageRun, others: Sequence[PageRun], pipe, app_threads: Optional[int] = None) -> dict[str, Any]:
     """Did this page show only its own run: its seed in every status line, none of the others' pictures,
     its PNG the library's image for its prompt and seed."""
     own_seed = all(f"seed {run.seed}" in line for _, line in run.status_lines)
     foreign = set(run.canvas_srcs) & {src for other in others for src in other.canvas_srcs}
-    lib = request_in_library(pipe, run.prompt, run.seed, run.png)
+    lib = request_in_library(pipe, run.prompt, run.seed, run.png, app_threads)
     return {"prompt": run.prompt, "seed": run.seed, "ready_s": run.ready_s, "first_preview_s": run.first_preview_s,
             "frames": run.frames, "status_lines": len(run.status_lines), "own_seed_in_every_status": own_seed,
             "pictures_of_other_pages": len(foreign), "same_image_as_library": lib.same_image,
@@ -529,11 +544,19 @@ def server_for(args: argparse.Namespace, tmp: Path) -> Iterator[Server]:
             yield server
 
 
+def app_torch_threads(args: argparse.Namespace) -> int:
+    """The torch threads of the app this benchmark starts: --threads, else the app's own choice."""
+    from muse.compute import server_threads
+
+    return args.threads or server_threads()
+
+
 def measure(args: argparse.Namespace, pipe, errors: list[str]) -> dict[str, Any]:
     """On one server and one headless Chromium: the launch (when it starts the server), --warmup untimed
     requests, the prompts in the page then in the library, and the clients."""
     from playwright.sync_api import sync_playwright
 
+    app_threads = None if args.url else app_torch_threads(args)
     with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="browser-latency-") as tmp:
         browser = pw.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
         try:
@@ -552,10 +575,10 @@ def measure(args: argparse.Namespace, pipe, errors: list[str]) -> dict[str, Any]
                 rows = []
                 for prompt in args.prompts:
                     run = request_in_page(page, prompt, args.timeout, server.pid)
-                    rows.append(row(run, request_in_library(pipe, prompt, run.seed, run.png)))
+                    rows.append(row(run, request_in_library(pipe, prompt, run.seed, run.png, app_threads)))
                 single_s = bc.median([r["ready_s"] for r in rows])
                 clients = (measure_clients(browser, server.url, pipe, args.clients, single_s, args.timeout, errors,
-                                           server.pid) if args.clients else None)
+                                           server.pid, app_threads) if args.clients else None)
         finally:
             browser.close()
     return {"launch": launch, "requests": rows, "medians": medians(rows), "clients": clients}
@@ -587,7 +610,7 @@ def main(argv: Optional[list[str]] = None) -> float:
             "versions": bc.versions(), "weights": args.weights or "shipped weights/", "url": args.url,
             "settings": {k: v for k, v in request_settings("x", 0).items() if k != "seed"},
             "seed": "drawn by the page (randomize seed is on by default); the library reuses it",
-            "library_threads": threads, "app_threads": args.threads or "torch's default",
+            "library_threads": threads, "app_threads": "unknown (--url)" if args.url else app_torch_threads(args),
             "stream_fps": os.environ.get("MUSE_STREAM_FPS", "the app's default (app.STREAM_FPS)"),
             "prompts": args.prompts, "warmup": args.warmup, "library_load_s": library_load_s, **figures,
             "page_errors": errors, "ratio_browser_over_library": ratio,
