@@ -9,8 +9,10 @@ GPU; ignored on ZeroGPU). Four streamed endpoints share one worker: `/generate` 
 `/inpaint` and `/superres`, with parameters named like `MusePipeline.stream`, and `/compare` (side by
 side: the same prompt and seed under two columns of settings, named like the Python API's with a `_a`
 / `_b` suffix); `/text_to_image` returns one image without streaming and is the MCP tool (the MCP
-server is on unless MUSE_MCP=0). The step slider and Play replay a run from the steps it produced
-(`muse.playground.REPLAYS`). This file is the page only: its components, upload decoding and layout,
+server is on unless MUSE_MCP=0). Every step decodes on one thread of its own (`muse.compute`), with
+torch on one core fewer than the machine has (MUSE_THREADS), and at most MUSE_STREAM_FPS (20) updates a
+second go out: the steps in between are coalesced into the next. The step slider and Play replay a run
+from every step it produced (`muse.playground.REPLAYS`). This file is the page only: its components, upload decoding and layout,
 with Gradio's public APIs only. Checking a request and streaming it as page updates keyed by
 output name is `muse.playground`'s; every setting's label, help, range and default comes from the one
 schema (`muse.settings`). Problems come back as `gr.Error` messages; server-side failures are logged,

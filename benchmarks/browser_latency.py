@@ -407,7 +407,8 @@ def medians(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Median of every numeric figure over the prompts (a figure missing in a row is left out)."""
     keys = ("first_preview_s", "last_step_s", "done_s", "ready_s", "final_drawn_s", "last_picture_s", "server_s",
             "frames",
-            "pictures_set", "step_labels", "steps", "coalesced", "coalesced_reported", "library_s", "library_stream_s", "canvas_bytes_total",
+            "pictures_set", "step_labels", "steps", "coalesced", "coalesced_reported", "library_s", "library_stream_s",
+            "canvas_bytes_total",
             "files_bytes", "files_fetched", "gif_bytes", "server_cpu_s", "browser_cpu_s", "library_cpu_s")
     out: dict[str, Any] = {}
     for key in keys:
@@ -498,7 +499,8 @@ def print_report(data: dict[str, Any]) -> None:
         return "-" if v is None else f"{v:.2f}"
 
     print(bc.table(["prompt", "preview s", "last step s", "done s", "ready s", "drawn/set/steps", "labels",
-                    "coalesced (reported)", "canvas KB", "files KB", "GIF KB", "library s", "lib stream s", "same image"],
+                    "coalesced (reported)", "canvas KB", "files KB", "GIF KB", "library s", "lib stream s",
+                    "same image"],
                    [[r["prompt"], s(r["first_preview_s"]), s(r["last_step_s"]), s(r["done_s"]), s(r["ready_s"]),
                      f"{r['frames']}/{r['pictures_set']}/{r['steps']}", r["step_labels"],
                      f"{r['coalesced']} ({r['coalesced_reported']})",

@@ -25,7 +25,7 @@ def test_browser_latency_measures_the_page_and_the_library(tiny_weights, tmp_pat
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == f"ratio browser/library: {ratio:.2f}" and ratio > 0
     data = json.loads(out.read_text())
-    assert data["page_errors"] == []
+    assert data["page_errors"] == [] and data["app_threads"] == 1
     launch = data["launch"]
     assert launch["server_up_s"] <= launch["page_loaded_s"] <= launch["first_done_s"]
     assert launch["server_up_s"] <= launch["model_ready_s"] <= launch["first_click_s"]  # clicked once ready
@@ -33,6 +33,9 @@ def test_browser_latency_measures_the_page_and_the_library(tiny_weights, tmp_pat
     for r in data["requests"]:
         assert r["steps"] == steps and 1 <= r["frames"] <= r["pictures_set"] <= steps
         assert r["coalesced"] == steps - r["frames"]
+        # the steps the server said it coalesced (its pace, app.STREAM_FPS) were never drawn
+        assert 0 <= r["coalesced_reported"] <= r["coalesced"]
+        assert r["coalesced_reported"] == (0 if r["streamed"] is None else steps - r["streamed"])
         assert 0 < r["first_preview_s"] <= r["done_s"] <= r["ready_s"]
         assert r["status_lines"][-1][1].startswith("done") and r["step_labels"] >= 2
         assert all(f"seed {r['seed']}" in line for _, line in r["status_lines"])
