@@ -12,8 +12,8 @@ side: the same prompt and seed under two columns of settings, named like the Pyt
 server is on unless MUSE_MCP=0). Every step decodes on one thread of its own (`muse.compute`), with
 torch on one core fewer than the machine has (MUSE_THREADS), and at most MUSE_STREAM_FPS (20) updates a
 second go out: the steps in between are coalesced into the next. The step slider and Play replay a run
-from every step it produced (`muse.playground.REPLAYS`). This file is the page only: its components, upload decoding and layout,
-with Gradio's public APIs only. Checking a request and streaming it as page updates keyed by
+from every step it produced (`muse.playground.REPLAYS`). This file is the page only: its components,
+upload decoding and layout, with Gradio's public APIs only. Checking a request and streaming it as page updates keyed by
 output name is `muse.playground`'s; every setting's label, help, range and default comes from the one
 schema (`muse.settings`). Problems come back as `gr.Error` messages; server-side failures are logged,
 never shown as a stack trace.
@@ -63,12 +63,26 @@ MAX_UPLOAD_PIXELS = 64_000_000  # larger files are refused before they are decod
 WORK_SIZE = 512  # uploads are reduced to this many pixels on the long side (the model sees 32-64 px)
 QUEUE_SIZE = int(os.environ.get("MUSE_QUEUE_SIZE", "16"))
 MAX_FILE_SIZE = "50mb"
+
+
+def _stream_fps() -> float:
+    """MUSE_STREAM_FPS (default 20), or a one-line message for a value that is not a number >= 0."""
+    raw = os.environ.get("MUSE_STREAM_FPS", "20").strip()
+    try:
+        fps = float(raw)
+    except ValueError:
+        fps = -1.0
+    if not 0 <= fps < float("inf"):
+        raise SystemExit(f"MUSE_STREAM_FPS must be a number of updates a second, 0 for every step; got {raw!r}.")
+    return fps
+
+
 # The stream's pace: at most this many step updates a second go to the page (MUSE_STREAM_FPS=0: every
-# step). A step of the shipped model takes about 15 ms on this CPU and less on a GPU, sooner than a page
-# takes in a Gradio update (about 30 ms of the browser's CPU here, 16.7 ms a frame on a 60 Hz screen).
-# The steps in between are coalesced into the next update (`playground.stream_updates`); the status says
-# how many went out, and the step slider and the timeline keep every step.
-STREAM_FPS = float(os.environ.get("MUSE_STREAM_FPS", "20"))
+# step). A step of the shipped model takes 15-30 ms on a 2-core CPU and less on a GPU, sooner than a page
+# takes in a Gradio update (about 30 ms of the browser's CPU on such a machine; 16.7 ms a frame on a 60 Hz
+# screen). The steps in between are coalesced into the next update (`playground.stream_updates`); the
+# status says how many went out, and the step slider and the timeline keep every step.
+STREAM_FPS = _stream_fps()
 FRAME_S = 1 / STREAM_FPS if STREAM_FPS > 0 else 0.0
 
 EXAMPLES = [("😀", "grinning face"), ("❤️", "red heart"), ("👍", "thumbs up sign"), ("🚀", "rocket"),

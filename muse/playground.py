@@ -30,9 +30,9 @@ import torch
 from PIL import Image
 
 from . import viz
-from .compute import COMPUTE
 from .amused.load import LICENSE as AMUSED_LICENSE
 from .amused.load import assumed_summary, is_amused_source
+from .compute import COMPUTE
 from .config import TransformerConfig, VQConfig
 from .hub import WeightsError, read_config
 from .images import square, to_rgb
@@ -766,8 +766,8 @@ def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic:
     """One update per decoding step of each stage; the first clears the previous run's results. The last
     step comes twice: first with the result (final image, files, "done" status: `result_update`), then
     with the pictures of the decoding added (`decoding_pictures`), so the page shows the image without
-    waiting for the figures; the very last update holds every output of the run. `note` is appended to every status line;
-    `display` is the display size (default `display_size()`); `counts`, the tokens each stage will
+    waiting for the figures; the very last update holds every output of the run. `note` is appended to
+    every status line; `display` is the display size (default `display_size()`); `counts`, the tokens each stage will
     generate when known before the run: the first update then shows the request's schedule plot (the page
     can send it once and leave it; the last update draws it from the run's own counts).
 

@@ -77,6 +77,17 @@ def collect(stream, check_final_files=True):
     return out
 
 
+def test_a_bad_stream_pace_or_thread_count_is_a_one_line_message(tmp_path):
+    env = {**os.environ, "MUSE_WEIGHTS": str(tmp_path / "nothing-here"), "PYTHONPATH": str(ROOT)}
+    for name, value, message in (("MUSE_STREAM_FPS", "fast", "MUSE_STREAM_FPS must be a number of updates"),
+                                 ("MUSE_STREAM_FPS", "-5", "MUSE_STREAM_FPS must be a number of updates"),
+                                 ("MUSE_THREADS", "0", "MUSE_THREADS must be a whole number of threads")):
+        done = subprocess.run([sys.executable, "-c", "import app; app.main()"], cwd=ROOT,
+                              env={**env, name: value}, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith(message), done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
+
+
 # ----- the model is loaded lazily ----------------------------------------------------------------
 
 def test_import_builds_the_page_without_a_model(tmp_path):
