@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable
+from unittest import mock
 
 import numpy as np
 import torch
@@ -60,11 +61,14 @@ CASES: dict[str, Callable[[MusePipeline], list[Image.Image]]] = {
 
 def reference_images(pipe: MusePipeline) -> dict[str, list[Image.Image]]:
     """Every case's images, in a fixed order, on one torch thread: float sums split over another number of
-    threads can round a pixel the other way, and other tests (the benchmarks' smoke tests) set the count."""
+    threads can round a pixel the other way, and other tests (the benchmarks' smoke tests) set the count.
+    Previews decode in float32 here: on a CPU that computes bfloat16 natively (AVX512-BF16, AMX) the
+    renderer decodes them in bfloat16 (`muse.render.Renderer.decode`), and the references pin the float32
+    path every CPU has."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), mock.patch("muse.render.native_bf16", lambda device: False):
             return {name: case(pipe) for name, case in CASES.items()}
     finally:
         torch.set_num_threads(threads)

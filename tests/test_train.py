@@ -270,7 +270,8 @@ def test_export_writes_a_pipeline_folder_that_loads_and_generates(tmp_path, tiny
     preview = PreviewDecoder(PreviewConfig(code_dim=TINY.vq.code_dim, downsample=TINY.vq.downsample, hidden=16))
     preview.save_pretrained(run.stage("preview").checkpoint / "model")
 
-    pipe = load_pipeline(export(run.root, tmp_path / "weights", defaults={"timesteps": 2}))
+    # (dtype=None: the stored float32, not bfloat16 on a CPU that computes it natively)
+    pipe = load_pipeline(export(run.root, tmp_path / "weights", defaults={"timesteps": 2}), dtype=None)
     for attr in ("base_model", "superres_model", "base_critic", "superres_critic"):
         got, want = getattr(pipe, attr).state_dict(), getattr(tiny_pipe, attr).state_dict()
         assert all(torch.equal(got[k], want[k]) for k in want), attr
