@@ -20,7 +20,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def live(tiny_weights, tmp_path_factory) -> Iterator[LiveApp]:
-    with running_app(tiny_weights, tmp_path_factory.mktemp("robust") / "app.log") as app:
+    # every step streamed (MUSE_STREAM_FPS=0): the tiny model decodes 64 steps in about half a second, so at
+    # the default pace a run can end before a cancel sent after its 4th update reaches it (the benchmark
+    # measures the cancel at the default pace on the shipped model)
+    with running_app(tiny_weights, tmp_path_factory.mktemp("robust") / "app.log",
+                     env={"MUSE_STREAM_FPS": "0"}) as app:
         yield app
 
 
