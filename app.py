@@ -13,9 +13,9 @@ server is on unless MUSE_MCP=0). Every step decodes on one thread of its own (`m
 torch on one core fewer than the machine has (MUSE_THREADS), and at most MUSE_STREAM_FPS (20) updates a
 second go out: the steps in between are coalesced into the next. The step slider and Play replay a run
 from every step it produced (`muse.playground.REPLAYS`). This file is the page only: its components,
-upload decoding and layout, with Gradio's public APIs only. Checking a request and streaming it as page updates keyed by
-output name is `muse.playground`'s; every setting's label, help, range and default comes from the one
-schema (`muse.settings`). Problems come back as `gr.Error` messages; server-side failures are logged,
+upload decoding and layout, with Gradio's public APIs only. Checking a request and streaming it as page
+updates keyed by output name is `muse.playground`'s; every setting's label, help, range and default comes
+from the one schema (`muse.settings`). Problems come back as `gr.Error` messages; server-side failures are logged,
 never shown as a stack trace.
 """
 
@@ -322,8 +322,8 @@ class _Stream:
     a number, a text, or a picture sent inline, which is encoded once), that value goes again; otherwise it
     is skipped. Gradio sends a streamed output as its difference from the last one, so a value sent again
     travels as nothing, whereas each `gr.skip()` makes Gradio rebuild the component and its whole config
-    (JSON schema included): about 5 ms of server time per output and step, 40 ms per step for the outputs
-    a step leaves alone (the model's step takes 35 ms)."""
+    (JSON schema included): about 5 ms of server time per output, 40 ms per update for the outputs a step
+    leaves alone, more than the model's step (15-35 ms on a 2-core CPU)."""
 
     def __init__(self) -> None:
         self.ranges: dict[str, int] = {}  # the slider ranges sent (see `_shown`)
@@ -347,8 +347,8 @@ class _Stream:
 
 def _cheap(value: Any) -> bool:
     """Whether sending `value` again costs nothing worth counting (see `_Stream`). A text may also name a
-    file (a picture given by path is copied to Gradio's cache again), but results come by path only in a
-    run's last update, after which nothing is sent again."""
+    file (the decoding GIF), but paths come only in a run's last two updates, which carry the same path
+    anyway (Gradio hashes the file again and keeps its first copy)."""
     return (value is None or isinstance(value, (bool, int, float, str, InlinePicture))  # a picture encoded once
             or (isinstance(value, (list, tuple)) and not value))
 
@@ -750,8 +750,8 @@ def build_demo() -> gr.Blocks:
                     # text to image compares the base stage with the final image; a one-stage model has
                     # only inpainting's original against its result to show here
                     before_after = FrameSlider(label="Before / after" if PAGE.superres else
-                                                  "Before / after (inpainting)", format="png", interactive=False,
-                                                  elem_id="before_after", max_height=240)
+                                               "Before / after (inpainting)", format="png", interactive=False,
+                                               elem_id="before_after", max_height=240)
                     files = gr.File(label="Download: final PNG and decoding GIF", file_count="multiple",
                                     interactive=False, elem_id="files")
                 replay = gr.Textbox(visible=False, elem_id="replay")  # the run the step slider replays
@@ -760,13 +760,13 @@ def build_demo() -> gr.Blocks:
         with gr.Accordion("Pictures of the decoding", open=True, elem_id="pictures"):
             # one picture (a row of steps per stage), not a gallery of one file per step: see viz.timeline_sheet
             timeline = FrameImage(label="Timeline: every step", show_label=False, format="png", interactive=False,
-                                elem_id="timeline", buttons=["download", "fullscreen"])
+                                  elem_id="timeline", buttons=["download", "fullscreen"])
             with gr.Row():
                 # The figures carry their own titles; a floating label would cover them.
                 reveal_map = FrameImage(label="Reveal order", show_label=False, format="png", interactive=False,
-                                      elem_id="reveal_map")
-                heat_map = FrameImage(label="Confidence when fixed", show_label=False, format="png", interactive=False,
-                                    elem_id="heat_map")
+                                        elem_id="reveal_map")
+                heat_map = FrameImage(label="Confidence when fixed", show_label=False, format="png",
+                                      interactive=False, elem_id="heat_map")
             with gr.Row():
                 schedule_plot = FrameImage(label="Schedule", show_label=False, format="png", interactive=False,
                                            elem_id="schedule_plot")

@@ -685,7 +685,6 @@ def compare(prompt: Any, values: dict[str, Any], frame_s: float = 0.0) -> Iterat
     sent_at = -math.inf
     try:
         for pair in itertools.zip_longest(*streams):
-            update: Update = {}
             for col, history, step in zip(COLUMNS, histories, pair):
                 if step is not None:  # else this column has finished: every update still holds its result
                     history.append(step)
@@ -693,6 +692,7 @@ def compare(prompt: Any, values: dict[str, Any], frame_s: float = 0.0) -> Iterat
                     and time.perf_counter() - sent_at < frame_s):
                 continue  # coalesced into the next update
             sent_at = time.perf_counter()
+            update: Update = {}
             for col, history in zip(COLUMNS, histories):
                 last = history[-1]
                 update[f"canvas_{col}"] = viz.step_canvas(last, display)
@@ -767,9 +767,9 @@ def stream_updates(steps: Iterator[DecodeStep], request: Request, *, has_critic:
     step comes twice: first with the result (final image, files, "done" status: `result_update`), then
     with the pictures of the decoding added (`decoding_pictures`), so the page shows the image without
     waiting for the figures; the very last update holds every output of the run. `note` is appended to
-    every status line; `display` is the display size (default `display_size()`); `counts`, the tokens each stage will
-    generate when known before the run: the first update then shows the request's schedule plot (the page
-    can send it once and leave it; the last update draws it from the run's own counts).
+    every status line; `display` is the display size (default `display_size()`); `counts`, the tokens each
+    stage will generate when known before the run: the first update then shows the request's schedule plot
+    (the page can send it once and leave it; the last update draws it from the run's own counts).
 
     Before / after compares `before` with the result; without one, the first stage's result (its last
     step's canvas, drawn by the full decoder) when a later stage follows: text to image compares the base
