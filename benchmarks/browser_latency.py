@@ -397,7 +397,7 @@ def row(run: PageRun, lib: LibraryRun) -> dict[str, Any]:
                 "steps": lib.steps,
                 # never drawn: coalesced by the server (reported in its status) or by the page (not reported)
                 "coalesced": max(0, lib.steps - run.frames),
-                "coalesced_reported": lib.steps - (lib.steps if run.streamed is None else run.streamed),
+                "coalesced_reported": 0 if run.streamed is None else lib.steps - run.streamed,
                 "same_image_as_library": lib.same_image,
                 "canvas_bytes_total": sum(run.canvas_bytes)})
     return out
@@ -511,7 +511,8 @@ def print_report(data: dict[str, Any]) -> None:
     print(f"medians: first preview {s(m.get('first_preview_s'))} s, last step {s(m.get('last_step_s'))} s, "
           f"done {s(m.get('done_s'))} s, ready {s(m['ready_s'])} s (server's own 'done in' {s(m.get('server_s'))} "
           f"s), every picture loaded {s(m.get('last_picture_s'))} s; {m['frames']:.0f} of {m['steps']:.0f} steps "
-          f"drawn, {m['coalesced_reported']:.0f} reported coalesced by the server; library {m['library_s']:.3f} s, "
+          f"drawn, {m['coalesced_reported']:.0f} reported coalesced by the server; "
+          f"library {m['library_s']:.3f} s, "
           f"streamed with previews {m['library_stream_s']:.3f} s")
     if m.get("library_alone_s"):
         print(f"library alone (server and browser closed) {m['library_alone_s']:.3f} s: ready / library alone "
