@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 
 from muse.data import CaptionedImages, load_dataset
-from muse.data import emoji
-from muse.data.captions import exact_name, sample_caption, subjects
+from muse.data import emoji, emoji_words
+from muse.data.captions import (HELD_OUT, PAIR_TEMPLATE, caption_distribution, exact_name, sample_caption,
+                                second_name, subjects)
 
 WAVE = {
     "key": "1f44b-1f3fd",
@@ -77,6 +78,31 @@ def _fake_package(cache: Path, package: str, image_dir: str, evil: bool = False)
             archive.addfile(info, io.BytesIO(data))
 
 
+def _tarball(path: Path, files: dict[str, bytes]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+
+def _fake_words(cache: Path) -> None:
+    """The four annotation packages, each with the words of U+1F44B (waving hand) and U+1F600."""
+    wave, grin = "\U0001F44B", "\U0001F600"
+    sources = {
+        "cldr": {"annotations": {"annotations": {
+            wave: {"default": ["hand", "wave", "hello"], "tts": ["waving hand"]},
+            grin: {"default": ["face", "grin"], "tts": ["grinning face"]}}}},
+        "cldr_derived": {"annotationsDerived": {"annotations": {
+            wave + "\U0001F3FD": {"default": ["hello"], "tts": ["waving hand: medium skin tone"]}}}},
+        "emojibase": [{"label": "waving hand", "hexcode": "1F44B", "tags": ["bye", "hi"]}],
+        "emojilib": {wave: ["waving_hand", "goodbye", ":wave:", "farewell"]},
+    }
+    for source, (package, version, member) in emoji_words.PACKAGES.items():
+        _tarball(cache / f"{package}-{version}.tgz", {member: json.dumps(sources[source]).encode()})
+
+
 def _no_download(spec: str, cwd: Path) -> None:
     raise AssertionError(f"tried to download {spec} although its tarball is cached")
 
@@ -85,6 +111,7 @@ def _no_download(spec: str, cwd: Path) -> None:
 def built(tmp_path: Path) -> Path:
     for package, image_dir, _ in emoji.SETS.values():
         _fake_package(tmp_path / "cache", package, image_dir)
+    _fake_words(tmp_path / "cache")
     emoji.build_emoji_dataset(tmp_path / "cache", tmp_path / "out", download=_no_download)
     return tmp_path / "out"
 
@@ -103,8 +130,12 @@ def test_emoji_builder_writes_images_and_meta(built: Path) -> None:
     assert grin["name"] == "grinning face" and grin["short_names"] == ["grinning face"]
     assert wave == {"key": "1f44b", "set": "noto", "name": "waving hand sign",
                     "short_names": ["wave", "waving hand"], "skin_tone": None,
-                    "category": "People & Body", "subcategory": "hand fingers open"}
+                    "category": "People & Body", "subcategory": "hand fingers open", "colour": "red",
+                    # CLDR's short name and the words of all four sources, none a word of a name
+                    "cldr_name": "waving hand", "keywords": ["hello", "bye", "goodbye", "farewell"]}
     assert medium["skin_tone"] == "medium skin tone"
+    assert medium["cldr_name"] == "waving hand" and medium["colour"] is None  # a skin tone is not a colour
+    assert grin["colour"] is None  # all white: nothing drawn
     assert mixed["skin_tone"] == "light skin tone, medium-light skin tone"
     assert (images[:, 0, 0] == 255).all()  # the transparent pixel became white
     assert (images[0] == 255).all()  # a fully transparent image is white
@@ -114,6 +145,8 @@ def test_emoji_builder_writes_images_and_meta(built: Path) -> None:
     assert info["images"] == 7
     assert {k: v["images"] for k, v in info["sets"].items()} == {"noto": 4, "twemoji": 3}
     assert info["sets"]["noto"]["version"] == "16.0.0" and info["sets"]["noto"]["missing_files"] == 1
+    assert info["words"]["cldr"] == {"package": "cldr-annotations-full", "version": "48.2.0",
+                                     "license": "Unicode-3.0"}
 
 
 def test_emoji_dataset_loads_and_resizes(built: Path) -> None:
@@ -136,10 +169,11 @@ def test_download_runs_only_when_tarball_missing(tmp_path: Path) -> None:
         package = spec.split("@")[0]
         _fake_package(cwd, package, {p: d for p, d, _ in emoji.SETS.values()}[package])
 
-    emoji.build_emoji_dataset(tmp_path / "cache", tmp_path / "out", download=fake_npm_pack)
+    emoji.build_emoji_dataset(tmp_path / "cache", tmp_path / "out", download=fake_npm_pack, words=False)
     assert calls == ["emoji-datasource-google@16.0.0", "emoji-datasource-twitter@16.0.0"]
-    emoji.build_emoji_dataset(tmp_path / "cache", tmp_path / "out", download=fake_npm_pack)
+    emoji.build_emoji_dataset(tmp_path / "cache", tmp_path / "out", download=fake_npm_pack, words=False)
     assert len(calls) == 2
+    assert "cldr_name" not in json.loads((tmp_path / "out" / "meta.jsonl").read_text().splitlines()[0])
 
 
 def test_extraction_ignores_unsafe_members(tmp_path: Path) -> None:
@@ -166,21 +200,90 @@ def test_skin_tone_words() -> None:
     assert emoji.skin_tone_words("1F3FC-1F3FC") == "medium-light skin tone"
 
 
-def test_captions() -> None:
+def test_names_captions() -> None:
     assert subjects(WAVE) == ["waving hand sign, medium skin tone", "wave, medium skin tone",
                               "waving hand, medium skin tone"]
     assert exact_name(WAVE) == "waving hand sign, medium skin tone"
     plain = {**WAVE, "skin_tone": None}
     assert exact_name(plain) == "waving hand sign"
-    draws = [sample_caption(WAVE, random.Random(7)) for _ in range(3)]
+    draws = [sample_caption(WAVE, random.Random(7), "names") for _ in range(3)]
     assert len(set(draws)) == 1  # same seed, same caption
     rng = random.Random(0)
-    captions = [sample_caption(plain, rng) for _ in range(2000)]
-    assert 0.25 < captions.count("waving hand sign") / len(captions) < 0.45
+    captions = [sample_caption(plain, rng, "names") for _ in range(2000)]
+    share = caption_distribution(plain, "names")["waving hand sign"]
+    assert abs(captions.count("waving hand sign") / len(captions) - share) < 0.03  # drawn as the distribution says
     assert any("noto" in c for c in captions) and any("hand fingers open" in c for c in captions)
     assert all("wave" in c or "waving hand" in c for c in captions)
-    twemoji = [sample_caption({**plain, "set": "twemoji"}, rng) for _ in range(200)]
+    twemoji = [sample_caption({**plain, "set": "twemoji"}, rng, "names") for _ in range(200)]
     assert any("twemoji" in c for c in twemoji) and not any("noto" in c for c in twemoji)
+
+
+SUN = {"key": "2600", "set": "noto", "name": "black sun with rays", "short_names": ["sunny"], "skin_tone": None,
+       "subcategory": "sky & weather", "colour": "yellow", "cldr_name": "sun", "keywords": ["bright", "weather"]}
+
+
+def test_prompt_captions_read_like_prompts_and_keep_the_exact_name() -> None:
+    dist = caption_distribution(SUN)
+    assert sum(dist.values()) == pytest.approx(1.0)
+    # the exact name keeps at least the names recipe's share
+    exact = dist["black sun with rays"]
+    assert exact == pytest.approx(0.45) and exact > caption_distribution(SUN, "names")["black sun with rays"]
+    assert dist["sun"] == pytest.approx(0.10)  # CLDR's short name is a second name, alone
+    for caption in ("a sun", "a yellow sun", "sun, yellow", "an emoji of black sun with rays", "sun emoji",
+                    "sun, bright", "sun, bright and weather", "a noto emoji of sunny"):
+        assert caption in dist, caption
+    assert not any("twemoji" in c for c in dist)
+    draws = [sample_caption(SUN, random.Random(i)) for i in range(3000)]
+    assert abs(draws.count("sun") / len(draws) - dist["sun"]) < 0.03
+    # a skin tone ends every caption; no colour or CLDR name: their shares go to the templates
+    toned = caption_distribution({**WAVE, "cldr_name": None, "keywords": ["hello"]})
+    assert all(c.endswith(", medium skin tone") for c in toned)
+    assert sum(toned.values()) == pytest.approx(1.0) and "waving hand sign, hello, medium skin tone" in toned
+    assert second_name({**SUN, "cldr_name": "black sun with rays"}) is None
+
+
+def test_held_out_paraphrases_are_never_training_captions() -> None:
+    """A recipe that would make a paraphrase ("a thumbs up" from CLDR's "thumbs up") leaves it out."""
+    thumbs = {"key": "1f44d", "set": "noto", "name": "thumbs up sign", "short_names": ["+1"], "skin_tone": None,
+              "subcategory": "hand fingers closed", "colour": "yellow", "cldr_name": "thumbs up", "keywords": []}
+    assert "a thumbs up" in HELD_OUT
+    for recipe in ("names", "prompts"):
+        dist = caption_distribution(thumbs, recipe)
+        assert not HELD_OUT & set(dist) and sum(dist.values()) == pytest.approx(1.0)
+    assert "a thumbs up" not in {sample_caption(thumbs, random.Random(i)) for i in range(500)}
+    assert PAIR_TEMPLATE.format(s="sun", k="bright", j="hot") == "sun, bright and hot"
+
+
+def test_emoji_words_join_on_the_code_point() -> None:
+    assert emoji_words.code_key("2600-FE0F") == emoji_words.code_key("\u2600\ufe0f") == "2600"
+    assert emoji_words.base_key("1f44d-1f3fb") == "1f44d"
+    words = emoji_words.clean_keywords(["sun", "sunny day", "hot", "too many words here", ":)", "ok", "hot"],
+                                       ["black sun with rays"])
+    assert words == ["sunny day", "hot"]  # a name's word, four words, symbols, two letters and repeats go
+    # a CLDR name that is another emoji's dataset name is dropped: one caption, one emoji
+    records = [{"key": "1f604", "name": "smiling face with open mouth and smiling eyes", "short_names": []},
+               {"key": "1f601", "name": "grinning face with smiling eyes", "short_names": []}]
+    sources = {"1f604": {"tts": "grinning face with smiling eyes", "keywords": []},
+               "1f601": {"tts": "beaming face with smiling eyes", "keywords": []}}
+    assert emoji_words.annotate(records, sources) == 2
+    assert [r["cldr_name"] for r in records] == [None, "beaming face with smiling eyes"]
+
+
+def test_dominant_colour_names_the_drawing_not_the_background() -> None:
+    image = np.full((64, 64, 3), 255, np.uint8)
+    assert emoji.dominant_colour(image) is None
+    image[16:48, 16:48] = (250, 200, 20)  # a yellow square on white
+    assert emoji.dominant_colour(image) == "yellow"
+    image[16:48, 16:27] = (200, 30, 30)  # three colours, none of them 35 % of the drawing
+    image[16:48, 27:38] = (30, 60, 220)
+    image[16:48, 38:48] = (30, 160, 30)
+    assert emoji.dominant_colour(image) is None
+    image[16:48, 16:48] = (120, 70, 20)
+    assert emoji.dominant_colour(image) == "brown"
+    image[16:48, 16:38] = (30, 60, 220)
+    assert emoji.dominant_colour(image) == "blue"  # 69 % blue
+    image[16:48, 16:48] = (200, 30, 30)
+    assert emoji.dominant_colour(image) == "red"
 
 
 def _save(path: Path, image: Image.Image) -> None:

@@ -137,6 +137,97 @@ def test_loop_checkpoints_and_resumes(tmp_path):
     assert not (tmp_path / "checkpoint.old").exists() and not (tmp_path / "checkpoint.tmp").exists()
 
 
+def test_loop_keeps_a_moving_average_that_export_takes_and_resume_restores(tmp_path):
+    """With ema_decay, the checkpoint holds ema/ beside model/; the stage's weights to use are the
+    average; held-out checks see the average; a resumed run goes on averaging where it stopped."""
+    from muse.train.paths import StageFolder
+
+    torch.manual_seed(0)
+    model = MaskedTransformer(TINY.base)
+    ids, text, mask = torch.randint(0, 32, (4, 64)), torch.randn(4, 5, 384), torch.ones(4, 5, dtype=torch.bool)
+    seen = []
+
+    def step(net, gen):
+        loss, metrics = maskgit_loss(net, ids, text, mask, gen)
+        return loss, metrics, 4
+
+    def validate(m):
+        seen.append(m)
+        return {"val_x_acc": 0.5}
+
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = LoopConfig(out_dir=tmp_path, steps=6, log_every=2, lr=1e-2, ema_decay=0.5, validate_every_s=0.0,
+                     warmup=1, lr_schedule="constant")
+    train_loop(model, step, cfg, torch.device("cpu"), Dist(), "t", validate=validate)
+    folder = StageFolder(tmp_path)
+    assert folder.model() == tmp_path / "checkpoint" / "ema"
+    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["ema_updates"] == 6
+    ema = MaskedTransformer.from_pretrained(folder.model()).state_dict()
+    trained = model.state_dict()
+    name = "to_logits.weight"
+    assert not torch.equal(ema[name], trained[name]) and not torch.equal(ema[name], start[name])
+    # the average lies between where training started and where it got to
+    assert (ema[name] - trained[name]).abs().mean() < (start[name] - trained[name]).abs().mean()
+    assert seen and all(m is not model for m in seen)  # held-out checks ran on the average
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_x_acc" in r for r in rows)
+    assert [r["lr"] for r in rows if "lr" in r] == [1e-2] * 3  # constant after a one-step warmup
+    cfg.steps = 8
+    train_loop(MaskedTransformer(TINY.base), step, cfg, torch.device("cpu"), Dist(), "t")
+    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["ema_updates"] == 8
+
+
+def test_held_out_validation_masks_fixed_batches_of_paraphrases_and_names(text_encoder):
+    from muse.data.paraphrases import PARAPHRASES
+    from muse.train.validate import MASK_RATIOS, build_validation, masked_token_metrics, validate, validation_captions
+
+    data = _fake_data(8)
+    name = PARAPHRASES[0][1]
+    for r in data.records[:2]:  # both sets of one emoji carry a paraphrased name
+        r["name"] = name
+    data.records[2]["skin_tone"] = "dark skin tone"  # a toned variant is neither row's
+    rows = validation_captions(data)
+    assert rows["para"] == [(0, PARAPHRASES[0][0]), (1, PARAPHRASES[0][0])]
+    assert [i for i, _ in rows["name"]] == [0, 1, 3, 4, 5, 6, 7] and rows["name"][0] == (0, name)
+    batches = build_validation(data, text_encoder)
+    torch.manual_seed(0)
+    model = MaskedTransformer(TINY.base).eval()
+    ids = torch.randint(0, 32, (8, 64))
+    first = validate(model, batches, ids)
+    assert set(first) == {"val_para_ce", "val_para_acc", "val_name_ce", "val_name_acc"}
+    assert first == validate(model, batches, ids)  # the same masks every time
+    # a model that knows the answer scores 100 %: the metric reads the masked positions' targets
+    perfect = masked_token_metrics(_Oracle(ids[batches["name"].indices]), ids[batches["name"].indices],
+                                   batches["name"])
+    assert perfect["acc"] == 1.0 and len(MASK_RATIOS) == 4
+
+
+class _Oracle(torch.nn.Module):
+    """Logits that put all mass on the true ids, whatever is masked."""
+
+    mask_id = 32
+
+    def __init__(self, ids):
+        super().__init__()
+        self.ids, self.w = ids, torch.nn.Parameter(torch.zeros(1))
+
+    def prepare_context(self, *args):
+        return None
+
+    def forward(self, x, context):
+        return torch.nn.functional.one_hot(self.ids, 33).float() * 10, None
+
+
+def test_caption_bank_rebuilds_when_the_run_changes_recipe(tmp_path, text_encoder):
+    data, path = _fake_data(4), tmp_path / "captions.safetensors"
+    names = CaptionBank.load_or_build(path, data, lambda: text_encoder, seed=0, recipe="names")
+    assert names.recipe == "names" and names.choices.shape == (4, 6)
+    assert CaptionBank.load(path).recipe == "names"
+    assert CaptionBank.load_or_build(path, data, _no_encoder, seed=0, recipe="names").recipe == "names"
+    prompts = CaptionBank.load_or_build(path, data, lambda: text_encoder, seed=0, recipe="prompts")
+    assert prompts.recipe == "prompts" and prompts.choices.shape == (4, 12) and CaptionBank.load(path).recipe == "prompts"
+
+
 def test_run_folder_names_every_file_of_the_layout(tmp_path):
     """The names are those existing runs hold: a rename would orphan their checkpoints and caches."""
     run = RunFolder(tmp_path)
@@ -299,7 +390,8 @@ def test_stages_export_a_pipeline_and_a_new_run_starts_from_it(tmp_path, capsys)
     assert all(folder.stage(s).has_model() for s in ("tokenizer", "base", "superres", "base_critic",
                                                        "superres_critic", "preview"))
     assert load_file(str(folder.tokens))["ids64"].shape == (12, 16, 16)
-    assert CaptionBank.load(folder.captions).choices.shape == (12, 6)  # six encoded captions per image
+    bank = CaptionBank.load(folder.captions)
+    assert bank.recipe == "prompts" and bank.choices.shape == (12, 12)  # twelve encoded captions per image
     assert main(["export", "--run", str(run), "--out", str(tmp_path / "weights")]) == 0
     pipe = load_pipeline(tmp_path / "weights")
     assert pipe.superres_model.config.cond_spatial and pipe.vq.config.space_to_depth == 2
@@ -333,21 +425,38 @@ def test_stages_export_a_pipeline_and_a_new_run_starts_from_it(tmp_path, capsys)
     assert all((tuned[k] - shipped[k]).abs().max() < 0.05 for k in shipped)
 
 
-def test_paraphrases_are_held_out_from_every_training_caption():
-    """The paraphrase prompts must never be a caption the model was trained on: no template of
-    `muse.data.captions` applied to the target's name gives one."""
-    import random
-
-    from muse.data.captions import TEMPLATES, sample_caption
+def test_paraphrases_are_held_out_from_every_training_caption(text_encoder):
+    """The paraphrase prompts are never a caption the model is trained on, under either recipe: not
+    for their own emoji's names, and not in a bank whose records would make one."""
+    from muse.data.captions import RECIPES, caption_distribution
     from muse.data.paraphrases import PARAPHRASES
 
     texts = [text for text, _ in PARAPHRASES]
-    assert len(texts) >= 50 and len(set(texts)) == len(texts)
+    assert len(texts) >= 100 and len(set(texts)) == len(texts) and all(t.lower() == t for t in texts)
     for text, name in PARAPHRASES:
-        record = {"name": name, "short_names": [], "set": "noto", "subcategory": "x"}
-        trained = {t.format(s=name, style=style, subcategory="x") for t in TEMPLATES for style in ("noto", "twemoji")}
-        trained |= {sample_caption(record, random.Random(i)) for i in range(50)}
-        assert text not in trained and text.lower() == text
+        # CLDR's short name and a colour as the prompts recipe would find them; each word of the
+        # paraphrase a keyword, so a keyword caption could meet it too
+        record = {"name": name, "short_names": [], "set": "noto", "subcategory": "x", "skin_tone": None,
+                  "cldr_name": " ".join(text.split()[1:]), "colour": "yellow", "keywords": text.split()[:8]}
+        for recipe in RECIPES:
+            assert text not in caption_distribution(record, recipe), (text, recipe)
+    # a bank never encodes one, not even as the exact name it puts first
+    encoded: list[str] = []
+
+    class Recorder:
+        dim = 4
+
+        def __call__(self, captions):
+            encoded.extend(captions)
+            return torch.zeros(len(captions), 3, 4), torch.ones(len(captions), 3, dtype=torch.bool)
+
+    records = [{"key": "k", "name": texts[0], "short_names": ["x"], "set": "noto", "skin_tone": None},
+               {"key": "t", "name": "thumbs up sign", "cldr_name": "thumbs up", "short_names": [], "set": "noto",
+                "skin_tone": None, "colour": "purple", "keywords": []}]
+    for recipe in RECIPES:
+        encoded.clear()
+        CaptionBank.build(CaptionedImages(np.zeros((2, 8, 8, 3), np.uint8), records), Recorder(), 40, 0, recipe)
+        assert encoded and not set(encoded) & set(texts), recipe
 
 
 def test_superres_fidelity_and_sample_sheet_on_a_tiny_pipeline(tiny_pipe):

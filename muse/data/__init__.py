@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from muse.data.captions import sample_caption
+from muse.data.captions import DEFAULT_RECIPE, sample_caption
 from muse.data.folder import CAPTION_FILES, load_folder
 
 __all__ = ["CaptionedImages", "load_dataset"]
@@ -34,14 +34,15 @@ class CaptionedImages:
     def __len__(self) -> int:
         return len(self.records)
 
-    def caption(self, index: int, rng: random.Random) -> str:
-        """A training caption for image `index`, drawn with `rng`."""
+    def caption(self, index: int, rng: random.Random, recipe: str = DEFAULT_RECIPE) -> str:
+        """A training caption for image `index`, drawn with `rng` (emoji records: by `recipe`, see
+        `muse.data.captions`)."""
         record = self.records[index]
         if "captions" in record:  # folder data: the user's own captions
             return rng.choice(record["captions"])
         if "caption" in record:
             return record["caption"]
-        return sample_caption(record, rng)
+        return sample_caption(record, rng, recipe)
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> CaptionedImages:
         """The images at `indices`, in that order."""

@@ -2,7 +2,9 @@
 
     python -m muse.data.emoji [--cache .cache/emoji] [--out data/emoji]
 
-Writes `images.npy` (N, 64, 64, 3) uint8, `meta.jsonl` (one record per image) and `info.json`.
+Writes `images.npy` (N, 64, 64, 3) uint8, `meta.jsonl` (one record per image) and `info.json`. Each
+record holds the emoji's names, the words people use for it (`muse.data.emoji_words`) and the colour
+most of its drawing has (`dominant_colour`): what `muse.data.captions` builds captions from.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
+from muse.data import emoji_words
 from muse.data.folder import to_rgb_array
 
 VERSION = "16.0.0"
@@ -99,6 +102,42 @@ def skin_tone_words(code: str) -> str:
     return ", ".join(tones)
 
 
+# colour name -> hue range in degrees [lo, hi) for saturated pixels (red wraps around 0)
+HUES = {"red": (345, 375), "orange": (15, 40), "yellow": (40, 70), "green": (70, 165), "blue": (165, 255),
+        "purple": (255, 290), "pink": (290, 345)}
+MIN_COLOUR_SHARE = 0.35
+
+
+def pixel_colours(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W) names of each pixel's colour ('' for the white background)."""
+    rgb = image.astype(np.float32) / 255.0
+    hi, lo = rgb.max(-1), rgb.min(-1)
+    sat = np.where(hi > 0, (hi - lo) / np.maximum(hi, 1e-6), 0.0)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    delta = np.maximum(hi - lo, 1e-6)
+    hue = np.select([hi == r, hi == g], [((g - b) / delta) % 6, (b - r) / delta + 2], (r - g) / delta + 4) * 60
+    hue = np.where(hue < 15, hue + 360, hue)  # red's range wraps: [345, 375)
+    names = np.full(image.shape[:2], "grey", dtype=object)
+    for name, (a, z) in HUES.items():
+        names[(sat >= 0.25) & (hue >= a) & (hue < z)] = name
+    names[(sat >= 0.25) & (hi < 0.6) & (hue >= 15) & (hue < 50)] = "brown"  # a dark orange is brown
+    names[hi < 0.2] = "black"
+    names[(sat < 0.25) & (hi >= 0.85)] = "white"
+    names[lo > 0.94] = ""  # the background the PNG was composited on
+    return names
+
+
+def dominant_colour(image: np.ndarray) -> str | None:
+    """The colour of at least 35 % of the drawing's pixels (a yellow face, a red apple), else None."""
+    names = pixel_colours(image)
+    drawn = names[names != ""]
+    if drawn.size == 0:
+        return None
+    values, counts = np.unique(drawn.astype(str), return_counts=True)
+    best = int(counts.argmax())
+    return str(values[best]) if counts[best] >= MIN_COLOUR_SHARE * drawn.size else None
+
+
 def iter_images(entries: list[dict], set_name: str, image_dir: str) -> Iterator[tuple[dict, str]]:
     """(meta record, image file name) for each base emoji and skin variation drawn in this set."""
     flag = f"has_img_{image_dir}"
@@ -127,8 +166,10 @@ def build_emoji_dataset(
     out: str | Path = "data/emoji",
     version: str = VERSION,
     download: Callable[[str, Path], None] = npm_pack,
+    words: bool = True,
 ) -> dict:
-    """Download (if needed), extract and convert both sets; writes `out` and returns its info.json."""
+    """Download (if needed), extract and convert both sets; writes `out` and returns its info.json.
+    With `words`, the annotation packages are fetched too and joined to the records."""
     cache, out = Path(cache), Path(out)
     images: list[np.ndarray] = []
     records: list[dict] = []
@@ -149,6 +190,7 @@ def build_emoji_dataset(
                 continue
             with Image.open(path) as image:
                 images.append(to_rgb_array(image, IMAGE_SIZE))
+            record["colour"] = None if record["skin_tone"] else dominant_colour(images[-1])  # a tone is not a colour
             records.append(record)
             count += 1
         info["sets"][set_name] = {
@@ -159,6 +201,11 @@ def build_emoji_dataset(
             "image_license": licence,
         }
         print(f"{set_name}: {count} images from {package_name}@{fetched} ({missing} missing files skipped)")
+    if words:
+        sources, info["words"] = emoji_words.load_sources(
+            cache, lambda package, version, folder: fetch_tarball(package, version, folder, download))
+        matched = emoji_words.annotate(records, sources)
+        print(f"words for {matched} of {len(records)} images from {', '.join(info['words'])}")
     info["images"] = len(records)
     out.mkdir(parents=True, exist_ok=True)
     array = np.stack(images) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
@@ -176,9 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default=".cache/emoji", help="where the npm .tgz files are kept")
     parser.add_argument("--out", default="data/emoji", help="output folder")
     parser.add_argument("--version", default=VERSION, help="emoji-datasource version")
+    parser.add_argument("--no-words", action="store_true", help="skip the annotation packages (names only)")
     args = parser.parse_args(argv)
     try:
-        build_emoji_dataset(args.cache, args.out, args.version)
+        build_emoji_dataset(args.cache, args.out, args.version, words=not args.no_words)
     except (RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -1,9 +1,9 @@
 """Held-out prompts for the adherence evaluation: everyday phrasings of emoji, never trained on.
 
-Each pair is (paraphrase, the emoji's exact name in `emoji.json`). Training captions are built only
-from names, short names, skin tones, subcategories and the set's style (`muse.data.captions`);
-a test checks that none of these phrasings is one of them. They were written by hand, once, to
-ask what a user would type, not what the dataset says.
+Each pair is (paraphrase, the emoji's exact name in `emoji.json`). They were written by hand to ask
+what a user would type, not what the dataset says. A caption recipe can still meet one by chance
+(CLDR calls U+1F44D "thumbs up", and "a {name}" then gives "a thumbs up"), so `muse.data.captions`
+takes every one of them out of its distributions, and a test checks that no bank encodes one.
 """
 
 from __future__ import annotations
@@ -79,6 +79,36 @@ PARAPHRASES: tuple[tuple[str, str], ...] = (
     ("a sad crying face with a big tear", "loudly crying face"),
     ("an angry red face", "pouting face"),
     ("a sleepy face snoring", "sleeping face"),
+    ("a bright yellow sun", "black sun with rays"),
+    ("a flying rocket ship", "rocket"),
+    ("a crescent moon in the night sky", "crescent moon"),
+    ("a hot dog in a bun with mustard", "hot dog"),
+    ("a crunchy taco with lettuce", "taco"),
+    ("a bowl of steaming ramen noodles", "steaming bowl"),
+    ("an ice cream cone with soft serve", "soft ice cream"),
+    ("a ripe red strawberry", "strawberry"),
+    ("a sour yellow lemon", "lemon"),
+    ("a pink pig's face", "pig face"),
+    ("a green frog's face", "frog face"),
+    ("a monkey covering its eyes", "see-no-evil monkey"),
+    ("a little yellow baby chicken", "baby chick"),
+    ("a blue butterfly with open wings", "butterfly"),
+    ("a colourful tropical fish", "tropical fish"),
+    ("a tall palm tree", "palm tree"),
+    ("an orange basketball", "basketball and hoop"),
+    ("a pair of headphones for music", "headphone"),
+    ("a laptop computer", "personal computer"),
+    ("a red party balloon", "balloon"),
+    ("a party popper with confetti", "party popper"),
+    ("a steam train", "steam locomotive"),
+    ("a red fire truck", "fire engine"),
+    ("a two-wheeled bike", "bicycle"),
+    ("a shining gold star", "white medium star"),
+    ("a face blowing a kiss", "face throwing a kiss"),
+    ("a face with its tongue sticking out", "face with stuck-out tongue"),
+    ("a shocked face screaming in fear", "face screaming in fear"),
+    ("an alien from outer space", "extraterrestrial alien"),
+    ("a carved halloween pumpkin", "jack-o-lantern"),
 )
 
 __all__ = ["PARAPHRASES"]

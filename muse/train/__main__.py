@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..data.captions import DEFAULT_RECIPE, RECIPES
 from ..text import DEFAULT_TEXT_ENCODER
 from . import stages
 from .export import export
@@ -41,6 +42,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--init", type=Path, metavar="WEIGHTS",
                    help="start each stage that has no checkpoint yet from this pipeline folder's component "
                         "(e.g. the shipped weights/), with a fresh optimiser")
+    p.add_argument("--ema-decay", type=float, default=0.999,
+                   help="transformer stages: decay of the weights' moving average that export takes (0: off)")
+    p.add_argument("--lr-schedule", default="cosine", choices=("cosine", "constant"),
+                   help="cosine: decay to 0.1x over --steps/--minutes; constant: hold (with the moving average, "
+                        "a run whose budget grows between resumes)")
+    p.add_argument("--captions", default=DEFAULT_RECIPE, choices=RECIPES,
+                   help="caption recipe for emoji data (muse.data.captions); changing it rebuilds the run's bank")
     p.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
     p.add_argument("--out", type=Path, default=Path("weights"), help="export: pipeline folder to write")
     p.add_argument("--defaults", type=str, default="{}", help="export: JSON generation defaults for pipeline.json")
@@ -64,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = stages.StageArgs(run=a.run, data=a.data, preset=a.preset, device=a.device, steps=a.steps,
                             minutes=a.minutes, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
-                            text_encoder=a.text_encoder, checkpoint_every_s=a.checkpoint_every)
+                            text_encoder=a.text_encoder, checkpoint_every_s=a.checkpoint_every,
+                            ema_decay=a.ema_decay, captions=a.captions,
+                            lr_schedule=a.lr_schedule)
     each = dict(item.split("=") for item in a.minutes_each.split(",")) if a.minutes_each else {}
     order = {"all": ["tokenizer", "base", "superres", "base_critic", "superres_critic", "preview"],
              "critics": ["base_critic", "superres_critic"]}.get(a.stage, [a.stage])

@@ -17,10 +17,12 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..data import CaptionedImages
-from ..data.captions import exact_name
+from ..data.captions import DEFAULT_RECIPE, HELD_OUT, exact_name
 from ..text import TextEncoder
 
-CAPTIONS_PER_IMAGE = 6
+# captions drawn per image, the exact name first: with the rest drawn by the recipe, the exact name is
+# 49 % of what an image draws under either recipe (the `prompts` recipe has ~60 captions to draw from)
+CAPTIONS_PER_IMAGE = {"names": 6, "prompts": 12}
 ENCODE_BATCH = 256
 
 
@@ -31,16 +33,18 @@ class CaptionBank:
     embeds: torch.Tensor  # (T, D) fp16: every unique caption's unmasked token embeddings, concatenated
     offsets: torch.Tensor  # (U + 1,) long: caption j is embeds[offsets[j]:offsets[j + 1]]
     choices: torch.Tensor  # (N, K) long: the K caption ids of each image
+    recipe: str = "names"  # how the captions were drawn (`muse.data.captions`); banks saved before recipes: names
 
     @classmethod
-    def build(cls, data: CaptionedImages, encoder: TextEncoder, per_image: int, seed: int) -> CaptionBank:
+    def build(cls, data: CaptionedImages, encoder: TextEncoder, per_image: int, seed: int,
+              recipe: str = DEFAULT_RECIPE) -> CaptionBank:
         """`per_image` captions per image drawn with `seed`; an image with a name gets its exact name
         first, since that is the prompt the evaluation uses."""
         rng = random.Random(seed)
         rows = []
         for i, record in enumerate(data.records):
-            caps = [exact_name(record)] if "name" in record else []
-            caps += [data.caption(i, rng) for _ in range(per_image - len(caps))]
+            caps = [exact_name(record)] if "name" in record and exact_name(record) not in HELD_OUT else []
+            caps += [data.caption(i, rng, recipe) for _ in range(per_image - len(caps))]
             rows.append(caps)
         unique = sorted({c for row in rows for c in row}, key=lambda c: (len(c), c))
         index = {c: j for j, c in enumerate(unique)}
@@ -53,24 +57,32 @@ class CaptionBank:
         pieces = [p if p.shape[0] else torch.zeros(1, encoder.dim, dtype=torch.float16) for p in pieces]
         offsets = torch.cat((torch.zeros(1, dtype=torch.long), lengths.cumsum(0)))
         choices = torch.tensor([[index[c] for c in row] for row in rows])
-        return cls(torch.cat(pieces), offsets, choices)
+        return cls(torch.cat(pieces), offsets, choices, recipe)
 
     @classmethod
     def load(cls, path: Path) -> CaptionBank:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as handle:
+            recipe = (handle.metadata() or {}).get("recipe", "names")
         t = load_file(str(path))
-        return cls(t["embeds"], t["offsets"], t["choices"])
+        return cls(t["embeds"], t["offsets"], t["choices"], recipe)
 
     def save(self, path: Path) -> None:
-        save_file({"embeds": self.embeds, "offsets": self.offsets, "choices": self.choices}, str(path))
+        save_file({"embeds": self.embeds, "offsets": self.offsets, "choices": self.choices}, str(path),
+                  metadata={"recipe": self.recipe})
 
     @classmethod
     def load_or_build(cls, path: Path, data: CaptionedImages, encoder: Callable[[], TextEncoder], seed: int,
-                      per_image: int = CAPTIONS_PER_IMAGE) -> CaptionBank:
-        """The bank saved at `path`, else one built and saved there. `encoder` makes the text encoder;
-        it is called only to build, so a stage that finds the bank never loads one."""
+                      recipe: str = DEFAULT_RECIPE, per_image: int | None = None) -> CaptionBank:
+        """The bank saved at `path` when it was drawn by `recipe`, else one built and saved there (a run
+        can change recipe between resumes). `encoder` makes the text encoder; it is called only to
+        build, so a stage that finds its bank never loads one."""
         if path.is_file():
-            return cls.load(path)
-        bank = cls.build(data, encoder(), per_image, seed)
+            bank = cls.load(path)
+            if bank.recipe == recipe:
+                return bank
+        bank = cls.build(data, encoder(), per_image or CAPTIONS_PER_IMAGE[recipe], seed, recipe)
         bank.save(path)
         return bank
 

@@ -3,7 +3,7 @@
   run/run.json                    preset, dataset and text encoder the run was started with
   run/captions.safetensors        the encoded caption bank (`CaptionBank`), shared by the transformer stages
   run/tokens.safetensors          every image's token ids at 32 and 64 px (`tokenize`)
-  run/<stage>/checkpoint/         model/ (config.json + model.safetensors), optimizer.*, state.json
+  run/<stage>/checkpoint/         model/ (config.json + model.safetensors), ema/ (the same, averaged), optimizer.*, state.json
   run/<stage>/metrics.jsonl       loss.png    STOP (touch it to end the stage early)
 
 A save writes checkpoint.tmp, then renames checkpoint to checkpoint.old and checkpoint.tmp to checkpoint.
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # every stage folder a run can have, in training order
+EMA_DIR = "ema"  # a checkpoint's moving average of the weights, when the stage keeps one (`loop.EMA`)
+
 STAGES = ("tokenizer", "tokenizer_decoder", "base", "superres", "base_critic", "superres_critic", "preview")
 
 
@@ -50,8 +52,10 @@ class StageFolder:
         return checkpoint_folder(self.checkpoint)
 
     def model(self) -> Path:
-        """The latest checkpoint's model folder (config.json + model.safetensors)."""
-        return self.latest() / "model"
+        """The latest checkpoint's weights to use (config.json + model.safetensors): the moving average
+        when the stage keeps one, else the trained weights themselves."""
+        ema = self.latest() / EMA_DIR
+        return ema if (ema / "model.safetensors").is_file() else self.latest() / "model"
 
     def has_model(self) -> bool:
         return self.model().is_dir()

@@ -10,7 +10,7 @@ import itertools
 import json
 import shutil
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..data import CaptionedImages, load_dataset
+from ..data.captions import DEFAULT_RECIPE
 from ..hub import read_config
 from ..presets import SUPERRES_SIZE, make_preset
 from ..preview import PreviewConfig, PreviewDecoder, distill_loss
@@ -30,6 +31,8 @@ from .captions import CaptionBank
 from .loop import LoopConfig, init_distributed, train_loop
 from .losses import critic_loss, maskgit_loss, vq_loss
 from .paths import RunFolder
+from .validate import build_validation
+from .validate import validate as validate_stage
 
 StepResult = tuple[torch.Tensor, dict, int]  # loss, metrics, batch size (what `train_loop` expects)
 
@@ -48,6 +51,9 @@ class StageArgs:
     text_encoder: str = DEFAULT_TEXT_ENCODER
     checkpoint_every_s: float = 300.0
     cond_drop_prob: float = 0.1
+    ema_decay: float = 0.999  # the transformer stages' moving average (`loop.EMA`); 0 turns it off
+    captions: str = DEFAULT_RECIPE  # the caption recipe of emoji data (`muse.data.captions`)
+    lr_schedule: str = "cosine"  # or "constant": a budget that may grow between resumes (`LoopConfig`)
 
 
 def _images_tensor(data: CaptionedImages, device: torch.device) -> torch.Tensor:
@@ -58,9 +64,10 @@ def _batch_images(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return images[idx].permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W) in [0, 1]
 
 
-def _loop_cfg(args: StageArgs, stage: str, lr: float) -> LoopConfig:
+def _loop_cfg(args: StageArgs, stage: str, lr: float, ema_decay: float = 0.0) -> LoopConfig:
     return LoopConfig(out_dir=RunFolder(args.run).stage(stage).root, steps=args.steps, minutes=args.minutes,
-                      lr=args.lr or lr, seed=args.seed, checkpoint_every_s=args.checkpoint_every_s)
+                      lr=args.lr or lr, seed=args.seed, checkpoint_every_s=args.checkpoint_every_s,
+                      ema_decay=ema_decay, lr_schedule=args.lr_schedule)
 
 
 def _write_run_spec(args: StageArgs) -> None:
@@ -204,8 +211,8 @@ def train_transformer(args: StageArgs, stage: str) -> MaskedTransformer:
     data = load_dataset(args.data, SUPERRES_SIZE)
     tokens = tokenize(args)
     ids32, ids64 = tokens["ids32"].to(device), tokens["ids64"].to(device)
-    text = CaptionBank.load_or_build(RunFolder(args.run).captions, data,
-                                     partial(TextEncoder, args.text_encoder, device=args.device), args.seed)
+    make_encoder = cache(partial(TextEncoder, args.text_encoder, device=args.device))
+    text = CaptionBank.load_or_build(RunFolder(args.run).captions, data, make_encoder, args.seed, args.captions)
     is_critic = stage.endswith("critic")
     superres = stage.startswith("superres")
     model = _model_for_stage(args.run, stage, getattr(preset, stage))
@@ -230,7 +237,14 @@ def train_transformer(args: StageArgs, stage: str) -> MaskedTransformer:
                                          cond_drop_prob=args.cond_drop_prob, net=net)
         return loss, metrics, ids.shape[0]
 
-    return train_loop(model, step_fn, _loop_cfg(args, stage, 5e-4 if not is_critic else 3e-4), device, dist, stage)
+    validate = None
+    if not is_critic:
+        rows = build_validation(data, make_encoder(), args.seed)
+        target, cond_ids = (ids64, ids32) if superres else (ids32, None)
+        validate = partial(validate_stage, rows=rows, ids=target.flatten(1),
+                           cond_ids=None if cond_ids is None else cond_ids.flatten(1))
+    cfg = _loop_cfg(args, stage, 5e-4 if not is_critic else 3e-4, 0.0 if is_critic else args.ema_decay)
+    return train_loop(model, step_fn, cfg, device, dist, stage, validate=validate)
 
 
 def critic_from_generator(critic: MaskedTransformer, generator: MaskedTransformer) -> int:

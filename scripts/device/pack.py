@@ -28,7 +28,7 @@ TEXT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.t
 def pack(data: Path, out: Path) -> None:
     from transformers import AutoTokenizer
 
-    from muse.data.captions import STYLES, TEMPLATES
+    from muse.data.captions import template_words
     from muse.text import packaged_minilm
 
     (out / "emoji").mkdir(parents=True, exist_ok=True)
@@ -43,7 +43,7 @@ def pack(data: Path, out: Path) -> None:
     for name in TEXT_FILES:
         if (src / name).is_file():
             shutil.copy(src / name, dst / name)
-    words = set(" ".join(TEMPLATES).replace("{", " ").replace("}", " ").split()) | set(STYLES.values())
+    words = template_words()
     for line in (data / "meta.jsonl").read_text().splitlines():
         record = json.loads(line)
         for value in record.values():
