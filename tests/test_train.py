@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from muse.data import CaptionedImages
 from muse.data.captions import exact_name
-from muse.eval import eval_prompts, random_floor, ranking_auc, topk_accuracy
+from muse.eval import name_prompts, random_floor, ranking_auc, topk_accuracy
 from muse.train.captions import CaptionBank
 from muse.train.losses import critic_loss, maskgit_loss, vq_loss
 from muse.train.loop import Dist, LoopConfig, load_checkpoint, make_optimizer, train_loop
@@ -277,7 +277,7 @@ def test_retrieval_metric_is_perfect_on_dataset_images_and_low_for_random():
     data = _fake_data()
     keys = [r["key"] for r in data.records]
     assert topk_accuracy(data.images, keys, data) == {"top1": 1.0, "top5": 1.0}
-    prompts = eval_prompts(data, 10)
+    prompts = name_prompts(data, 10)
     assert len({name for _, name in prompts}) == 10
     assert random_floor(data, prompts)["top1"] < 0.5
 
@@ -397,21 +397,29 @@ def test_stages_export_a_pipeline_and_a_new_run_starts_from_it(tmp_path, capsys)
     assert pipe.superres_model.config.cond_spatial and pipe.vq.config.space_to_depth == 2
     assert pipe("emoji 1", seed=0, timesteps=2)[0].size == (64, 64)
     # The evaluation command line, every part of it, on that pipeline and data.
-    from muse.eval import main as eval_main
+    from muse.eval.__main__ import main as eval_main
 
     report = tmp_path / "eval.json"
-    assert eval_main(["all", "--data", str(data), "--weights", str(tmp_path / "weights"), "--count", "4",
-                      "--sweep", "--sweep-count", "2", "--out", str(report)]) == 0
+    assert eval_main(["all", "--data", str(data), "--weights", str(tmp_path / "weights"), "--names", "4",
+                      "--out", str(report)]) == 0
     assert eval_main(["tokenizer", "--data", str(tmp_path / "nowhere")]) == 2  # a one-line error, no traceback
     figures = json.loads(report.read_text())
-    assert {"tokenizer", "superres", "adherence", "floor", "critic"} <= set(figures)
+    assert {"tokenizer", "superres", "inpaint", "adherence", "floor", "critic"} <= set(figures)
     assert set(figures["critic"]) == {"base", "superres"}  # each critic against its generator's confidence
     assert all(0 <= f["critic_auc"] <= 1 and 0 <= f["confidence_auc"] <= 1 for f in figures["critic"].values())
-    assert "default (4 names)" in figures["adherence"] and "critic on (2 names)" in figures["adherence"]
-    assert "critic on, noise 2 (2 names)" in figures["adherence"]
-    # super-res fidelity with and without its critic, on the same images and seed
-    assert {"critic on", "critic off"} <= set(figures["superres"])
+    assert figures["adherence"]["names"]["prompts"] == 4 and set(figures["adherence"]) == {"names"}
+    assert 0 < figures["inpaint"]["inpaint_psnr"] < 60 and 0 < figures["inpaint"]["blur_fill_psnr"] < 60
     assert (tmp_path / "weights" / "samples.png").is_file()
+    # the sweep: every control's rows, adherence and diversity, and its picture sheet
+    assert eval_main(["sweep", "--data", str(data), "--weights", str(tmp_path / "weights"), "--sweep-names", "2",
+                      "--diversity-names", "2", "--sweep-sheet", str(tmp_path / "sweep.png"),
+                      "--out", str(report)]) == 0
+    rows = json.loads(report.read_text())["sweep"]["rows"]
+    assert {"cond_scale=1.0", "cond_scale=8.0", "timesteps=2", "temperature=0.25", "use_critic=True",
+            "use_critic=True, critic_noise_scale=4.0"} <= set(rows)
+    assert all(r["diversity"] >= 0 and 0 <= r["names_top5"] <= 1 for r in rows.values())
+    assert rows["cond_scale=3.0"].get("same_run_as") or rows["timesteps=12"].get("same_run_as")  # defaults once
+    assert (tmp_path / "sweep.png").is_file()
 
     fresh = tmp_path / "fresh"
     capsys.readouterr()
@@ -470,3 +478,34 @@ def test_superres_fidelity_and_sample_sheet_on_a_tiny_pipeline(tiny_pipe):
                                                                         "tokenizer_psnr_64"))
     sheet = sample_sheet(tiny_pipe, prompts=["a", "b", "c"], seeds=(0, 1), timesteps=2)
     assert sheet.size == (8 * 128, 14 + 2 * 128)
+
+
+def test_prompt_rows_keep_each_kind_of_prompt_apart():
+    from muse.eval import cldr_prompts, prompt_rows, skin_tone_prompts
+
+    data = _fake_data(8)
+    data.records[2]["skin_tone"] = "dark skin tone"
+    data.records[4]["cldr_name"] = "a short one"  # emoji 2: its CLDR name differs from its names
+    data.records[6]["cldr_name"] = data.records[6]["name"]  # the same as its name: not a CLDR prompt
+    assert [p for _, p in name_prompts(data)] == ["emoji 0", "emoji 1", "emoji 2", "emoji 3"]
+    assert skin_tone_prompts(data) == [("k1", "emoji 1, dark skin tone")]
+    assert cldr_prompts(data) == [("k2", "a short one")]
+    assert len(name_prompts(data, 2)) == 2 and name_prompts(data, 2) == name_prompts(data, 2)  # fixed by the seed
+    assert set(prompt_rows(data)) == {"names", "skin tones", "cldr"}  # no paraphrased emoji here
+
+
+def test_inpaint_fidelity_scores_the_hole_against_a_blur_fill(tiny_pipe):
+    from muse.eval import blur_fill, centre_square, inpaint_fidelity
+
+    mask = centre_square(64)
+    assert mask.sum() == 255 * 32 * 32 and mask[16, 16] == 255 and mask[15, 15] == 0
+    # a blur fill of a flat image is exact; of a two-colour one, between its colours
+    flat = torch.full((1, 3, 64, 64), 0.25)
+    hole = torch.from_numpy(mask > 0)
+    assert torch.allclose(blur_fill(flat, hole), flat)
+    split = torch.zeros(1, 3, 64, 64)
+    split[..., 32:] = 1.0
+    filled = blur_fill(split, hole)
+    assert torch.equal(filled[..., ~hole], split[..., ~hole]) and 0.3 < filled[..., hole].mean() < 0.7
+    scores = inpaint_fidelity(tiny_pipe, _fake_data(4), count=2, timesteps=2)
+    assert scores["count"] == 2 and 0 < scores["inpaint_psnr"] < 60 and 0 < scores["blur_fill_psnr"] < 60
