@@ -107,6 +107,11 @@ class TransformerConfig:
     self_cond: bool = False
     self_critic: bool = False  # an extra "token is wrong" head on the generator's embeddings
     kind: Literal["generator", "critic"] = "generator"
+    # A critic that reads what confidence sampling ranks by: the generator's log-probability of each
+    # token (0 for known ones) enters its input, and its negation is added to its score through a
+    # learned gain that starts at 1 beside an output head that starts at 0. Untrained, it ranks as
+    # confidence does; training learns what confidence misses.
+    confidence_input: bool = False
     attn_scale: float = 8.0  # attention logits = attn_scale * cos-sim (query/key l2 normalised)
 
     def __post_init__(self) -> None:
@@ -115,7 +120,7 @@ class TransformerConfig:
                              ("ff_mult", 1, 64), ("text_dim", 1, MAX_WIDTH), ("cond_seq_len", 0, MAX_SEQ)):
             _check_int(self, name, lo, hi)
         _check_float(self, "attn_scale", 1e-3, 1e3)
-        for name in ("self_cond", "self_critic", "cond_spatial", "text_pooled"):
+        for name in ("self_cond", "self_critic", "cond_spatial", "text_pooled", "confidence_input"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"TransformerConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if self.kind not in ("generator", "critic"):
@@ -129,6 +134,8 @@ class TransformerConfig:
                                   f"token grid, got {self.cond_seq_len} conditioning ids")
         if self.kind == "critic" and self.self_critic:
             raise ConfigError("a critic cannot also have a self-critic head")
+        if self.confidence_input and self.kind != "critic":
+            raise ConfigError("confidence_input is a critic's: a generator makes the log-probabilities it reads")
         if self.num_parameters() > MAX_PARAMETERS:
             raise ConfigError(f"config asks for ~{self.num_parameters():,} parameters (limit {MAX_PARAMETERS:,})")
 

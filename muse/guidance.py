@@ -47,9 +47,10 @@ class GuidedLogits:
         self.repeat = 1 if self.cond_scale == 1 else 2  # guidance: conditional and unconditional rows
 
     def _forward(self, ids: torch.Tensor, positions: Optional[torch.Tensor] = None,
-                 self_cond_embed: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 self_cond_embed: Optional[torch.Tensor] = None,
+                 token_features: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model(ids, self.context, self_cond_embed=self_cond_embed, positions=positions,
-                          repeat=self.repeat)
+                          repeat=self.repeat, token_features=token_features)
 
     def __call__(self, ids: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.model.config.self_cond:
@@ -62,9 +63,12 @@ class GuidedLogits:
 class GuidedCritic(GuidedLogits):
     """ids (B, N) -> guided "this token is wrong" scores (B, N), from a TokenCritic or a self-critic head."""
 
-    def __call__(self, ids: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """ids (B, N) -> scores (B, N), or (B, M) at positions (B, M)."""
-        out, embed = self._forward(ids, positions)
+    def __call__(self, ids: torch.Tensor, positions: Optional[torch.Tensor] = None,
+                 log_probs: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """ids (B, N) -> scores (B, N), or (B, M) at positions (B, M). log_probs (B, N): the generator's
+        log-probability of each token (0 where known), which a `confidence_input` critic reads."""
+        features = log_probs if self.model.config.confidence_input else None
+        out, embed = self._forward(ids, positions, token_features=features)
         if self.model.config.kind == "generator":
             out = self.model.critic_scores(embed)
         return combine(out, self.cond_scale)

@@ -47,7 +47,9 @@ def _tiny() -> tuple[VQConfig, dict, dict]:
 
 # Each preset gives the tokenizer and the two generators' shapes. A critic is shaped like its
 # generator, so that its training starts from the generator's weights (`muse.train`): a small critic
-# trained from scratch learned little more than the share of wrong tokens (weights/README.md).
+# trained from scratch learned little more than the share of wrong tokens (weights/README.md). It also
+# reads the generator's log-probability of each token (`confidence_input`), so it starts ranking as
+# confidence sampling does and learns only what confidence misses.
 PRESETS: dict[str, Callable[[], tuple[VQConfig, dict, dict]]] = {"emoji": _emoji, "tiny": _tiny}
 
 
@@ -56,6 +58,8 @@ def make_preset(name: str, text_dim: int = 384) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     vq, gen, sr = PRESETS[name]()
+    # the tiny preset's critics stay plain: its seeded weights draw the test suite's reference images
+    critic = {"confidence_input": True} if name == "emoji" else {}
     f = vq.downsample
     base_seq, sr_seq = (BASE_SIZE // f) ** 2, (SUPERRES_SIZE // f) ** 2
     common = dict(num_tokens=vq.codebook_size, text_dim=text_dim)
@@ -63,8 +67,9 @@ def make_preset(name: str, text_dim: int = 384) -> Preset:
         vq=vq,
         base=TransformerConfig(seq_len=base_seq, **common, **gen),
         superres=TransformerConfig(seq_len=sr_seq, cond_seq_len=base_seq, **common, **sr),
-        base_critic=TransformerConfig(seq_len=base_seq, kind="critic", **common, **gen),
-        superres_critic=TransformerConfig(seq_len=sr_seq, cond_seq_len=base_seq, kind="critic", **common, **sr),
+        base_critic=TransformerConfig(seq_len=base_seq, kind="critic", **common, **gen, **critic),
+        superres_critic=TransformerConfig(seq_len=sr_seq, cond_seq_len=base_seq, kind="critic", **common, **sr,
+                                          **critic),
     )
 
 

@@ -68,12 +68,15 @@ class TextContext:
         rows = (t.repeat_interleave(repeat, 0) for t in (cond_e, cond_m, null_e, null_m))
         return cls(*rows, cond_scale=float(cond_scale))
 
-    def prepare(self, model: MaskedTransformer, cond_ids: Optional[torch.Tensor] = None):
-        """The model's guided context (`muse.guidance.guidance_context`); cond_ids (B, h, w) or None."""
+    def prepare(self, model: MaskedTransformer, cond_ids: Optional[torch.Tensor] = None,
+                cond_scale: Optional[float] = None):
+        """The model's guided context (`muse.guidance.guidance_context`) at `cond_scale` (default: the
+        request's); cond_ids (B, h, w) or None."""
+        scale = self.cond_scale if cond_scale is None else cond_scale
         ids = cond_ids.flatten(1) if cond_ids is not None and model.config.cond_seq_len else None
         cond = model.prepare_context(self.embeds, self.mask, ids)
-        uncond = model.prepare_context(self.null_embeds, self.null_mask, ids) if self.cond_scale != 1 else cond
-        return guidance_context(cond, uncond, self.cond_scale)
+        uncond = model.prepare_context(self.null_embeds, self.null_mask, ids) if scale != 1 else cond
+        return guidance_context(cond, uncond, scale)
 
 
 def bind_stage(name: str, text: TextContext, model: MaskedTransformer, critic: Optional[MaskedTransformer] = None,
@@ -85,7 +88,10 @@ def bind_stage(name: str, text: TextContext, model: MaskedTransformer, critic: O
     context = text.prepare(model, cond_ids)
     critic_fn = None
     if use_critic and critic is not None:
-        critic_fn = GuidedCritic(critic, text.prepare(critic, cond_ids), text.cond_scale)
+        # A critic that reads the guided log-probabilities has guidance in its input already, and was
+        # trained on them with its own conditional context alone: it runs unguided, as it was trained.
+        scale = 1.0 if critic.config.confidence_input else text.cond_scale
+        critic_fn = GuidedCritic(critic, text.prepare(critic, cond_ids, scale), scale)
     elif use_critic and model.config.self_critic:
         critic_fn = GuidedCritic(model, context, text.cond_scale)
     return Stage(name, GuidedLogits(model, context, text.cond_scale), model.mask_id, critic_fn)

@@ -30,9 +30,13 @@ class LogitsFn(Protocol):
 
 
 class CriticFn(Protocol):
-    """(B, N) ids -> (B, N) "this token is wrong" scores; at positions (B, M), (B, M) as LogitsFn."""
+    """(B, N) ids -> (B, N) "this token is wrong" scores; at positions (B, M), (B, M) as LogitsFn.
 
-    def __call__(self, ids: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor: ...
+    A critic that takes a third argument is also handed log_probs (B, N): the logits function's
+    log-probability of each token just sampled, 0 at the others (what confidence sampling ranks by)."""
+
+    def __call__(self, ids: torch.Tensor, positions: Optional[torch.Tensor] = None,
+                 log_probs: Optional[torch.Tensor] = None) -> torch.Tensor: ...
 
 
 # Score of positions that cannot be remasked (known, or fixed earlier); finite so ranks stay well
@@ -108,30 +112,42 @@ def select_remask(keep_scores: torch.Tensor, counts: torch.Tensor) -> torch.Tens
     return ranks < counts[:, None]
 
 
-def _takes_positions(fn: Callable) -> bool:
-    """Whether `fn` can be called as fn(ids, positions)."""
+def _takes(fn: Callable, count: int) -> bool:
+    """Whether `fn` can be called with `count` positional arguments."""
     try:
-        inspect.signature(fn).bind(None, None)
-    except (TypeError, ValueError):  # one-argument function, or a builtin without a signature
+        inspect.signature(fn).bind(*[None] * count)
+    except (TypeError, ValueError):  # fewer parameters, or a builtin without a signature
         return False
     return True
 
 
-def at_positions(fn: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]:
-    """Adapt a logits or critic function to the sampler's one call: (ids, positions) -> float32 output at
-    `positions` (B, M, ...) when given, else at every position (B, N, ...).
+def at_positions(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Adapt a logits or critic function to the sampler's one call: (ids, positions[, log_probs]) -> float32
+    output at `positions` (B, M, ...) when given, else at every position (B, N, ...).
 
     A function that takes positions is told them and may compute there alone; a one-argument function,
-    or one that answers every position anyway (a self-conditioned model), is read at them."""
-    takes = _takes_positions(fn)
+    or one that answers every position anyway (a self-conditioned model), is read at them. log_probs
+    reaches a function that takes a third argument (`CriticFn`)."""
+    takes, takes_log_probs = _takes(fn, 2), _takes(fn, 3)
 
-    def call(ids: torch.Tensor, positions: Optional[torch.Tensor]) -> torch.Tensor:
-        out = (fn(ids, positions) if takes else fn(ids)).float()
+    def call(ids: torch.Tensor, positions: Optional[torch.Tensor],
+             log_probs: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if takes_log_probs:
+            out = fn(ids, positions, log_probs)
+        else:
+            out = fn(ids, positions) if takes else fn(ids)
+        out = out.float()
         if positions is not None and out.shape[1] != positions.shape[1]:
             out = gather_positions(out, positions)
         return out
 
     return call
+
+
+def _on_grid(values: torch.Tensor, positions: Optional[torch.Tensor], candidates: torch.Tensor) -> torch.Tensor:
+    """A step's values at its candidates, (B, M) at `positions` or (B, N), as a (B, N) grid: NaN elsewhere."""
+    nan = torch.full(candidates.shape, float("nan"), dtype=values.dtype, device=values.device)
+    return nan.scatter(1, positions, values) if positions is not None else torch.where(candidates, values, nan)
 
 
 def decode(
@@ -199,9 +215,11 @@ def decode(
         # sample is kept with a critic too (no random draw: the ids stay those of the same seed).
         chosen = pred if positions is not None else filled  # the sampled id at each logits row
         log_probs = logits.log_softmax(dim=-1).gather(-1, chosen[..., None]).squeeze(-1)
+        candidates = region if settings.can_remask_prev_masked else masked
         critic = None
         if critic_at is not None and step < total - 1:
-            critic = critic_at(filled, positions)  # higher = more likely wrong
+            sampled_log_probs = _on_grid(log_probs, positions, candidates).nan_to_num(0.0)  # 0 where not sampled
+            critic = critic_at(filled, positions, sampled_log_probs)  # higher = more likely wrong
             noise = torch.rand(critic.shape, generator=generator, device=critic.device) - 0.5
             keep = -(critic + noise * settings.critic_noise_scale * remaining)
             added = -(noise * settings.critic_noise_scale * remaining)
@@ -211,17 +229,13 @@ def decode(
             added = noise * settings.choice_temperature * remaining
         keep = torch.nan_to_num(keep, nan=-NEVER_SCORE, posinf=NEVER_SCORE, neginf=-NEVER_SCORE)
         keep = keep.clamp(-NEVER_SCORE / 2, NEVER_SCORE / 2)
-        candidates = region if settings.can_remask_prev_masked else masked
         never = torch.full_like(ids, NEVER_SCORE, dtype=keep.dtype)
         keep = never.scatter(1, positions, keep) if positions is not None else torch.where(candidates, keep, never)
-        nan = torch.full_like(ids, float("nan"), dtype=log_probs.dtype)
-
-        def on_grid(values: torch.Tensor) -> torch.Tensor:  # (B, M) or (B, N) -> (B, N), NaN off the candidates
-            return nan.scatter(1, positions, values) if positions is not None else torch.where(candidates, values, nan)
 
         remask = select_remask(keep, counts_per_step[step]) & candidates
         revealed = masked & ~remask
         ids, masked = torch.where(remask, torch.full_like(filled, mask_id), filled), remask
         yield DecodeState(step=step + 1, total=total, ids=ids, masked=masked, revealed=revealed,
-                          scores=keep, pred_ids=pred_ids, log_probs=on_grid(log_probs),
-                          critic_scores=None if critic is None else on_grid(critic), keep_noise=on_grid(added))
+                          scores=keep, pred_ids=pred_ids, log_probs=_on_grid(log_probs, positions, candidates),
+                          critic_scores=None if critic is None else _on_grid(critic, positions, candidates),
+                          keep_noise=_on_grid(added, positions, candidates))

@@ -244,7 +244,13 @@ class MaskedTransformer(nn.Module, PretrainedMixin):
         self.to_logits = nn.Linear(cfg.dim, cfg.num_tokens if cfg.kind == "generator" else 1, bias=False)
         if cfg.self_critic:
             self.to_critic = nn.Linear(cfg.dim, 1)
+        if cfg.confidence_input:
+            # Parameters made without a random draw, so adding them changes no other weight of a seed.
+            self.confidence_emb = nn.Parameter(torch.zeros(cfg.dim))  # input: log p times this direction
+            self.confidence_gain = nn.Parameter(torch.ones(()))
         self.apply(self._init)
+        if cfg.confidence_input:
+            nn.init.zeros_(self.to_logits.weight)  # score = -log p to start: the confidence's ranking
 
     @staticmethod
     def _init(module: nn.Module) -> None:
@@ -300,7 +306,7 @@ class MaskedTransformer(nn.Module, PretrainedMixin):
 
     def forward(self, ids: torch.Tensor, context: PreparedContext,
                 self_cond_embed: Optional[torch.Tensor] = None, positions: Optional[torch.Tensor] = None,
-                repeat: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                repeat: int = 1, token_features: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """ids: (B, N) long -> (logits (R, N, V) or (R, N) critic scores, embeddings (R, N, D)), R = repeat * B.
 
         repeat: the context holds `repeat` blocks of B rows over these same ids (classifier-free
@@ -315,6 +321,11 @@ class MaskedTransformer(nn.Module, PretrainedMixin):
         if b * repeat != context.batch:
             raise ValueError(f"{b} rows of ids (x{repeat}) for a context of {context.batch} rows")
         x = self.token_emb(ids) + self.pos_emb.weight  # (B, N, D)
+        if self.config.confidence_input:
+            if token_features is None or token_features.shape != ids.shape:
+                raise ValueError("this critic reads the generator's log-probability of each token: pass "
+                                 f"token_features of shape {tuple(ids.shape)}")
+            x = x + token_features[..., None].to(x.dtype) * self.confidence_emb.to(x.dtype)
         if context.spatial is not None:
             x = x + context.spatial
         if self.config.self_cond:
@@ -333,6 +344,9 @@ class MaskedTransformer(nn.Module, PretrainedMixin):
         out = self.to_logits(embed)
         if self.config.kind == "critic":
             out = out.squeeze(-1)
+        if self.config.confidence_input:
+            lp = token_features if positions is None else token_features.gather(1, positions)
+            out = out - self.confidence_gain * lp.repeat(out.shape[0] // lp.shape[0], 1).to(out.dtype)
         return out, embed
 
     def critic_scores(self, embed: torch.Tensor) -> torch.Tensor:

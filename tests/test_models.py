@@ -188,9 +188,13 @@ def test_critic_and_self_critic_heads():
     critic = MaskedTransformer(TINY.base_critic).eval()
     gen = MaskedTransformer(replace(TINY.base, self_critic=True, self_cond=True)).eval()
     ids = torch.randint(0, 32, (2, 64))
+    log_probs = -torch.rand(2, 64) * (torch.rand(2, 64) < 0.5)  # sampled tokens' log-probabilities, 0 at known ones
     with torch.no_grad():
         ctx = _context(critic)[0]
-        assert GuidedCritic(critic, ctx, 1.0)(ids).shape == (2, 64)
+        assert GuidedCritic(critic, ctx, 1.0)(ids, None, log_probs).shape == (2, 64)
+        reader = MaskedTransformer(replace(TINY.base_critic, confidence_input=True)).eval()
+        with pytest.raises(ValueError, match="log-probability"):
+            GuidedCritic(reader, ctx, 1.0)(ids)  # a confidence critic without what it reads: a clear error
         ctx = _context(gen)[0]
         assert GuidedCritic(gen, ctx, 1.0)(ids).shape == (2, 64)
         fn = GuidedLogits(gen, ctx, 1.0)
@@ -199,12 +203,29 @@ def test_critic_and_self_critic_heads():
 
         # At the positions the sampler reads, with guidance: the full scores there.
         positions = torch.tensor([[0, 5, 9, 63], [1, 2, 3, 40]])
-        for model in (critic, gen):
+        for model in (critic, gen, reader):
             cond, embeds, mask = _context(model)
             null = model.prepare_context(torch.zeros_like(embeds), torch.zeros_like(mask))
             fn = GuidedCritic(model, guidance_context(cond, null, 3.0), 3.0)
-            full, part = fn(ids), fn(ids, positions)
+            full, part = fn(ids, None, log_probs), fn(ids, positions, log_probs)
             assert part.shape == (2, 4) and torch.allclose(part, full.gather(1, positions), atol=1e-5)
+
+
+def test_a_confidence_critic_starts_as_the_confidence_and_learns_on_top_of_it():
+    """Untrained, a `confidence_input` critic's score is exactly -log p (its head starts at zero), under
+    guidance too; its output head then adds what the log-probability misses."""
+    torch.manual_seed(0)
+    critic = MaskedTransformer(replace(TINY.base_critic, confidence_input=True)).eval()
+    assert not critic.to_logits.weight.any()
+    ids = torch.randint(0, 32, (2, 64))
+    log_probs = -torch.rand(2, 64) * 5
+    cond, embeds, mask = _context(critic)
+    null = critic.prepare_context(torch.zeros_like(embeds), torch.zeros_like(mask))
+    with torch.no_grad():
+        for fn in (GuidedCritic(critic, cond, 1.0), GuidedCritic(critic, guidance_context(cond, null, 3.0), 3.0)):
+            assert torch.allclose(fn(ids, None, log_probs), -log_probs, atol=1e-5)
+        critic.to_logits.weight.normal_()
+        assert not torch.allclose(GuidedCritic(critic, cond, 1.0)(ids, None, log_probs), -log_probs, atol=1e-3)
 
 
 def test_text_encoder_loads_packaged_minilm_offline_and_masks_padding(text_encoder, monkeypatch):

@@ -238,3 +238,33 @@ def test_state_exposes_the_parts_of_the_keep_score(with_critic):
             assert (s.keep_noise[before] == 0).all()  # annealed away: the last step keeps all
         before = s.masked
 
+
+
+def test_a_critic_is_handed_the_sampled_tokens_log_probabilities():
+    """A critic that takes a third argument gets the log-probability of each token sampled this step
+    (0 elsewhere); one that equals -log p with no noise reveals what confidence with no noise reveals,
+    draw for draw."""
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randn(16, 10, generator=gen) * 3  # a fixed logit table per position
+
+    def logits_fn(ids):
+        return table.expand(ids.shape[0], -1, -1)
+
+    seen = []
+
+    def critic_fn(ids, positions, log_probs):
+        seen.append((ids.clone(), log_probs.clone()))
+        return -log_probs if positions is None else -log_probs.gather(1, positions)
+
+    settings = SamplerSettings(timesteps=4, temperature=1.0, topk_filter_thres=0.0, critic_noise_scale=0.0,
+                               choice_temperature=0.0)
+    init, region = torch.zeros(2, 16, dtype=torch.long), torch.ones(2, 16, dtype=torch.bool)
+    with_critic = list(decode(logits_fn, init, region, 10, settings, torch.Generator().manual_seed(1), critic_fn))
+    plain = list(decode(logits_fn, init, region, 10, settings, torch.Generator().manual_seed(1)))
+    assert all(torch.equal(a.ids, b.ids) for a, b in zip(with_critic, plain))
+    ids, log_probs = seen[0]  # step 1: every position sampled
+    expected = table.log_softmax(-1).expand(2, -1, -1).gather(-1, ids[..., None]).squeeze(-1)
+    assert torch.allclose(log_probs, expected, atol=1e-5)
+    ids, log_probs = seen[1]  # step 2: the known tokens read 0
+    known = ~with_critic[0].masked
+    assert (log_probs[known] == 0).all() and (log_probs[~known] < 0).all()

@@ -70,13 +70,14 @@ def test_preview_decoder_distils_towards_the_full_decoder():
     assert after < before
 
 
-def test_critic_step_lowers_loss():
+@pytest.mark.parametrize("confidence_input,cond_scale", [(False, 1.0), (True, 3.0)])
+def test_critic_step_lowers_loss(confidence_input, cond_scale):
     torch.manual_seed(0)
     gen = MaskedTransformer(TINY.base).eval()
-    critic = MaskedTransformer(TINY.base_critic)
+    critic = MaskedTransformer(replace(TINY.base_critic, confidence_input=confidence_input))
     ids = torch.randint(0, 32, (4, 64))
     text, mask = torch.randn(4, 5, 384), torch.ones(4, 5, dtype=torch.bool)
-    before, after = _loss_drops(critic, lambda g: critic_loss(gen, critic, ids, text, mask, g))
+    before, after = _loss_drops(critic, lambda g: critic_loss(gen, critic, ids, text, mask, g, cond_scale=cond_scale))
     assert after < before
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,8 @@ def ranking_auc(scores: torch.Tensor, wrong: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def critic_ranking(pipe, data: CaptionedImages, count: int = 256, seed: int = 0, batch: int = 32) -> dict[str, dict]:
+def critic_ranking(pipe, data: CaptionedImages, count: int = 256, seed: int = 0, batch: int = 32,
+                   cond_scale: Optional[float] = None) -> dict[str, dict]:
     """How well each stage's critic spots the generator's wrong tokens, against the generator's own
     confidence (what the sampler ranks by without a critic).
 
@@ -34,9 +36,12 @@ def critic_ranking(pipe, data: CaptionedImages, count: int = 256, seed: int = 0,
     is masked, the generator samples the masked tokens as the critics are trained to see them
     (`muse.train.losses.sample_for_critic`), and a sampled token is wrong where it differs from the image's.
     Per stage: the AUC of the critic's score and of the negative log-probability of the sampled token,
-    over the sampled tokens."""
-    from ..train.losses import random_mask, sample_for_critic
+    over the sampled tokens. The generator samples under guidance at `cond_scale` (default: the
+    pipeline's), as the sampler's does; the critic reads its conditional context, and a
+    `confidence_input` critic the log-probabilities too."""
+    from ..train.losses import guided_logits, random_mask, sample_for_critic
 
+    scale = pipe.settings().cond_scale if cond_scale is None else cond_scale
     picks = sorted(random.Random(seed).sample(range(len(data)), min(count, len(data))))
     gen = torch.Generator().manual_seed(seed)
     stages = {"base": (pipe.base_model, pipe.base_critic), "superres": (pipe.superres_model, pipe.superres_critic)}
@@ -55,19 +60,21 @@ def critic_ranking(pipe, data: CaptionedImages, count: int = 256, seed: int = 0,
             embeds, mask = embeds.to(pipe.device), mask.to(pipe.device)
             masked = random_mask(*ids.shape, "cosine", gen, ids.device)  # as the critic was trained
             x = torch.where(masked, torch.full_like(ids, model.mask_id), ids)
-            logits, _ = model(x, model.prepare_context(embeds, mask, cond))
-            logits = logits.float()
+            logits = guided_logits(model, x, embeds, mask, cond, scale).float()
             sampled = sample_for_critic(logits, gen)
             filled = torch.where(masked, sampled, ids)
-            scores, _ = critic(filled, critic.prepare_context(embeds, mask, cond))
             log_probs = logits.log_softmax(-1).gather(-1, sampled[..., None]).squeeze(-1)
+            features = torch.where(masked, log_probs, torch.zeros_like(log_probs))
+            scores, _ = critic(filled, critic.prepare_context(embeds, mask, cond),
+                               token_features=features if critic.config.confidence_input else None)
             critic_scores.append(scores.float()[masked].cpu())
             neg_log_probs.append(-log_probs[masked].cpu())
             wrong.append((sampled != ids)[masked].cpu())
         flags = torch.cat(wrong)
         out[name] = {"critic_auc": ranking_auc(torch.cat(critic_scores), flags),
                      "confidence_auc": ranking_auc(torch.cat(neg_log_probs), flags),
-                     "wrong_share": flags.float().mean().item(), "sampled_tokens": len(flags), "images": len(picks)}
+                     "wrong_share": flags.float().mean().item(), "sampled_tokens": len(flags), "images": len(picks),
+                     "cond_scale": scale}
     return out
 
 

@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ..guidance import GuidedLogits, guidance_context
 from ..schedules import ScheduleLike, training_mask_ratio
 from ..transformer import MaskedTransformer
 from ..vq import VQModel
@@ -87,25 +88,43 @@ def sample_for_critic(logits: torch.Tensor, generator: torch.Generator) -> torch
     return (logits.float() / temperature.to(logits.device) - torch.log(-torch.log(u.to(logits.device)))).argmax(dim=-1)
 
 
+def guided_logits(model: MaskedTransformer, ids: torch.Tensor, text_embeds: torch.Tensor, text_mask: torch.Tensor,
+                  cond_ids: Optional[torch.Tensor], cond_scale: float) -> torch.Tensor:
+    """The generator's logits (B, N, V) under classifier-free guidance against the null context, as the
+    sampler computes them (`muse.runner.TextContext.prepare`)."""
+    cond = model.prepare_context(text_embeds, text_mask, cond_ids)
+    uncond = model.prepare_context(torch.zeros_like(text_embeds), torch.zeros_like(text_mask), cond_ids) \
+        if cond_scale != 1 else cond
+    return GuidedLogits(model, guidance_context(cond, uncond, cond_scale), cond_scale)(ids)
+
+
 def critic_loss(generator_model: MaskedTransformer, critic: MaskedTransformer, ids: torch.Tensor,
                 text_embeds: torch.Tensor, text_mask: torch.Tensor, generator: torch.Generator,
                 cond_ids: Optional[torch.Tensor] = None, cond_drop_prob: float = 0.1,
-                schedule: ScheduleLike = "cosine", net: Optional[torch.nn.Module] = None) -> tuple[torch.Tensor, dict]:
+                schedule: ScheduleLike = "cosine", net: Optional[torch.nn.Module] = None,
+                cond_scale: float = 1.0) -> tuple[torch.Tensor, dict]:
     """Token-critic BCE: which of the frozen generator's sampled tokens differ from the data (B, N).
 
     The loss is taken over the sampled tokens only. The sampler asks the critic about nothing else (the
     tokens it has just sampled, `muse.sampling`), and a loss over every position would also teach it to
-    guess which tokens were sampled at all, a question the sampler never asks."""
+    guess which tokens were sampled at all, a question the sampler never asks. The generator samples
+    under guidance at `cond_scale`, as the sampler's does; a `confidence_input` critic also reads the
+    generator's log-probability of each sampled token (0 for the known ones)."""
     net = net or critic
     b, n = ids.shape
     mask = random_mask(b, n, schedule, generator, ids.device)
     text_mask = drop_text(text_mask, cond_drop_prob, generator)
     with torch.no_grad():
         x = torch.where(mask, torch.full_like(ids, generator_model.mask_id), ids)
-        logits, _ = generator_model(x, generator_model.prepare_context(text_embeds, text_mask, cond_ids))
-        critic_in = torch.where(mask, sample_for_critic(logits, generator), ids)
+        logits = guided_logits(generator_model, x, text_embeds, text_mask, cond_ids, cond_scale)
+        sampled = sample_for_critic(logits, generator)
+        critic_in = torch.where(mask, sampled, ids)
+        features = None
+        if critic.config.confidence_input:
+            log_probs = logits.float().log_softmax(-1).gather(-1, sampled[..., None]).squeeze(-1)
+            features = torch.where(mask, log_probs, torch.zeros_like(log_probs))
     labels = (critic_in != ids)[mask].float()
-    scores, _ = net(critic_in, critic.prepare_context(text_embeds, text_mask, cond_ids))
+    scores, _ = net(critic_in, critic.prepare_context(text_embeds, text_mask, cond_ids), token_features=features)
     scores = scores[mask].float()
     bce = F.binary_cross_entropy_with_logits(scores, labels)
     acc = ((scores > 0).float() == labels).float().mean()

@@ -54,6 +54,7 @@ class StageArgs:
     ema_decay: float = 0.999  # the transformer stages' moving average (`loop.EMA`); 0 turns it off
     captions: str = DEFAULT_RECIPE  # the caption recipe of emoji data (`muse.data.captions`)
     lr_schedule: str = "cosine"  # or "constant": a budget that may grow between resumes (`LoopConfig`)
+    critic_cond_scale: float = 3.0  # the guidance the generator samples under while a critic trains (the default's)
 
 
 def _images_tensor(data: CaptionedImages, device: torch.device) -> torch.Tensor:
@@ -231,6 +232,7 @@ def train_transformer(args: StageArgs, stage: str) -> MaskedTransformer:
         cond = ids32[idx].flatten(1) if superres else None
         if is_critic:
             loss, metrics = critic_loss(generator_model, model, ids, embeds, mask, generator, cond_ids=cond,
+                                        cond_scale=args.critic_cond_scale,
                                         cond_drop_prob=args.cond_drop_prob, net=net)
         else:
             loss, metrics = maskgit_loss(model, ids, embeds, mask, generator, cond_ids=cond,
