@@ -129,3 +129,13 @@ def test_scripts_run_as_files(script):
                          capture_output=True, text=True, timeout=120, cwd="/")
     assert out.returncode == 0, out.stderr
     assert "usage:" in out.stdout
+
+
+def test_train_speed_times_both_precisions(tmp_path):
+    from benchmarks import train_speed
+
+    out = tmp_path / "speed.json"
+    assert train_speed.main(["--steps", "1", "--rounds", "1", "--batch-size", "2", "--threads", "1",
+                             "--json", str(out)]) == 0
+    stages = json.loads(out.read_text())["stages"]
+    assert set(stages) == {"base", "superres"} and all(s["speedup"] > 0 for s in stages.values())

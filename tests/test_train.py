@@ -510,3 +510,15 @@ def test_inpaint_fidelity_scores_the_hole_against_a_blur_fill(tiny_pipe):
     assert torch.equal(filled[..., ~hole], split[..., ~hole]) and 0.3 < filled[..., hole].mean() < 0.7
     scores = inpaint_fidelity(tiny_pipe, _fake_data(4), count=2, timesteps=2)
     assert scores["count"] == 2 and 0 < scores["inpaint_psnr"] < 60 and 0 < scores["blur_fill_psnr"] < 60
+
+
+def test_guidance_gap_measures_how_far_the_caption_moves_the_prediction(tiny_pipe):
+    from muse.eval import guidance_gap
+
+    gap = guidance_gap(tiny_pipe, _fake_data(8), count=4)
+    assert set(gap) == {"all masked", "half masked"}
+    for figures in gap.values():
+        assert figures["images"] == 4 and figures["tokens"] > 0
+        assert figures["kl_cond_null"] >= -1e-6 and 0 <= figures["top1_changed_at_3"] <= 1
+        assert 0 <= figures["target_prob_at_8"] <= 1 and figures["entropy_null"] > 0
+    assert gap["all masked"]["tokens"] == 4 * 64 and gap["half masked"]["tokens"] == 4 * 32

@@ -1,6 +1,7 @@
 """python -m muse.eval WHAT [--data data/emoji] [--weights weights] [--out figures.json]
 
-WHAT: tokenizer, superres, inpaint, critic, adherence, samples, sweep, or all (every one but the sweep).
+WHAT: tokenizer, superres, inpaint, critic, guidance, adherence, samples, sweep, or all (every one but
+the sweep).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from ..data import load_dataset
 from . import __doc__ as PACKAGE_DOC
 from .critic import critic_ranking
 from .fidelity import inpaint_fidelity, superres_fidelity, tokenizer_metrics
+from .guidance import guidance_gap
 from .prompts import name_prompts, paraphrase_prompts, prompt_rows
 from .retrieval import adherence, diversity, random_floor
 from .sheet import sample_sheet, settings_sheet
 
-PARTS = ("tokenizer", "superres", "inpaint", "critic", "adherence", "samples")
+PARTS = ("tokenizer", "superres", "inpaint", "critic", "guidance", "adherence", "samples")
 
 # The controls a user moves, one at a time, every other setting at the pipeline's defaults. The critic
 # noise rows run with the critic on: without it the noise has nothing to act on.
@@ -121,6 +123,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         results["inpaint"] = _timed("inpaint", inpaint_fidelity, pipe, data, seed=a.seed)
     if "critic" in todo:
         results["critic"] = _timed("critic", critic_ranking, pipe, data, seed=a.seed)
+    if "guidance" in todo:
+        results["guidance"] = {}
+        for state, figures in guidance_gap(pipe, data, seed=a.seed).items():
+            results["guidance"][state] = _timed(f"guidance, {state}", lambda f: f, figures)
     if "adherence" in todo:
         rows = prompt_rows(data, a.names or None, a.tones or None, a.cldr or None, a.seed)
         results["floor"] = random_floor(data, rows.get("names", []), a.seed) if "names" in rows else {}
