@@ -24,7 +24,7 @@ from .prompts import ROWS, cldr_prompts, name_prompts, paraphrase_prompts, promp
 from .retrieval import adherence, diversity, features, generate, random_floor, retrieve, topk_accuracy
 from .sheet import SAMPLE_PROMPTS, SAMPLE_SEEDS, sample_sheet, settings_sheet
 
-__all__ = ["critic_ranking", "ranking_auc", "guidance_gap", "blur_fill", "centre_square", "inpaint_fidelity", "superres_fidelity",
-           "tokenizer_metrics", "ROWS", "cldr_prompts", "name_prompts", "paraphrase_prompts", "prompt_rows",
-           "skin_tone_prompts", "adherence", "diversity", "features", "generate", "random_floor", "retrieve",
-           "topk_accuracy", "SAMPLE_PROMPTS", "SAMPLE_SEEDS", "sample_sheet", "settings_sheet"]
+__all__ = ["critic_ranking", "ranking_auc", "guidance_gap", "blur_fill", "centre_square", "inpaint_fidelity",
+           "superres_fidelity", "tokenizer_metrics", "ROWS", "cldr_prompts", "name_prompts", "paraphrase_prompts",
+           "prompt_rows", "skin_tone_prompts", "adherence", "diversity", "features", "generate", "random_floor",
+           "retrieve", "topk_accuracy", "SAMPLE_PROMPTS", "SAMPLE_SEEDS", "sample_sheet", "settings_sheet"]

@@ -39,7 +39,8 @@ class LoopConfig:
     checkpoint_every_s: float = 300.0
     log_every: int = 25
     seed: int = 0
-    amp: bool = True  # bf16 autocast where the device computes bf16 natively (`native_bf16`)
+    amp: bool = True  # bf16 autocast on CUDA
+    cpu_amp: bool = False  # ... and on a CPU that computes bf16 natively (measured for the transformers)
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights, exported in their place
     validate_every_s: float = 600.0  # seconds between held-out checks, when the stage has them
 
@@ -224,7 +225,7 @@ def train_loop(model: nn.Module, step_fn: StepFn, cfg: LoopConfig, device: torch
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 1000 * info["step"] + dist_info.rank)
     # A CPU with AVX512-BF16 or AMX trains the transformers about 1.45x faster under bf16 autocast
     # (benchmarks/README.md, "Training speed"); elsewhere bf16 is emulated and slower than float32.
-    use_amp = cfg.amp and native_bf16(device)
+    use_amp = cfg.amp and (device.type == "cuda" or (cfg.cpu_amp and native_bf16(device)))
     metrics_file = folder.metrics
     folder.root.mkdir(parents=True, exist_ok=True)
     step, elapsed = info["step"], info["elapsed_s"]

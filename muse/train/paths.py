@@ -3,7 +3,8 @@
   run/run.json                    preset, dataset and text encoder the run was started with
   run/captions.safetensors        the encoded caption bank (`CaptionBank`), shared by the transformer stages
   run/tokens.safetensors          every image's token ids at 32 and 64 px (`tokenize`)
-  run/<stage>/checkpoint/         model/ (config.json + model.safetensors), ema/ (the same, averaged), optimizer.*, state.json
+  run/<stage>/checkpoint/         model/ (config.json + model.safetensors), optimizer.*, state.json,
+                                  ema/ (the weights' moving average, when the stage keeps one)
   run/<stage>/metrics.jsonl       loss.png    STOP (touch it to end the stage early)
 
 A save writes checkpoint.tmp, then renames checkpoint to checkpoint.old and checkpoint.tmp to checkpoint.

@@ -65,10 +65,10 @@ def _batch_images(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return images[idx].permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W) in [0, 1]
 
 
-def _loop_cfg(args: StageArgs, stage: str, lr: float, ema_decay: float = 0.0) -> LoopConfig:
+def _loop_cfg(args: StageArgs, stage: str, lr: float, ema_decay: float = 0.0, cpu_amp: bool = False) -> LoopConfig:
     return LoopConfig(out_dir=RunFolder(args.run).stage(stage).root, steps=args.steps, minutes=args.minutes,
                       lr=args.lr or lr, seed=args.seed, checkpoint_every_s=args.checkpoint_every_s,
-                      ema_decay=ema_decay, lr_schedule=args.lr_schedule)
+                      ema_decay=ema_decay, lr_schedule=args.lr_schedule, cpu_amp=cpu_amp)
 
 
 def _write_run_spec(args: StageArgs) -> None:
@@ -245,7 +245,7 @@ def train_transformer(args: StageArgs, stage: str) -> MaskedTransformer:
         target, cond_ids = (ids64, ids32) if superres else (ids32, None)
         validate = partial(validate_stage, rows=rows, ids=target.flatten(1),
                            cond_ids=None if cond_ids is None else cond_ids.flatten(1))
-    cfg = _loop_cfg(args, stage, 5e-4 if not is_critic else 3e-4, 0.0 if is_critic else args.ema_decay)
+    cfg = _loop_cfg(args, stage, 5e-4 if not is_critic else 3e-4, 0.0 if is_critic else args.ema_decay, cpu_amp=True)
     return train_loop(model, step_fn, cfg, device, dist, stage, validate=validate)
 
 

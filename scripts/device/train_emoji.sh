@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Train the shipped emoji model on a lent GPU in one call (about 9 minutes), then pack the exported
+# Go on training the shipped emoji model on a lent GPU in one call (about 9 minutes), then pack the exported
 # pipeline into $OUT. Prepare here first: python scripts/device/pack.py (writes .device/).
+# The base and super-res stages resume from weights/ (the prompts caption recipe, a constant learning
+# rate and the moving average that export takes); the critics start afresh from the new generators.
+# FROM_SCRATCH=1 trains every stage from random weights instead (the tokenizer first).
 # Reproduce on any machine: the same commands with DEVICE=cpu and longer minutes (see weights/README.md).
 set -euo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -20,9 +23,16 @@ finish() {
   (cd "$WORK/run" && find . -name metrics.jsonl -o -name loss.png -o -name state.json -o -name run.json | tar czf "$OUT/logs.tgz" -T -) || true
 }
 trap finish EXIT
-train tokenizer --minutes "$(m 2.2)" --batch-size 128 --lr 1e-3
-train base --minutes "$(m 1.8)" --batch-size 256 --lr 8e-4
-train superres --minutes "$(m 2.4)" --batch-size 256 --lr 8e-4
-train critics --minutes "$(m 0.5)" --batch-size 256 --lr 5e-4
-train preview --minutes "$(m 0.3)" --batch-size 256 --lr 2e-3
+long=(--captions prompts --lr-schedule constant --batch-size 256)
+if [ "${FROM_SCRATCH:-0}" = 1 ]; then
+  train tokenizer --minutes "$(m 2.2)" --batch-size 128 --lr 1e-3
+  train base --minutes "$(m 1.8)" "${long[@]}" --lr 8e-4
+  train superres --minutes "$(m 2.4)" "${long[@]}" --lr 8e-4
+  train preview --minutes "$(m 0.3)" --batch-size 256 --lr 2e-3
+else
+  train base --init weights --minutes "$(m 4.5)" "${long[@]}" --lr 4e-4
+  train superres --minutes "$(m 2.5)" "${long[@]}" --lr 4e-4
+  rm -rf "$WORK/run/base_critic" "$WORK/run/superres_critic"  # seeded from the shipped critics: start afresh
+fi
+train critics --minutes "$(m 1)" --batch-size 256 --lr 3e-4
 echo "training done"
