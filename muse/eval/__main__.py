@@ -1,4 +1,4 @@
-"""python -m muse.eval WHAT [--data data/emoji] [--weights weights] [--out figures.json]
+"""python -m muse.eval WHAT [WHAT ...] [--data data/emoji] [--weights weights] [--out figures.json]
 
 WHAT: tokenizer, superres, inpaint, critic, guidance, adherence, samples, sweep, or all (every one but
 the sweep).
@@ -87,7 +87,7 @@ def run_sweep(pipe, data, a) -> dict:
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m muse.eval", description=PACKAGE_DOC,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=(*PARTS, "sweep", "all"))
+    ap.add_argument("what", nargs="+", choices=(*PARTS, "sweep", "all"), help="one part or several")
     ap.add_argument("--data", type=Path, default=Path("data/emoji"))
     ap.add_argument("--weights", default=None, help="pipeline folder or Hub id (default: shipped weights/)")
     ap.add_argument("--seed", type=int, default=0, help="which prompts are drawn, and the images' seed")
@@ -112,7 +112,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ValueError as err:  # no dataset or no model there: one line, as the muse command line says it
         print(f"error: {err}", file=sys.stderr)
         return 2
-    todo = PARTS if a.what == "all" else (a.what,)
+    todo = PARTS if "all" in a.what else tuple(a.what)
     results: dict = {}
     t0 = time.time()
     if "tokenizer" in todo:
