@@ -1,7 +1,7 @@
 """Opt-in `torch.compile` of the transformers' forward, falling back to eager when it cannot compile.
 
 Meant for a GPU, where a small model's steps are bound by kernel launches that compiled graphs fuse
-(not measured yet: no GPU has been lent to this project). On the CPU it was measured not to pay
+(not measured on a GPU yet). On the CPU it was measured not to pay
 (`benchmarks/README.md`): matmuls dominate, and compiling the shipped pipeline took 70 s. So it is
 off by default everywhere.
 """

@@ -95,7 +95,7 @@ class EMA:
     """An exponential moving average of a model's weights, kept as a second model (exported in its place).
 
     A run that is cut off at any step leaves weights as good as a decayed learning rate would give,
-    without tying the schedule to a budget that sessions and machines keep changing. The decay ramps
+    without tying the schedule to a budget that resumes keep changing. The decay ramps
     up from 0 ((1 + n) / (10 + n) after n updates), so a fresh average does not remember its start.
     """
 
@@ -120,7 +120,7 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
     the run keeps an average, all or nothing.
 
     Everything is written to a sibling folder first, then swapped in with renames: a process killed
-    mid-save (a session ending, a machine going away) leaves the previous checkpoint whole
+    mid-save (a job ended, a machine going away) leaves the previous checkpoint whole
     (`paths.checkpoint_folder` finds it)."""
     tmp, old = staging_folder(folder), previous_folder(folder)
     shutil.rmtree(tmp, ignore_errors=True)
