@@ -435,6 +435,18 @@ def test_stages_export_a_pipeline_and_a_new_run_starts_from_it(tmp_path, capsys)
     assert all((tuned[k] - shipped[k]).abs().max() < 0.05 for k in shipped)
 
 
+def test_export_keeps_a_pipeline_folders_tuned_defaults_unless_given_json(tmp_path):
+    """An exported model decodes with the shipped settings (critic on or off, steps, guidance) unless
+    told otherwise, instead of falling back to the library's."""
+    from muse.loader import DEFAULT_WEIGHTS, PIPELINE_NAME
+    from muse.train.__main__ import parse, read_defaults
+
+    shipped = json.loads((DEFAULT_WEIGHTS / PIPELINE_NAME).read_text())["defaults"]
+    assert shipped and read_defaults(parse(["export"]).defaults) == shipped
+    assert read_defaults('{"timesteps": 4}') == {"timesteps": 4}
+    assert read_defaults(str(tmp_path / "nowhere")) == {}
+
+
 def test_paraphrases_are_held_out_from_every_training_caption(text_encoder):
     """The paraphrase prompts are never a caption the model is trained on, under either recipe: not
     for their own emoji's names, and not in a bank whose records would make one."""

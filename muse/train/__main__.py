@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..data.captions import DEFAULT_RECIPE, RECIPES
+from ..loader import DEFAULT_WEIGHTS, PIPELINE_NAME
 from ..text import DEFAULT_TEXT_ENCODER
 from . import stages
 from .export import export
@@ -51,10 +52,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="caption recipe for emoji data (muse.data.captions); changing it rebuilds the run's bank")
     p.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
     p.add_argument("--out", type=Path, default=Path("weights"), help="export: pipeline folder to write")
-    p.add_argument("--defaults", type=str, default="{}", help="export: JSON generation defaults for pipeline.json")
+    p.add_argument("--defaults", type=str, default=str(DEFAULT_WEIGHTS),
+                   help="export: the generation defaults for pipeline.json, as a JSON object or a pipeline "
+                        "folder whose tuned defaults are kept (default: the shipped weights/, when present)")
     p.add_argument("--record-text-encoder", default=DEFAULT_TEXT_ENCODER,
                    help="export: text encoder name written to pipeline.json")
     return p.parse_args(argv)
+
+
+def read_defaults(value: str) -> dict:
+    """`--defaults`: a JSON object, or a pipeline folder (its pipeline.json's defaults); {} for a folder
+    that does not exist, so a fresh clone's export without weights/ still runs."""
+    if value.lstrip().startswith("{"):
+        return json.loads(value)
+    config = Path(value) / PIPELINE_NAME
+    return json.loads(config.read_text()).get("defaults", {}) if config.is_file() else {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(a.threads)
     if a.stage == "export":
-        out = export(a.run, a.out, a.record_text_encoder, json.loads(a.defaults))
+        out = export(a.run, a.out, a.record_text_encoder, read_defaults(a.defaults))
         print(f"wrote {out}")
         return 0
     if a.steps is None and a.minutes is None and not a.minutes_each:
