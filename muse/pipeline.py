@@ -243,9 +243,22 @@ class MusePipeline:
 
     # ----- running a request ----------------------------------------------------------------
 
+    def checked_settings(self, settings: Optional[GenerationSettings], values: dict[str, Any]) -> GenerationSettings:
+        """A request's settings: `settings` as given (checked when `settings(...)` made it), else the
+        keyword `values` checked now; both at once is an error."""
+        if settings is None:
+            return self.settings(**values)
+        if not isinstance(settings, GenerationSettings):
+            raise TypeError(f"settings must be a GenerationSettings (made by pipe.settings(...)), "
+                            f"got {type(settings).__name__}")
+        if values:
+            raise TypeError(f"give the settings either as settings= or as keywords, not both; "
+                            f"got settings= and {sorted(values)}")
+        return settings
+
     def _request(self, prompt: Union[str, Sequence[str]], negative_prompt: Union[str, Sequence[str], None],
-                 **kwargs: Any) -> _Request:
-        prompts, s = _prompts(prompt), self.settings(**kwargs)
+                 settings: Optional[GenerationSettings] = None, **kwargs: Any) -> _Request:
+        prompts, s = _prompts(prompt), self.checked_settings(settings, kwargs)
         if len(prompts) * s.num_images > MAX_IMAGES:
             raise ValueError(f"at most {MAX_IMAGES} images per request (prompts x num_images), "
                              f"got {len(prompts) * s.num_images}")
@@ -271,7 +284,7 @@ class MusePipeline:
         """(stage index, state) for every step of every planned stage: the stage runner, text encoded once."""
         text = TextContext.encode(self.text_encoder, r.prompts, r.negatives, r.settings.num_images,
                                   r.settings.cond_scale, self.device)
-        return run_stages(plans, text, r.settings.sampler(), r.generator, r.settings.use_critic, cond_ids)
+        return run_stages(plans, text, r.settings, r.generator, r.settings.use_critic, cond_ids)
 
     def _steps(self, r: _Request, plans: list[StagePlan], previews: bool, cond_ids: Optional[torch.Tensor] = None,
                low_res: Optional[torch.Tensor] = None) -> Iterator[DecodeStep]:
@@ -318,32 +331,38 @@ class MusePipeline:
 
     @torch.inference_mode()
     def stream(self, prompt: Union[str, Sequence[str]], *, negative_prompt: Union[str, Sequence[str], None] = None,
-               previews: bool = True, **kwargs: Any) -> Iterator[DecodeStep]:
-        """Text to image, one DecodeStep per step of each stage; the last has is_final and the images."""
-        r = self._request(prompt, negative_prompt, **kwargs)
+               previews: bool = True, settings: Optional[GenerationSettings] = None,
+               **kwargs: Any) -> Iterator[DecodeStep]:
+        """Text to image, one DecodeStep per step of each stage; the last has is_final and the images.
+
+        The settings are keywords (`GenerationSettings`' fields), or `settings`: one made by `settings(...)`,
+        used as it is."""
+        r = self._request(prompt, negative_prompt, settings, **kwargs)
         yield from self._steps(r, self._text_to_image(r), previews)
 
     @torch.inference_mode()
     def __call__(self, prompt: Union[str, Sequence[str]], *, output_type: str = "pil",
-                 **kwargs: Any) -> Union[list[Image.Image], torch.Tensor]:
+                 negative_prompt: Union[str, Sequence[str], None] = None,
+                 settings: Optional[GenerationSettings] = None, **kwargs: Any) -> Union[list[Image.Image], torch.Tensor]:
         """Text to image: one image per prompt, times num_images (64 px, or 32 px with superres=False).
 
         output_type "ids" returns the final token ids instead, long (B, h, w), without decoding a pixel."""
         self._check_output_type(output_type)
         if output_type == "ids":  # the stage runner alone: not a pixel decoded
-            r = self._request(prompt, kwargs.pop("negative_prompt", None), **kwargs)
+            r = self._request(prompt, negative_prompt, settings, **kwargs)
             state = None
             for _, state in self._token_states(r, self._text_to_image(r)):
                 pass
             return state.ids
-        return self._output(self.stream(prompt, previews=False, **kwargs), output_type)
+        return self._output(self.stream(prompt, negative_prompt=negative_prompt, previews=False, settings=settings,
+                                        **kwargs), output_type)
 
     @torch.inference_mode()
     def stream_inpaint(self, image: ImageLike, mask: ImageLike, prompt: Union[str, Sequence[str]], *,
                        negative_prompt: Union[str, Sequence[str], None] = None, previews: bool = True,
-                       **kwargs: Any) -> Iterator[DecodeStep]:
+                       settings: Optional[GenerationSettings] = None, **kwargs: Any) -> Iterator[DecodeStep]:
         """Regenerate the white part of `mask` in `image`, base stage then super-res, known tokens fixed."""
-        r = self._request(prompt, negative_prompt, **kwargs)
+        r = self._request(prompt, negative_prompt, settings, **kwargs)
         image, mask = as_pil(image, "image"), as_mask(mask)
         if mask.size != image.size:
             raise ImageError(f"the mask is {mask.width}x{mask.height} pixels but the image is "
@@ -369,18 +388,21 @@ class MusePipeline:
 
     @torch.inference_mode()
     def inpaint(self, image: ImageLike, mask: ImageLike, prompt: Union[str, Sequence[str]], *,
-                output_type: str = "pil", **kwargs: Any) -> Union[list[Image.Image], torch.Tensor]:
+                output_type: str = "pil", settings: Optional[GenerationSettings] = None,
+                **kwargs: Any) -> Union[list[Image.Image], torch.Tensor]:
         self._check_output_type(output_type)
-        return self._output(self.stream_inpaint(image, mask, prompt, previews=False, **kwargs), output_type)
+        return self._output(self.stream_inpaint(image, mask, prompt, previews=False, settings=settings, **kwargs),
+                            output_type)
 
     @torch.inference_mode()
     def stream_superres(self, low_res_image: ImageLike, prompt: Union[str, Sequence[str]], *,
                         negative_prompt: Union[str, Sequence[str], None] = None, previews: bool = True,
-                        **kwargs: Any) -> Iterator[DecodeStep]:
-        """Super-res stage alone, conditioned on an image (resized to the base size) and a prompt."""
+                        settings: Optional[GenerationSettings] = None, **kwargs: Any) -> Iterator[DecodeStep]:
+        """Super-res stage alone, conditioned on an image (resized to the base size) and a prompt; the
+        `superres` setting is not read."""
         if self.superres_model is None:
             raise ValueError("this pipeline has no super-res stage")
-        r = self._request(prompt, negative_prompt, **{**kwargs, "superres": True})
+        r = self._request(prompt, negative_prompt, settings, **kwargs)
         small = pil_to_tensor([square(to_rgb(low_res_image), self.config.base_size)]).to(self.device)
         cond_ids = self.vq.encode(small).expand(r.batch, -1, -1)
         yield from self._steps(r, [self._plan("superres", r.batch)], previews, cond_ids=cond_ids,
@@ -388,9 +410,10 @@ class MusePipeline:
 
     @torch.inference_mode()
     def superres(self, low_res_image: ImageLike, prompt: Union[str, Sequence[str]], *, output_type: str = "pil",
-                 **kwargs: Any) -> Union[list[Image.Image], torch.Tensor]:
+                 settings: Optional[GenerationSettings] = None, **kwargs: Any) -> Union[list[Image.Image], torch.Tensor]:
         self._check_output_type(output_type)
-        return self._output(self.stream_superres(low_res_image, prompt, previews=False, **kwargs), output_type)
+        return self._output(self.stream_superres(low_res_image, prompt, previews=False, settings=settings, **kwargs),
+                            output_type)
 
 
 def load_pipeline(source: Optional[PathLike] = None, device: Union[str, torch.device, None] = None,

@@ -260,6 +260,18 @@ def test_options_are_checked(pipe):
         pipe(PROMPT, guidance=3, output_type="ids")
 
 
+def test_checked_settings_and_options_are_used_as_they_are(pipe):
+    kwargs = dict(seed=3, timesteps=4, cond_scale=2.0)
+    options = pipe.options(sampler="muse", aesthetic_score=5.0)
+    ids = pipe(PROMPT, output_type="ids", sampler="muse", aesthetic_score=5.0, **kwargs)
+    assert torch.equal(pipe(PROMPT, output_type="ids", settings=pipe.settings(**kwargs), options=options), ids)
+    assert torch.equal(list(pipe.stream(PROMPT, options=options, **kwargs))[-1].ids, ids)
+    with pytest.raises(TypeError, match="not both"):
+        pipe(PROMPT, output_type="ids", options=options, sampler="amused")
+    with pytest.raises(TypeError, match="must be an AmusedOptions"):
+        pipe(PROMPT, output_type="ids", options={"sampler": "muse"})
+
+
 # The published configs' sizes (amused/amused-256 and amused/amused-512, transformer/ and vqvae/; the
 # VQ is the same in both). Only configs: their weights (2.4 GB) are not fetched in tests.
 PUBLISHED_TRANSFORMER = {"_class_name": "UVit2DModel", "attention_dropout": 0.0, "block_num_heads": 12,

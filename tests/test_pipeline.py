@@ -182,6 +182,19 @@ def test_bad_settings_are_clear_errors(tiny_pipe, bad, error):
         tiny_pipe("a cat", **bad)
 
 
+def test_checked_settings_are_used_as_they_are(tiny_pipe, monkeypatch):
+    settings = tiny_pipe.settings(timesteps=3, seed=5, cond_scale=2.0, superres=False)
+    by_keywords = tiny_pipe(["a cat"], output_type="ids", timesteps=3, seed=5, cond_scale=2.0, superres=False)
+    # A checked GenerationSettings is not checked again: the request builds no new one.
+    monkeypatch.setattr("muse.pipeline.GenerationSettings.__post_init__", lambda self: pytest.fail("checked again"))
+    assert torch.equal(tiny_pipe(["a cat"], output_type="ids", settings=settings), by_keywords)
+    assert [s.step for s in tiny_pipe.stream("a cat", settings=settings, previews=False)] == [1, 2, 3]
+    with pytest.raises(TypeError, match="not both"):
+        tiny_pipe("a cat", settings=settings, timesteps=4)
+    with pytest.raises(TypeError, match="must be a GenerationSettings"):
+        list(tiny_pipe.stream("a cat", settings={"timesteps": 3}))
+
+
 def test_bad_prompts(tiny_pipe):
     with pytest.raises(TypeError):
         tiny_pipe(123)

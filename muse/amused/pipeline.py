@@ -33,7 +33,7 @@ from ..pipeline import DecodeStep, MusePipeline, _Request
 from ..render import Renderer
 from ..runner import Stage, StagePlan, run_stage
 from ..sampling import DecodeState
-from ..settings import AMUSED_SCHEMA, MAX_MICRO, SettingError, shown
+from ..settings import AMUSED_SCHEMA, MAX_MICRO, GenerationSettings, SettingError, shown
 from .load import (AMUSED_DEFAULTS, LICENSE, MODEL_INDEX, AmusedLayout, check_layout, pipeline_config,
                    require_diffusers, resolve_amused)
 
@@ -274,11 +274,23 @@ class AmusedPipeline(MusePipeline):
 
     # ----- running a request (MusePipeline's public methods call these) ---------------------
 
+    def checked_options(self, options: Optional[AmusedOptions], values: dict[str, Any]) -> AmusedOptions:
+        """A request's aMUSEd options: `options` as given (checked when made), else the keyword `values`
+        checked now; both at once is an error."""
+        if options is None:
+            return self.options(**values)
+        if not isinstance(options, AmusedOptions):
+            raise TypeError(f"options must be an AmusedOptions (made by pipe.options(...)), got {type(options).__name__}")
+        if values:
+            raise TypeError(f"give the aMUSEd options either as options= or as keywords, not both; "
+                            f"got options= and {sorted(values)}")
+        return options
+
     def _request(self, prompt: Union[str, Sequence[str]], negative_prompt: Union[str, Sequence[str], None],
+                 settings: Optional[GenerationSettings] = None, options: Optional[AmusedOptions] = None,
                  **kwargs: Any) -> _AmusedRequest:
-        extras = {k: kwargs.pop(k) for k in EXTRA_OPTIONS if k in kwargs}
-        options = self.options(**extras)
-        r = super()._request(prompt, negative_prompt, **kwargs)
+        options = self.checked_options(options, {k: kwargs.pop(k) for k in EXTRA_OPTIONS if k in kwargs})
+        r = super()._request(prompt, negative_prompt, settings, **kwargs)
         return _AmusedRequest(**{f.name: getattr(r, f.name) for f in dataclasses.fields(_Request)}, options=options)
 
     def _plan(self, name: str, batch: int, known: Optional[torch.Tensor] = None,
@@ -316,21 +328,23 @@ class AmusedPipeline(MusePipeline):
                       cond_ids: Optional[torch.Tensor] = None) -> Iterator[tuple[int, DecodeState]]:
         """(0, state) for every step of the one stage: muse's stage runner under the request's rules."""
         (plan,) = plans
-        settings = r.settings.sampler()
-        for state in run_stage(self.bind(r), plan.known, plan.region, settings, r.generator):
+        for state in run_stage(self.bind(r), plan.known, plan.region, r.settings, r.generator):
             yield 0, state
 
     @torch.inference_mode()
     def stream_inpaint(self, image: ImageLike, mask: ImageLike, prompt: Union[str, Sequence[str]], *,
                        negative_prompt: Union[str, Sequence[str], None] = None, previews: bool = True,
+                       settings: Optional[GenerationSettings] = None, options: Optional[AmusedOptions] = None,
                        **kwargs: Any) -> Iterator[DecodeStep]:
         """Regenerate the white part of `mask` in `image`, aMUSEd's way: the whole image is encoded, the
         tokens whose (Lanczos-resized) mask is at least half white are masked, and the counts start from
-        that fraction (linear schedule unless one is given). Outside the region the original pixels are
-        returned. An image of another size is centre-cropped and resized to the model's (aMUSEd would run
-        at the image's own size), so diffusers' ids are reproduced for images of the model's size."""
-        kwargs.setdefault("schedule", INPAINT_SCHEDULE)
-        r = self._request(prompt, negative_prompt, **kwargs)
+        that fraction (linear schedule unless one is given; `settings` are used as they are, schedule
+        included). Outside the region the original pixels are returned. An image of another size is
+        centre-cropped and resized to the model's (aMUSEd would run at the image's own size), so
+        diffusers' ids are reproduced for images of the model's size."""
+        if settings is None:
+            kwargs.setdefault("schedule", INPAINT_SCHEDULE)
+        r = self._request(prompt, negative_prompt, settings, options, **kwargs)
         image, mask = as_pil(image, "image"), as_mask(mask)
         if mask.size != image.size:
             raise ImageError(f"the mask is {mask.width}x{mask.height} pixels but the image is "
