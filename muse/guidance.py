@@ -1,7 +1,7 @@
 """Classifier-free guidance as one batched forward, turned into the sampler's functions.
 
 The conditional and unconditional halves run as one (2B, ...) batch; the unconditional half is
-the null context, or the negative prompt when one is given. cond_scale == 1 runs no second half.
+the null context, or the negative prompt when one is given. `is_guided` decides whether it runs.
 """
 
 from __future__ import annotations
@@ -13,24 +13,35 @@ import torch
 from .transformer import MaskedTransformer, PreparedContext
 
 
+def is_guided(cond_scale: float) -> bool:
+    """Whether guidance at `cond_scale` runs unconditional rows: at 1, null + (cond - null) * 1 is cond."""
+    return cond_scale != 1
+
+
 def guidance_context(cond: PreparedContext, uncond: PreparedContext, cond_scale: float) -> PreparedContext:
     """The context the guided functions run on: (B) rows, or (2B) when an unconditional half is needed.
 
     A null unconditional half (no text, no conditioning ids) attends only the null key: it is kept
     as `null_rows`, which the cross-attention answers with a constant instead of computing it.
     """
-    if cond_scale == 1:
+    if not is_guided(cond_scale):
         return cond
     if uncond.batch == cond.batch and uncond.is_null:
         return PreparedContext(cond.kv, cond.mask, null_rows=uncond.batch, spatial=cond.spatial)
     return PreparedContext.cat([cond, uncond])
 
 
-def combine(out: torch.Tensor, cond_scale: float) -> torch.Tensor:
-    """(2B, ...) -> null + (cond - null) * cond_scale: (B, ...); identity at scale 1."""
-    if cond_scale == 1:
+def combine(out: torch.Tensor, cond_scale: float, uncond_first: bool = False, upcast: bool = True) -> torch.Tensor:
+    """(2B, ...) -> null + (cond - null) * cond_scale: (B, ...); identity when not guided.
+
+    The rows are [cond; null], or [null; cond] with `uncond_first` (aMUSEd's order). `upcast` computes in
+    float32, as reduced-precision weights leave a small difference to scale up; without it the output's
+    dtype is kept, as diffusers' aMUSEd computes."""
+    if not is_guided(cond_scale):
         return out
-    cond, null = out.float().chunk(2)  # in float32: reduced-precision weights leave a small difference to scale up
+    cond, null = (out.float() if upcast else out).chunk(2)
+    if uncond_first:
+        cond, null = null, cond
     return null + (cond - null) * cond_scale
 
 
@@ -44,7 +55,7 @@ class GuidedLogits:
     def __init__(self, model: MaskedTransformer, context: PreparedContext, cond_scale: float):
         self.model, self.context, self.cond_scale = model, context, float(cond_scale)
         self.self_cond_embed: Optional[torch.Tensor] = None
-        self.repeat = 1 if self.cond_scale == 1 else 2  # guidance: conditional and unconditional rows
+        self.repeat = 2 if is_guided(self.cond_scale) else 1  # guidance: conditional and unconditional rows
 
     def _forward(self, ids: torch.Tensor, positions: Optional[torch.Tensor] = None,
                  self_cond_embed: Optional[torch.Tensor] = None,

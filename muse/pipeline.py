@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from .compiled import compile_forward
+from .guidance import is_guided
 from .hub import PathLike, push_folder_to_hub
 from .images import (ImageError, ImageLike, as_mask, as_pil, mask_to_grid, pil_to_tensor, square, tensor_to_pil,
                      to_rgb)
@@ -282,9 +283,9 @@ class MusePipeline:
     def _token_states(self, r: _Request, plans: list[StagePlan],
                       cond_ids: Optional[torch.Tensor] = None) -> Iterator[tuple[int, DecodeState]]:
         """(stage index, state) for every step of every planned stage: the stage runner, text encoded once."""
-        text = TextContext.encode(self.text_encoder, r.prompts, r.negatives, r.settings.num_images,
-                                  r.settings.cond_scale, self.device)
-        return run_stages(plans, text, r.settings, r.generator, r.settings.use_critic, cond_ids)
+        negatives = r.negatives if is_guided(r.settings.cond_scale) else None
+        text = TextContext.encode(self.text_encoder, r.prompts, negatives, r.settings.num_images, self.device)
+        return run_stages(plans, text, r.settings, r.generator, cond_ids)
 
     def _steps(self, r: _Request, plans: list[StagePlan], previews: bool, cond_ids: Optional[torch.Tensor] = None,
                low_res: Optional[torch.Tensor] = None) -> Iterator[DecodeStep]:

@@ -1,9 +1,10 @@
 """The token-level stage runner: ids in, `DecodeState`s out.
 
 A request's text is encoded once (`TextContext`); each stage's network is bound to it once, guidance
-folded in (`bind_stage`), which gives a `Stage`: a logits function, a mask id and an optional critic.
-`run_stage` decodes a token grid with any `Stage`, so another model family runs through it by bringing
-its own logits function and mask id. `run_stages` chains stages, each conditioned on the ids of the one
+folded in (`bind_stage`), which gives a `Stage`: a logits function, a mask id, an optional critic and the
+sampler's rules. `run_stage` decodes a token grid with any `Stage` by the decode loop its rules name
+(`muse.sampler_rules.decoder`), so another model family runs through it by bringing its own logits
+function and mask id. `run_stages` chains stages, each conditioned on the ids of the one
 before (MUSE's base then super-res). Nothing here makes pixels: see `muse.render`.
 """
 
@@ -14,11 +15,12 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from .guidance import GuidedCritic, GuidedLogits, guidance_context
-from .sampling import CriticFn, DecodeState, LogitsFn, decode
-from .settings import SamplerSettings
+from .guidance import GuidedCritic, GuidedLogits, guidance_context, is_guided
+from .sampler_rules import decoder
+from .sampling import CriticFn, DecodeState, LogitsFn
+from .settings import GenerationSettings, SamplerSettings
 from .text import TextEncoder
-from .transformer import MaskedTransformer
+from .transformer import MaskedTransformer, PreparedContext
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,9 @@ def run_stage(stage: Stage, init_ids: torch.Tensor, region: torch.Tensor, settin
               generator: torch.Generator) -> Iterator[DecodeState]:
     """Fill `region` (bool (B, h, w)) of `init_ids` (long (B, h, w)); states with (B, h, w) grids."""
     shape = init_ids.shape
+    decode = decoder(stage.rules)
     for state in decode(stage.logits_fn, init_ids.flatten(1), region.flatten(1), stage.mask_id, settings,
-                        generator, stage.critic_fn, stage.rules):
+                        generator, stage.critic_fn):
         yield state.reshape(*shape)
 
 
@@ -50,51 +53,48 @@ class TextContext:
     mask: torch.Tensor  # bool (B, L)
     null_embeds: torch.Tensor
     null_mask: torch.Tensor
-    cond_scale: float
 
     @classmethod
     def encode(cls, text_encoder: TextEncoder, prompts: list[str], negatives: Optional[list[str]], repeat: int,
-               cond_scale: float, device: torch.device) -> "TextContext":
-        """prompts (P) and negatives (P, or None) -> rows (P * repeat, ...), in one encoder call."""
-        use_negative = negatives is not None and cond_scale != 1
-        embeds, mask = text_encoder(prompts + negatives if use_negative else prompts)
+               device: torch.device) -> "TextContext":
+        """prompts (P) and negatives (P, or None: the null context) -> rows (P * repeat, ...), in one encoder
+        call. Give negatives only when guidance runs them (`muse.guidance.is_guided`): they widen the batch."""
+        embeds, mask = text_encoder(prompts + negatives if negatives is not None else prompts)
         embeds, mask = embeds.to(device), mask.to(device)
         b = len(prompts)
         cond_e, cond_m = embeds[:b], mask[:b]
-        if use_negative:
+        if negatives is not None:
             null_e, null_m = embeds[b:], mask[b:]
         else:  # the null context: nothing but the learned null key/value is attended
             null_e, null_m = torch.zeros_like(cond_e), torch.zeros_like(cond_m)
-        rows = (t.repeat_interleave(repeat, 0) for t in (cond_e, cond_m, null_e, null_m))
-        return cls(*rows, cond_scale=float(cond_scale))
+        return cls(*(t.repeat_interleave(repeat, 0) for t in (cond_e, cond_m, null_e, null_m)))
 
-    def prepare(self, model: MaskedTransformer, cond_ids: Optional[torch.Tensor] = None,
-                cond_scale: Optional[float] = None):
-        """The model's guided context (`muse.guidance.guidance_context`) at `cond_scale` (default: the
-        request's); cond_ids (B, h, w) or None."""
-        scale = self.cond_scale if cond_scale is None else cond_scale
+    def prepare(self, model: MaskedTransformer, cond_ids: Optional[torch.Tensor], cond_scale: float) -> PreparedContext:
+        """The model's guided context at `cond_scale` (`muse.guidance.guidance_context`); cond_ids (B, h, w)
+        or None. The unconditional rows are prepared only when guidance runs them."""
         ids = cond_ids.flatten(1) if cond_ids is not None and model.config.cond_seq_len else None
         cond = model.prepare_context(self.embeds, self.mask, ids)
-        uncond = model.prepare_context(self.null_embeds, self.null_mask, ids) if scale != 1 else cond
-        return guidance_context(cond, uncond, scale)
+        uncond = model.prepare_context(self.null_embeds, self.null_mask, ids) if is_guided(cond_scale) else cond
+        return guidance_context(cond, uncond, cond_scale)
 
 
 def bind_stage(name: str, text: TextContext, model: MaskedTransformer, critic: Optional[MaskedTransformer] = None,
-               use_critic: bool = True, cond_ids: Optional[torch.Tensor] = None) -> Stage:
-    """A MUSE transformer (and its critic, or its own critic head) as a `Stage`, contexts prepared once.
+               use_critic: bool = True, cond_ids: Optional[torch.Tensor] = None, *, cond_scale: float) -> Stage:
+    """A MUSE transformer (and its critic, or its own critic head) as a `Stage` guided at `cond_scale`,
+    contexts prepared once.
 
     The critic ranks the tokens when `use_critic` and there is one; otherwise the sampler ranks by the
     model's own confidence."""
-    context = text.prepare(model, cond_ids)
+    context = text.prepare(model, cond_ids, cond_scale)
     critic_fn = None
     if use_critic and critic is not None:
         # A critic that reads the guided log-probabilities has guidance in its input already, and was
         # trained on them with its own conditional context alone: it runs unguided, as it was trained.
-        scale = 1.0 if critic.config.confidence_input else text.cond_scale
+        scale = 1.0 if critic.config.confidence_input else cond_scale
         critic_fn = GuidedCritic(critic, text.prepare(critic, cond_ids, scale), scale)
     elif use_critic and model.config.self_critic:
-        critic_fn = GuidedCritic(model, context, text.cond_scale)
-    return Stage(name, GuidedLogits(model, context, text.cond_scale), model.mask_id, critic_fn)
+        critic_fn = GuidedCritic(model, context, cond_scale)
+    return Stage(name, GuidedLogits(model, context, cond_scale), model.mask_id, critic_fn)
 
 
 def has_critic(model: MaskedTransformer, critic: Optional[MaskedTransformer]) -> bool:
@@ -113,12 +113,14 @@ class StagePlan:
     region: torch.Tensor  # bool (B, h, w): the tokens to generate
 
 
-def run_stages(plans: Sequence[StagePlan], text: TextContext, settings: SamplerSettings, generator: torch.Generator,
-               use_critic: bool = True, cond_ids: Optional[torch.Tensor] = None) -> Iterator[tuple[int, DecodeState]]:
+def run_stages(plans: Sequence[StagePlan], text: TextContext, settings: GenerationSettings, generator: torch.Generator,
+               cond_ids: Optional[torch.Tensor] = None) -> Iterator[tuple[int, DecodeState]]:
     """Each plan in turn, conditioned on the previous stage's final ids (the first on `cond_ids`,
-    (B, h, w) or None): (stage index, state with (B, h, w) grids) for every step."""
+    (B, h, w) or None), guided at `settings.cond_scale`, with a critic as `settings.use_critic` says:
+    (stage index, state with (B, h, w) grids) for every step."""
     for index, plan in enumerate(plans):
-        stage = bind_stage(plan.name, text, plan.model, plan.critic, use_critic, cond_ids)
+        stage = bind_stage(plan.name, text, plan.model, plan.critic, settings.use_critic, cond_ids,
+                           cond_scale=settings.cond_scale)
         state = None
         for state in run_stage(stage, plan.known, plan.region, settings, generator):
             yield index, state

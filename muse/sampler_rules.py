@@ -1,7 +1,8 @@
-"""Named sampler rules for `muse.sampling.decode`: how a step draws tokens, scores them and counts the
-tokens left masked.
+"""Named sampler rules: how a step draws tokens, scores them and counts the tokens left masked. Each
+names a decode loop with `muse.sampling.decode`'s arguments and states (`decoder`); the stage runner
+picks a stage's.
 
-- "muse": MaskGIT's loop in `muse.sampling` (top-k Gumbel-max draw with annealed temperature, keep
+- "muse": MaskGIT's loop, `muse.sampling.decode` (top-k Gumbel-max draw with annealed temperature, keep
   noise `choice_temperature * (T-1-t)/T`, host-side counts).
 - "amused": aMUSEd's `AmusedScheduler.step` (diffusers), draw for draw, so that the same
   `torch.Generator` gives the same ids as diffusers' aMUSEd pipelines: every position is drawn with
@@ -18,11 +19,11 @@ keeps the arithmetic identical. There is no critic and no remasking of earlier c
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
-from .sampling import NEVER_SCORE, CriticFn, DecodeState, LogitsFn, at_positions, top_k_filter
+from .sampling import NEVER_SCORE, CriticFn, DecodeState, LogitsFn, at_positions, decode, top_k_filter
 from .schedules import get_schedule
 from .settings import SAMPLERS, SamplerSettings
 
@@ -83,9 +84,12 @@ def amused_draw(logits: torch.Tensor, temperature: float, topk_filter_thres: flo
 
 
 def amused_decode(logits_fn: LogitsFn, init_ids: torch.Tensor, region: torch.Tensor, mask_id: int,
-                  settings: SamplerSettings, generator: torch.Generator) -> Iterator[DecodeState]:
+                  settings: SamplerSettings, generator: torch.Generator,
+                  critic_fn: Optional[CriticFn] = None) -> Iterator[DecodeState]:
     """`muse.sampling.decode` under aMUSEd's rules: fill `region` (bool (B, N)) of `init_ids` (long (B, N))
-    in `settings.timesteps` steps, one `DecodeState` per step (grids (B, N))."""
+    in `settings.timesteps` steps, one `DecodeState` per step (grids (B, N)). They have no critic."""
+    if critic_fn is not None:
+        raise ValueError("aMUSEd's sampler rules have no token critic; use rules='muse' for a critic")
     total, n = settings.timesteps, init_ids.shape[1]
     region = region.bool()
     ids = torch.where(region, torch.full_like(init_ids, mask_id), init_ids)
@@ -124,12 +128,12 @@ def amused_decode(logits_fn: LogitsFn, init_ids: torch.Tensor, region: torch.Ten
         yield state
 
 
-def decode_with_rules(rules: str, logits_fn: LogitsFn, init_ids: torch.Tensor, region: torch.Tensor, mask_id: int,
-                      settings: SamplerSettings, generator: torch.Generator,
-                      critic_fn: Optional[CriticFn] = None) -> Iterator[DecodeState]:
-    """`muse.sampling.decode` under the named rules other than "muse" (grids (B, N))."""
-    if rules == "amused":
-        if critic_fn is not None:
-            raise ValueError("aMUSEd's sampler rules have no token critic; use rules='muse' for a critic")
-        return amused_decode(logits_fn, init_ids, region, mask_id, settings, generator)
-    raise ValueError(f"unknown sampler rules {rules!r}; choose one of {', '.join(SAMPLER_RULES)}")
+DecodeFn = Callable[..., Iterator[DecodeState]]  # `muse.sampling.decode`'s arguments and states
+DECODERS: dict[str, DecodeFn] = {"muse": decode, "amused": amused_decode}
+
+
+def decoder(rules: str) -> DecodeFn:
+    """The decode loop of the named rules (one of `SAMPLER_RULES`)."""
+    if rules not in DECODERS:
+        raise ValueError(f"unknown sampler rules {rules!r}; choose one of {', '.join(SAMPLER_RULES)}")
+    return DECODERS[rules]

@@ -144,10 +144,61 @@ def at_positions(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]
     return call
 
 
-def _on_grid(values: torch.Tensor, positions: Optional[torch.Tensor], candidates: torch.Tensor) -> torch.Tensor:
-    """A step's values at its candidates, (B, M) at `positions` or (B, N), as a (B, N) grid: NaN elsewhere."""
-    nan = torch.full(candidates.shape, float("nan"), dtype=values.dtype, device=values.device)
-    return nan.scatter(1, positions, values) if positions is not None else torch.where(candidates, values, nan)
+@dataclass(frozen=True)
+class Candidates:
+    """The positions a step samples and ranks. When every row has the same number masked they are asked
+    for by index, `positions` long (B, M), so the functions may compute there alone; otherwise
+    `positions` is None and every position of the grid is computed, `where` marking the candidates."""
+
+    where: torch.Tensor  # bool (B, N)
+    positions: Optional[torch.Tensor] = None  # long (B, M), or None: every position
+
+    @classmethod
+    def of(cls, masked: torch.Tensor, region: torch.Tensor, count: int, remask: bool) -> "Candidates":
+        """This step's candidates: the `count` masked positions of each row (bool (B, N) `masked`), or every
+        region position when earlier choices may be remasked."""
+        if remask:
+            return cls(region)
+        if 0 < count < masked.shape[1]:
+            return cls(masked, masked_positions(masked, count))
+        return cls(masked)
+
+    def fill(self, ids: torch.Tensor, masked: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's sample `pred` ((B, M) at the positions, else (B, N)) written into ids (B, N) where
+        `masked` (bool (B, N)): the filled ids, and the model's prediction grid (by index: the ids elsewhere)."""
+        if self.positions is not None:
+            filled = ids.scatter(1, self.positions, pred)
+            return filled, filled
+        return torch.where(masked, pred, ids), pred
+
+    def on_grid(self, values: torch.Tensor, elsewhere: float) -> torch.Tensor:
+        """Values at the candidates ((B, M), or (B, N)) as a (B, N) grid, `elsewhere` at the other positions."""
+        rest = torch.full(self.where.shape, elsewhere, dtype=values.dtype, device=values.device)
+        return rest.scatter(1, self.positions, values) if self.positions is not None else torch.where(self.where, values, rest)
+
+
+def step_counts(settings: SamplerSettings, region: torch.Tensor) -> list[list[int]]:
+    """How many positions each row has still masked after each step: (steps, B) on the host, counted
+    from each row's region size (bool (B, N)). One host sync per request: the sizes fix every count."""
+    sizes = region.sum(dim=1).tolist()
+    counts, prev = [sizes], sizes
+    for step in range(settings.timesteps):
+        prev = [num_masked(settings.schedule, step, settings.timesteps, n, p) for n, p in zip(sizes, prev)]
+        counts.append(prev)
+    return counts
+
+
+def keep_scores(log_probs: torch.Tensor, critic: Optional[torch.Tensor], settings: SamplerSettings,
+                remaining: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keep scores (higher = kept) of a step's candidates and the random term in them, both shaped
+    as log_probs: the model's confidence plus annealed Gumbel noise (MaskGIT), or with a critic's
+    "token is wrong" scores, their negation less annealed uniform noise (MUSE)."""
+    if critic is None:
+        noise = gumbel_noise(log_probs.shape, generator, log_probs.device) * settings.choice_temperature * remaining
+        return log_probs + noise, noise
+    noise = (torch.rand(critic.shape, generator=generator, device=critic.device) - 0.5) \
+        * settings.critic_noise_scale * remaining
+    return -(critic + noise), -noise
 
 
 def decode(
@@ -158,7 +209,6 @@ def decode(
     settings: SamplerSettings,
     generator: torch.Generator,
     critic_fn: Optional[CriticFn] = None,
-    rules: str = "muse",
 ) -> Iterator[DecodeState]:
     """Fill `region` (bool (B, N)) of `init_ids` (long (B, N)) in `settings.timesteps` steps.
 
@@ -169,73 +219,46 @@ def decode(
     Whenever every row has the same number masked, both functions are asked at those positions,
     long (B, M), through `at_positions`; a function that takes them may compute there alone.
 
-    `rules` names the sampler's rules (`muse.sampler_rules.SAMPLER_RULES`): "muse" is this loop;
-    "amused" is aMUSEd's AmusedScheduler, draw for draw (`muse.sampler_rules.amused_decode`).
+    These are MaskGIT's rules; `muse.sampler_rules` names them and the others (aMUSEd's).
     """
-    if rules != "muse":
-        from .sampler_rules import decode_with_rules  # here: that module imports this one
-
-        yield from decode_with_rules(rules, logits_fn, init_ids, region, mask_id, settings, generator, critic_fn)
-        return
     if init_ids.shape != region.shape or init_ids.dim() != 2:
         raise ValueError(f"init_ids {tuple(init_ids.shape)} and region {tuple(region.shape)} must both be (B, N)")
     total = settings.timesteps
     region = region.bool()
     ids = torch.where(region, torch.full_like(init_ids, mask_id), init_ids)
     masked = region.clone()
-    # One host sync per request: the region sizes fix every step's count up front.
-    sizes = region.sum(dim=1).tolist()
-    prev = list(sizes)
-    count_rows = []
-    for step in range(total):
-        prev = [num_masked(settings.schedule, step, total, n, p) for n, p in zip(sizes, prev)]
-        count_rows.append(prev)
-    counts_per_step = torch.tensor(count_rows, device=ids.device)  # (steps, B)
-    n = ids.shape[1]
+    counts = step_counts(settings, region)  # counts[step]: masked per row before that step
+    counts_after = torch.tensor(counts[1:], device=ids.device)  # (steps, B)
     logits_at = at_positions(logits_fn)
     critic_at = at_positions(critic_fn) if critic_fn is not None else None
 
     for step in range(total):
-        before = sizes if step == 0 else count_rows[step - 1]  # masked per row now, known on the host
-        # The candidates for this step's sample: the masked positions, asked for by index when every
-        # row has the same number (else, and when earlier choices may be remasked, every position).
-        positions = None
-        if not settings.can_remask_prev_masked and len(set(before)) == 1 and 0 < before[0] < n:
-            positions = masked_positions(masked, before[0])  # (B, M)
-        logits = logits_at(ids, positions)  # (B, M, V), or (B, N, V)
+        before = counts[step]
+        even = len(set(before)) == 1
+        candidates = Candidates.of(masked, region, before[0] if even else 0, settings.can_remask_prev_masked)
+        logits = logits_at(ids, candidates.positions)  # (B, M, V), or (B, N, V)
         remaining = (total - 1 - step) / total  # annealing factor, 0 at the last step
         pred = top_k_sample(logits, settings.topk_filter_thres, settings.temperature * remaining, generator)
-        if positions is not None:
-            filled = pred_ids = ids.scatter(1, positions, pred)
-        else:
-            filled, pred_ids = torch.where(masked, pred, ids), pred
+        filled, pred_ids = candidates.fill(ids, masked, pred)
 
-        # Keep scores (higher = kept) for the candidates. The last step reveals every remaining
-        # position whatever the scores: no critic pass for it. The model's log-probability of its
-        # sample is kept with a critic too (no random draw: the ids stay those of the same seed).
-        chosen = pred if positions is not None else filled  # the sampled id at each logits row
+        # The model's log-probability of its sample is kept with a critic too (no random draw: the ids
+        # stay those of the same seed). The last step reveals every remaining position whatever the
+        # scores: no critic pass for it.
+        chosen = pred if candidates.positions is not None else filled  # the sampled id at each logits row
         log_probs = logits.log_softmax(dim=-1).gather(-1, chosen[..., None]).squeeze(-1)
-        candidates = region if settings.can_remask_prev_masked else masked
+        log_probs_grid = candidates.on_grid(log_probs, float("nan"))
         critic = None
         if critic_at is not None and step < total - 1:
-            sampled_log_probs = _on_grid(log_probs, positions, candidates).nan_to_num(0.0)  # 0 where not sampled
-            critic = critic_at(filled, positions, sampled_log_probs)  # higher = more likely wrong
-            noise = torch.rand(critic.shape, generator=generator, device=critic.device) - 0.5
-            keep = -(critic + noise * settings.critic_noise_scale * remaining)
-            added = -(noise * settings.critic_noise_scale * remaining)
-        else:
-            noise = gumbel_noise(log_probs.shape, generator, log_probs.device)
-            keep = log_probs + noise * settings.choice_temperature * remaining
-            added = noise * settings.choice_temperature * remaining
+            # higher = more likely wrong; the critic reads 0 where nothing was sampled
+            critic = critic_at(filled, candidates.positions, log_probs_grid.nan_to_num(0.0))
+        keep, noise = keep_scores(log_probs, critic, settings, remaining, generator)
         keep = torch.nan_to_num(keep, nan=-NEVER_SCORE, posinf=NEVER_SCORE, neginf=-NEVER_SCORE)
-        keep = keep.clamp(-NEVER_SCORE / 2, NEVER_SCORE / 2)
-        never = torch.full_like(ids, NEVER_SCORE, dtype=keep.dtype)
-        keep = never.scatter(1, positions, keep) if positions is not None else torch.where(candidates, keep, never)
+        keep = candidates.on_grid(keep.clamp(-NEVER_SCORE / 2, NEVER_SCORE / 2), NEVER_SCORE)
 
-        remask = select_remask(keep, counts_per_step[step]) & candidates
+        remask = select_remask(keep, counts_after[step]) & candidates.where
         revealed = masked & ~remask
         ids, masked = torch.where(remask, torch.full_like(filled, mask_id), filled), remask
         yield DecodeState(step=step + 1, total=total, ids=ids, masked=masked, revealed=revealed,
-                          scores=keep, pred_ids=pred_ids, log_probs=_on_grid(log_probs, positions, candidates),
-                          critic_scores=None if critic is None else _on_grid(critic, positions, candidates),
-                          keep_noise=_on_grid(added, positions, candidates))
+                          scores=keep, pred_ids=pred_ids, log_probs=log_probs_grid,
+                          critic_scores=None if critic is None else candidates.on_grid(critic, float("nan")),
+                          keep_noise=candidates.on_grid(noise, float("nan")))

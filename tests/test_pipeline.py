@@ -58,8 +58,8 @@ def test_call_returns_images_and_is_reproducible(tiny_pipe):
 
 def test_negative_prompt_changes_only_the_unconditional_half(tiny_pipe):
     def context(negatives):
-        text = TextContext.encode(tiny_pipe.text_encoder, ["a cat"], negatives, 1, 3.0, tiny_pipe.device)
-        return text.prepare(tiny_pipe.base_model)
+        text = TextContext.encode(tiny_pipe.text_encoder, ["a cat"], negatives, 1, tiny_pipe.device)
+        return text.prepare(tiny_pipe.base_model, None, 3.0)
 
     plain, negative = context(None), context(["a dog"])
     # The negative prompt is padded to the prompt's length, so compare the shared prefix of keys.

@@ -268,3 +268,15 @@ def test_a_critic_is_handed_the_sampled_tokens_log_probabilities():
     ids, log_probs = seen[1]  # step 2: the known tokens read 0
     known = ~with_critic[0].masked
     assert (log_probs[known] == 0).all() and (log_probs[~known] < 0).all()
+
+
+def test_each_named_rule_has_a_decode_loop():
+    from muse.sampler_rules import DECODERS, SAMPLER_RULES, amused_decode, decoder
+
+    assert tuple(DECODERS) == SAMPLER_RULES and decoder("muse") is decode and decoder("amused") is amused_decode
+    with pytest.raises(ValueError, match="unknown sampler rules 'ddim'; choose one of muse, amused"):
+        decoder("ddim")
+    init, region = torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match="no token critic"):
+        next(amused_decode(lambda ids: torch.zeros(1, 4, 3), init, region, 3, SamplerSettings(), torch.Generator(),
+                           lambda ids: torch.zeros(1, 4)))

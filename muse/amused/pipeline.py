@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..guidance import combine, is_guided
 from ..hub import (SAFETENSORS_FLOAT, PathLike, WeightsError, load_safetensors, read_safetensors_header,
                    strict_load)
 from ..hub import _raise_mismatch as raise_mismatch
@@ -173,7 +174,7 @@ class AmusedLogits:
                  micro_conds: torch.Tensor, cond_scale: float, grid: tuple[int, int]):
         self.transformer, self.hidden, self.pooled, self.micro = transformer, hidden, pooled, micro_conds
         self.cond_scale, self.grid = float(cond_scale), grid
-        self.guided = self.cond_scale != 1  # then hidden, pooled and micro hold (2B) rows: [uncond; cond]
+        self.guided = is_guided(self.cond_scale)  # then hidden, pooled and micro hold (2B) rows: [uncond; cond]
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         b = ids.shape[0]
@@ -182,9 +183,7 @@ class AmusedLogits:
             x = torch.cat([x] * 2)
         out = self.transformer(x, micro_conds=self.micro, pooled_text_emb=self.pooled,
                                encoder_hidden_states=self.hidden)  # (B', K, h, w)
-        if self.guided:
-            uncond, cond = out.chunk(2)
-            out = uncond + self.cond_scale * (cond - uncond)
+        out = combine(out, self.cond_scale, uncond_first=True, upcast=False)  # in the model's dtype, as aMUSEd
         # The same (B, N, K) view as AmusedScheduler.step makes: its softmax then sees the same layout.
         return out.reshape(b, out.shape[1], -1).permute(0, 2, 1)
 
@@ -312,7 +311,7 @@ class AmusedPipeline(MusePipeline):
         n = r.settings.num_images
         pooled, hidden = pooled.repeat(n, 1), hidden.repeat(n, 1, 1)  # aMUSEd's row order
         scale = r.settings.cond_scale
-        if scale != 1:  # aMUSEd's unconditional rows are the empty prompt's (or the negative prompt's)
+        if is_guided(scale):  # aMUSEd's unconditional rows are the empty prompt's (or the negative prompt's)
             neg_pooled, neg_hidden = self.encode_text(r.negatives or [""] * len(r.prompts))
             pooled = torch.cat([neg_pooled.repeat(n, 1), pooled])
             hidden = torch.cat([neg_hidden.repeat(n, 1, 1), hidden])
