@@ -12,7 +12,7 @@ import os
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from safetensors import SafetensorError
@@ -137,11 +137,12 @@ def read_safetensors_header(file: Path) -> dict[str, tuple[str, tuple[int, ...]]
     return out
 
 
-def check_against_header(model: torch.nn.Module, file: Path, where: str) -> None:
+def check_against_header(model: torch.nn.Module, file: Path, where: str, dropped: Sequence[str] = ()) -> None:
     """Compare a model built on the meta device (no memory) with a file's header: names, shapes and
-    float-ness must match before anything is read or allocated."""
-    header = read_safetensors_header(file)
+    float-ness must match before anything is read or allocated. `dropped`: tensors a file may hold that
+    the model no longer has (the loader drops them), not counted as unexpected."""
     own = model.state_dict()
+    header = {k: v for k, v in read_safetensors_header(file).items() if k in own or k not in dropped}
     wrong = [f"{k}: file {header[k][1]} vs model {tuple(own[k].shape)}"
              for k in sorted(set(own) & set(header)) if header[k][1] != tuple(own[k].shape)]
     wrong += [f"{k}: file {header[k][0]} vs model {own[k].dtype}" for k in sorted(set(own) & set(header))

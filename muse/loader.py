@@ -135,14 +135,10 @@ class PipelineSummary:
         return {name: (self.image_size(name) // self.downsample) ** 2 for name in self.stage_names(superres)}
 
 
-def describe(source: Optional[PathLike]) -> PipelineSummary:
-    """The shipped weights (None) or a local folder, from its validated pipeline.json and tokenizer
+def describe_muse(source: Optional[PathLike]) -> PipelineSummary:
+    """The shipped weights (None) or a local MUSE folder, from its validated pipeline.json and tokenizer
     config.json alone; a WeightsError when they are missing or invalid (a Hub id is not fetched).
-    aMUSEd weights are described from their diffusers configs (`muse.amused.load.describe_amused`)."""
-    from .amused.load import describe_amused, is_amused_source  # that module imports this one
-
-    if is_amused_source(source):
-        return describe_amused(source)
+    `muse.load.describe` picks this or aMUSEd's."""
     folder = local_folder(source)
     config = read_pipeline_config(folder)
     return PipelineSummary(config, read_config(folder / "vq", VQConfig).downsample, (folder / "superres").is_dir())

@@ -154,13 +154,13 @@ class Candidates:
     positions: Optional[torch.Tensor] = None  # long (B, M), or None: every position
 
     @classmethod
-    def of(cls, masked: torch.Tensor, region: torch.Tensor, count: int, remask: bool) -> "Candidates":
-        """This step's candidates: the `count` masked positions of each row (bool (B, N) `masked`), or every
-        region position when earlier choices may be remasked."""
+    def of(cls, masked: torch.Tensor, region: torch.Tensor, counts: list[int], remask: bool) -> "Candidates":
+        """This step's candidates: the masked positions (bool (B, N)), `counts` of them in each row (known
+        on the host), or every region position (bool (B, N)) when earlier choices may be remasked."""
         if remask:
             return cls(region)
-        if 0 < count < masked.shape[1]:
-            return cls(masked, masked_positions(masked, count))
+        if len(set(counts)) == 1 and 0 < counts[0] < masked.shape[1]:
+            return cls(masked, masked_positions(masked, counts[0]))
         return cls(masked)
 
     def fill(self, ids: torch.Tensor, masked: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,12 +174,15 @@ class Candidates:
     def on_grid(self, values: torch.Tensor, elsewhere: float) -> torch.Tensor:
         """Values at the candidates ((B, M), or (B, N)) as a (B, N) grid, `elsewhere` at the other positions."""
         rest = torch.full(self.where.shape, elsewhere, dtype=values.dtype, device=values.device)
-        return rest.scatter(1, self.positions, values) if self.positions is not None else torch.where(self.where, values, rest)
+        if self.positions is not None:
+            return rest.scatter(1, self.positions, values)
+        return torch.where(self.where, values, rest)
 
 
 def step_counts(settings: SamplerSettings, region: torch.Tensor) -> list[list[int]]:
-    """How many positions each row has still masked after each step: (steps, B) on the host, counted
-    from each row's region size (bool (B, N)). One host sync per request: the sizes fix every count."""
+    """How many positions each row has masked before the first step and after each: (steps + 1, B) on
+    the host, counted from each row's region size (bool (B, N)). One host sync per request: the sizes fix
+    every count."""
     sizes = region.sum(dim=1).tolist()
     counts, prev = [sizes], sizes
     for step in range(settings.timesteps):
@@ -227,15 +230,13 @@ def decode(
     region = region.bool()
     ids = torch.where(region, torch.full_like(init_ids, mask_id), init_ids)
     masked = region.clone()
-    counts = step_counts(settings, region)  # counts[step]: masked per row before that step
+    counts = step_counts(settings, region)  # counts[step]: masked per row before that step, (steps + 1, B)
     counts_after = torch.tensor(counts[1:], device=ids.device)  # (steps, B)
     logits_at = at_positions(logits_fn)
     critic_at = at_positions(critic_fn) if critic_fn is not None else None
 
     for step in range(total):
-        before = counts[step]
-        even = len(set(before)) == 1
-        candidates = Candidates.of(masked, region, before[0] if even else 0, settings.can_remask_prev_masked)
+        candidates = Candidates.of(masked, region, counts[step], settings.can_remask_prev_masked)
         logits = logits_at(ids, candidates.positions)  # (B, M, V), or (B, N, V)
         remaining = (total - 1 - step) / total  # annealing factor, 0 at the last step
         pred = top_k_sample(logits, settings.topk_filter_thres, settings.temperature * remaining, generator)

@@ -18,7 +18,7 @@ import diffusers  # the [amused] extra: `make setup-dev` installs it
 from muse import WeightsError, load_pipeline
 from muse.amused import AmusedPipeline, is_amused_source, make_tiny_amused
 from muse.amused.load import AMUSED_DEFAULTS
-from muse.loader import describe
+from muse import describe
 from muse.pipeline import DecodeStep
 
 PROMPT = "A painting of a squirrel eating a burger"
@@ -268,7 +268,7 @@ def test_checked_settings_and_options_are_used_as_they_are(pipe):
     assert torch.equal(list(pipe.stream(PROMPT, options=options, **kwargs))[-1].ids, ids)
     with pytest.raises(TypeError, match="not both"):
         pipe(PROMPT, output_type="ids", options=options, sampler="amused")
-    with pytest.raises(TypeError, match="must be an AmusedOptions"):
+    with pytest.raises(TypeError, match="options= takes the AmusedOptions"):
         pipe(PROMPT, output_type="ids", options={"sampler": "muse"})
 
 

@@ -42,6 +42,17 @@ def test_stream_yields_every_step_of_both_stages(tiny_pipe):
     assert np.array_equal(np.asarray(steps[-1].canvas[0]), np.asarray(steps[-1].prediction[0]))
 
 
+def test_a_step_holds_its_sampler_state(tiny_pipe):
+    import dataclasses
+
+    step = next(iter(tiny_pipe.stream("a cat", timesteps=2, seed=0)))
+    for name in ("step", "total", "ids", "pred_ids", "masked", "revealed", "scores", "log_probs", "critic_scores",
+                 "keep_noise"):
+        assert getattr(step, name) is getattr(step.state, name)
+    moved = dataclasses.replace(step, canvas=None)
+    assert moved.state is step.state and moved.canvas is None and moved.label == step.label
+
+
 def test_call_returns_images_and_is_reproducible(tiny_pipe):
     a = tiny_pipe(["a cat", "a dog"], seed=3, num_images=2)
     b = tiny_pipe(["a cat", "a dog"], seed=3, num_images=2)
@@ -191,7 +202,7 @@ def test_checked_settings_are_used_as_they_are(tiny_pipe, monkeypatch):
     assert [s.step for s in tiny_pipe.stream("a cat", settings=settings, previews=False)] == [1, 2, 3]
     with pytest.raises(TypeError, match="not both"):
         tiny_pipe("a cat", settings=settings, timesteps=4)
-    with pytest.raises(TypeError, match="must be a GenerationSettings"):
+    with pytest.raises(TypeError, match="settings= takes the GenerationSettings"):
         list(tiny_pipe.stream("a cat", settings={"timesteps": 3}))
 
 

@@ -205,7 +205,7 @@ def pipeline_config(source: str, image_size: int, scheduler_config: dict[str, An
 
 
 def describe_amused(source: PathLike) -> PipelineSummary:
-    """`muse.loader.describe` for aMUSEd weights: sizes and defaults from the configs alone (a Hub id only
+    """`muse.load.describe` for aMUSEd weights: sizes and defaults from the configs alone (a Hub id only
     from the local cache)."""
     layout = check_layout(resolve_amused(source, variant=None) if Path(source).expanduser().exists()
                           else _cached(source), variant=None)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..hub import PathLike
+from .weights import save_layout
 
 TINY_MERGES = [("t", "h"), ("th", "e</w>"), ("a", "n"), ("an", "d</w>"), ("o", "f</w>"), ("i", "n")]
 
@@ -53,8 +54,6 @@ def make_tiny_amused(folder: PathLike, seed: int = 0, grid: int = 8) -> Path:
     it in diffusers layout, safetensors only; returns the folder."""
     from diffusers import AmusedScheduler, UVit2DModel, VQModel
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
-    from .pipeline import save_layout
 
     folder = Path(folder)
     torch.manual_seed(seed)  # diffusers' fast tests seed the global generator before each component
