@@ -3,7 +3,9 @@
 Each field of `SamplerSettings` (how to decode) and `GenerationSettings` (a whole request) carries its
 `Setting` in its metadata. `SCHEMA` collects them; the dataclasses validate with it, and the
 playground's sliders, its tighter limits and the command line's options are generated from it
-(`Setting.check`, with the same user-facing messages everywhere).
+(`Setting.check`, with the same user-facing messages everywhere). Each setting also records the groups
+it belongs to (`Setting.groups`: the page, the critic, side by side, aMUSEd), from which every list of
+setting names is drawn (`grouped`).
 """
 
 from __future__ import annotations
@@ -11,12 +13,27 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Union
 
 from .schedules import SCHEDULES, ScheduleLike
 
 MAX_IMAGES = 16  # per request: prompts x num_images
 MAX_SEED = 2**63 - 1
+
+
+# The groups a setting may belong to (`Setting.groups`), each with the setting's place in it: the order
+# in which the group's settings are shown and taken (API clients may pass them by position).
+PAGE = "page"  # a control of the playground and a parameter of its request endpoints
+CRITIC = "critic"  # acts only through a token critic: offered for a model with one
+SUPERRES = "superres"  # acts only through a super-res stage: offered for a model with one
+AMUSED = "amused"  # aMUSEd's own settings: offered for the models that take them
+COLUMN = "column"  # set by each side-by-side column on its own
+SHARED = "shared"  # set once for both side-by-side columns
+GROUPS = (PAGE, CRITIC, SUPERRES, AMUSED, COLUMN, SHARED)
+# The groups that say what a model must have for the setting to be offered.
+FEATURES = (CRITIC, SUPERRES, AMUSED)
+
+Groups = Union[Mapping[str, int], tuple[tuple[str, int], ...]]
 
 
 class SettingError(ValueError):
@@ -49,6 +66,18 @@ class Setting:
     label: str = ""
     help: str = ""
     step: Optional[float] = None  # slider resolution
+    groups: Groups = ()  # {group: place in it}; kept as sorted (group, place) pairs
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "groups", tuple(sorted(dict(self.groups).items())))
+
+    def place(self, group: str) -> Optional[int]:
+        """The setting's place in `group` (None: not in it)."""
+        return dict(self.groups).get(group)
+
+    def needs(self) -> frozenset[str]:
+        """What a model must have for the setting to be offered (`FEATURES`)."""
+        return frozenset(group for group, _ in self.groups if group in FEATURES)
 
     def limits(self, limits: Optional[tuple[float, float]] = None) -> tuple[float, float]:
         """The range in force: `limits` (a caller's tighter range, e.g. the playground's) or the schema's."""
@@ -106,6 +135,13 @@ def setting(default: Any, *, kind: Optional[type] = None, **spec: Any) -> Any:
     return field(default=default, metadata={"setting": dict(spec, kind=kind or type(default))})
 
 
+def grouped(settings: Mapping[str, Setting], group: str, offered: Optional[frozenset[str]] = None) -> tuple[str, ...]:
+    """The names of `settings` in `group`, in their places there; with `offered` (the `FEATURES` a model
+    has), only those it offers."""
+    chosen = [s for s in settings.values() if s.place(group) is not None and (offered is None or s.needs() <= offered)]
+    return tuple(s.name for s in sorted(chosen, key=lambda s: s.place(group)))
+
+
 def _schema_of(cls: type) -> dict[str, Setting]:
     return {f.name: Setting(name=f.name, default=f.default, **f.metadata["setting"])
             for f in dataclasses.fields(cls) if "setting" in f.metadata}
@@ -121,18 +157,21 @@ def _validate(obj: Any) -> None:
 class SamplerSettings:
     """How to decode one stage (`muse.sampling.decode`); names follow muse-maskgit-pytorch's `generate`."""
 
-    timesteps: int = setting(12, lo=1, hi=256, step=1, label="Timesteps",
+    timesteps: int = setting(12, groups={PAGE: 0, COLUMN: 6}, lo=1, hi=256, step=1, label="Timesteps",
                              help="decoding steps per stage: more steps reveal fewer tokens at a time "
                                   "(slower, often cleaner)")
-    temperature: float = setting(1.0, lo=0, hi=100, step=0.05, label="Temperature",
+    temperature: float = setting(1.0, groups={PAGE: 2, COLUMN: 5}, lo=0, hi=100, step=0.05, label="Temperature",
                                  help="randomness of each predicted token (annealed to 0 by the last step); "
                                       "0 = always the likeliest")
-    topk_filter_thres: float = setting(0.9, lo=0, hi=1, below_hi=True, step=0.01, label="Top-k threshold",
+    topk_filter_thres: float = setting(0.9, groups={PAGE: 4}, lo=0, hi=1, below_hi=True, step=0.01,
+                                       label="Top-k threshold",
                                        help="drops the least likely codes before sampling: 0.9 keeps the top 10 %")
-    schedule: ScheduleLike = setting("cosine", choices=tuple(SCHEDULES), callables=True, label="Schedule",
+    schedule: ScheduleLike = setting("cosine", groups={PAGE: 6, COLUMN: 3}, choices=tuple(SCHEDULES), callables=True,
+                                     label="Schedule",
                                      help="the curve of masked tokens per step (see the schedule plot): "
                                           "cosine reveals few tokens early")
-    critic_noise_scale: float = setting(1.0, lo=0, hi=100, step=0.05, label="Critic noise",
+    critic_noise_scale: float = setting(1.0, groups={PAGE: 3, CRITIC: 1, COLUMN: 1}, lo=0, hi=100, step=0.05,
+                                        label="Critic noise",
                                         help="noise added to the token critic's scores when choosing what to "
                                              "keep: more = more varied choices. It acts only with the critic on")
     choice_temperature: float = setting(4.5, lo=0, hi=100, step=0.1, label="Choice temperature",
@@ -149,17 +188,18 @@ class SamplerSettings:
 class GenerationSettings(SamplerSettings):
     """Everything a request may set (the sampler's settings and the pipeline's); validated on creation."""
 
-    cond_scale: float = setting(3.0, lo=0, hi=100, step=0.1, label="Guidance (cond_scale)",
+    cond_scale: float = setting(3.0, groups={PAGE: 1, COLUMN: 4}, lo=0, hi=100, step=0.1, label="Guidance (cond_scale)",
                                 help="classifier-free guidance: 0 ignores the prompt, 1 is plain conditioning, "
                                      "higher follows it harder")
-    use_critic: bool = setting(True, label="Use the token critic",
+    use_critic: bool = setting(True, groups={PAGE: 5, CRITIC: 0, COLUMN: 0}, label="Use the token critic",
                                help="rank tokens with the separate token critic instead of the model's own "
                                     "confidence")
-    superres: bool = setting(True, label="Super-res stage",
+    superres: bool = setting(True, groups={PAGE: 7, SUPERRES: 0, SHARED: 2}, label="Super-res stage",
                              help="run the second (super-res) stage after the base stage")
-    seed: Optional[int] = setting(None, kind=int, lo=0, hi=MAX_SEED, optional=True, label="Seed",
+    seed: Optional[int] = setting(None, groups={PAGE: 8, SHARED: 0}, kind=int, lo=0, hi=MAX_SEED, optional=True,
+                                  label="Seed",
                                   help="the same seed and settings give the same images; none draws one")
-    num_images: int = setting(1, lo=1, hi=MAX_IMAGES, step=1, label="Number of images",
+    num_images: int = setting(1, groups={PAGE: 10}, lo=1, hi=MAX_IMAGES, step=1, label="Number of images",
                               help="images per prompt")
 
     def sampler(self) -> SamplerSettings:
@@ -180,23 +220,26 @@ class AmusedSettings:
     model is told of the training image it should resemble). `muse.amused.AmusedOptions` checks its
     options with these; the playground builds its controls from them for models that take them."""
 
-    sampler: str = setting("amused", choices=SAMPLERS, label="Sampler",
+    sampler: str = setting("amused", groups={PAGE: 12, AMUSED: 0, COLUMN: 2}, choices=SAMPLERS, label="Sampler",
                            help="amused: aMUSEd's own rules, draw for draw (the images of diffusers' AmusedPipeline); "
                                 "muse: our MaskGIT sampler (annealed temperature, top-k, Gumbel keep noise). "
                                 "Under amused the temperature is a plain softmax temperature, not annealed")
-    aesthetic_score: float = setting(6.0, lo=0, hi=10, step=0.1, label="Aesthetic score",
+    aesthetic_score: float = setting(6.0, groups={PAGE: 13, AMUSED: 1, SHARED: 3}, lo=0, hi=10, step=0.1,
+                                     label="Aesthetic score",
                                      help="micro-conditioning: the LAION aesthetic score (0-10) the model is told "
                                           "the image has; aMUSEd's default is 6")
-    micro_width: Optional[int] = setting(None, kind=int, lo=0, hi=MAX_MICRO, optional=True, label="Original width",
+    micro_width: Optional[int] = setting(None, groups={PAGE: 14, AMUSED: 2, SHARED: 4}, kind=int, lo=0, hi=MAX_MICRO,
+                                         optional=True, label="Original width",
                                          help="micro-conditioning: the width in pixels the model is told the "
                                               "original image had; aMUSEd's default is the output size")
-    micro_height: Optional[int] = setting(None, kind=int, lo=0, hi=MAX_MICRO, optional=True, label="Original height",
+    micro_height: Optional[int] = setting(None, groups={PAGE: 15, AMUSED: 3, SHARED: 5}, kind=int, lo=0, hi=MAX_MICRO,
+                                          optional=True, label="Original height",
                                           help="micro-conditioning: the height in pixels the model is told the "
                                                "original image had; aMUSEd's default is the output size")
-    crop_top: int = setting(0, lo=0, hi=MAX_MICRO, label="Crop top",
+    crop_top: int = setting(0, groups={PAGE: 16, AMUSED: 4, SHARED: 6}, lo=0, hi=MAX_MICRO, label="Crop top",
                             help="micro-conditioning: the top of the crop the model is told the image was cut "
                                  "from, in pixels; aMUSEd's default 0 (uncropped)")
-    crop_left: int = setting(0, lo=0, hi=MAX_MICRO, label="Crop left",
+    crop_left: int = setting(0, groups={PAGE: 17, AMUSED: 5, SHARED: 7}, lo=0, hi=MAX_MICRO, label="Crop left",
                              help="micro-conditioning: the left of the crop the model is told the image was cut "
                                   "from, in pixels; aMUSEd's default 0 (uncropped)")
 
@@ -222,4 +265,5 @@ def known_settings(values: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["Setting", "SettingError", "SCHEMA", "SamplerSettings", "GenerationSettings", "setting", "MAX_IMAGES",
-           "AmusedSettings", "AMUSED_SCHEMA", "SAMPLERS"]
+           "AmusedSettings", "AMUSED_SCHEMA", "SAMPLERS", "grouped", "PAGE", "CRITIC", "SUPERRES", "AMUSED", "COLUMN",
+           "SHARED", "GROUPS", "FEATURES"]

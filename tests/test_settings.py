@@ -71,3 +71,19 @@ def test_weights_defaults_are_checked_by_the_schema():
     assert PipelineConfig(defaults={"timesteps": 8, "something_else": 1}).defaults["timesteps"] == 8
     with pytest.raises(ValueError, match="timesteps"):
         PipelineConfig(defaults={"timesteps": 0})
+
+
+def test_groups_name_where_each_setting_goes_and_in_what_order():
+    from muse.settings import AMUSED_SCHEMA, COLUMN, GROUPS, PAGE, grouped
+
+    settings = {**SCHEMA, **AMUSED_SCHEMA}
+    for group in GROUPS:
+        places = [s.place(group) for s in settings.values() if s.place(group) is not None]
+        assert len(places) == len(set(places)), group  # one place per setting in each group
+    assert all(group in GROUPS for s in settings.values() for group, _ in s.groups)
+    assert grouped(SCHEMA, COLUMN) == ("use_critic", "critic_noise_scale", "schedule", "cond_scale", "temperature",
+                                       "timesteps")
+    assert grouped(SCHEMA, PAGE, offered=frozenset()) == ("timesteps", "cond_scale", "temperature",
+                                                           "topk_filter_thres", "schedule", "seed", "num_images")
+    assert SCHEMA["critic_noise_scale"].needs() == {"critic"} and SCHEMA["timesteps"].needs() == frozenset()
+    assert "choice_temperature" not in grouped(SCHEMA, PAGE)  # a setting of the library, not of the page
