@@ -141,7 +141,7 @@ INSTALL_PROBES = """() => {
 }"""
 RESET = "() => window.__bench.reset()"
 READY = "() => window.__bench.ready !== null"
-# the status line's placeholder once the model has loaded and warmed up (app.MODEL_READY)
+# the status line's placeholder once the model has loaded and warmed up (muse.playground.endpoints.MODEL_READY)
 MODEL_READY = "() => (document.querySelector('#status textarea') || {}).placeholder?.startsWith('model ready')"
 # The run's last canvas picture drawn, and every picture on the page loaded (or failed).
 ALL_DRAWN = """() => {
@@ -342,7 +342,8 @@ def request_settings(prompt: str, seed: int) -> dict[str, Any]:
     from muse import playground
 
     values = {**playground.page_defaults(), "randomize_seed": False, "seed": seed}
-    return playground.check_request(prompt, values).kwargs
+    request = playground.check_request(prompt, values)
+    return {"negative_prompt": request.negative_prompt, **request.values}
 
 
 def request_in_library(pipe, prompt: str, seed: int, page_png: Optional[bytes],
@@ -614,7 +615,7 @@ def main(argv: Optional[list[str]] = None) -> float:
             "settings": {k: v for k, v in request_settings("x", 0).items() if k != "seed"},
             "seed": "drawn by the page (randomize seed is on by default); the library reuses it",
             "library_threads": threads, "app_threads": "unknown (--url)" if args.url else app_torch_threads(args),
-            "stream_fps": os.environ.get("MUSE_STREAM_FPS", "the app's default (app.STREAM_FPS)"),
+            "stream_fps": os.environ.get("MUSE_STREAM_FPS", "the app's default (muse.playground.stream.DEFAULT_STREAM_FPS)"),
             "prompts": args.prompts, "warmup": args.warmup, "library_load_s": library_load_s, **figures,
             "page_errors": errors, "ratio_browser_over_library": ratio,
             "ratio_browser_over_library_alone": m["ready_s"] / m["library_alone_s"],

@@ -24,9 +24,10 @@ from typing import Any, Optional, Sequence
 ROOT = Path(__file__).resolve().parent.parent
 APP_FILE = "app.py"
 TOP_FILES = (APP_FILE, "requirements.txt", "README.md", "LICENSE", ".gitattributes")  # each if present
-FOLDERS = ("muse", "weights")  # all of each, but Python's caches
+FOLDERS = ("muse", "weights")  # all of each, but what `_kept` leaves out
 SKIPPED_DIRS = {"__pycache__"}
-SKIPPED_SUFFIXES = {".pyc", ".pyo"}
+SKIPPED_SUFFIXES = {".pyc", ".pyo", ".pyi"}  # Python's caches, and the type stubs Gradio writes at import
+SKIPPED_NAMES = {".gitignore"}
 README_IMAGE_SUFFIXES = {".png", ".gif", ".jpg", ".jpeg", ".webp", ".svg"}
 PYTHON_VERSION = "3.11"  # every figure in the README was measured on it; Spaces default to 3.10
 LFS_OVER_BYTES = 10 * 1000 * 1000  # the Hub refuses larger files pushed with git unless stored with LFS/Xet
@@ -44,7 +45,8 @@ class SpaceFile:
 
 
 def _kept(path: Path, root: Path) -> bool:
-    return path.is_file() and path.suffix not in SKIPPED_SUFFIXES and not SKIPPED_DIRS & set(path.relative_to(root).parts)
+    return (path.is_file() and path.suffix not in SKIPPED_SUFFIXES and path.name not in SKIPPED_NAMES
+            and not SKIPPED_DIRS & set(path.relative_to(root).parts))
 
 
 def readme_images(root: Path) -> list[str]:

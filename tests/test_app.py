@@ -1,9 +1,9 @@
-"""The playground's handlers called directly (no server), its logic (`muse.playground`), and the
-pictures in muse.viz. Outputs are read by name (`OUTPUTS`), never by position."""
+"""The playground's handlers called directly (no server) and its logic (`muse.playground`). Outputs are
+read by name (`OUTPUTS`), never by position. (The pictures themselves: test_viz.py.)"""
 
 from __future__ import annotations
 
-import dataclasses
+import importlib.util
 import inspect
 import json
 import math
@@ -23,9 +23,12 @@ from PIL import Image
 from muse import playground, viz
 from muse.hub import WeightsError
 from muse.images import square
-from muse.loader import describe
-from muse.playground import CONTROLS, LIMITS, OUTPUTS, REQUEST_SETTINGS, PlaygroundError
+from muse.load import describe
+from muse.pipeline import MusePipeline
+from muse.playground import CONTROLS, LIMITS, OUTPUTS, REQUEST_SETTINGS, PlaygroundError, server, uploads
+from muse.playground.transport import InlinePicture, slow_queue_poll
 from muse.settings import SCHEMA, SettingError
+from tests.harness.images import gradient
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -39,8 +42,8 @@ def app(tiny_weights):
         mp.setenv("MUSE_WEIGHTS", str(tiny_weights))
         import app as module
 
-        mp.setattr(module, "FRAME_S", 0.0)  # every step streamed (the tiny model's steps come far faster
-        yield module                         # than the app's pace: see test_a_paced_stream_...)
+        mp.setattr(module.endpoints, "FRAME_S", 0.0)  # every step streamed (the tiny model's steps come far
+        yield module                                   # faster than the app's pace: test_a_paced_stream_...)
 
 
 def request(**overrides):
@@ -62,7 +65,7 @@ def collect(stream, check_final_files=True):
     out = []
     for u in stream:
         u = dict(zip(OUTPUTS, u))  # the handler yields one value per output, in OUTPUTS order
-        u["inline"] = {name for name, value in u.items() if isinstance(value, sys.modules["app"].InlinePicture)}
+        u["inline"] = {name for name, value in u.items() if isinstance(value, InlinePicture)}
         u.update({name: u[name].image for name in u["inline"]})  # a streamed step's pictures, sent inline
         if check_final_files and u["files"] is not None and not is_skip(u["files"]):
             for path in u["files"]:
@@ -98,12 +101,12 @@ def test_import_builds_the_page_without_a_model(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
-    # Gradio writes a type stub for app.FrameImage (a gr.Image variant) beside app.py: git ignores it, so
+    # Gradio writes a type stub for FrameImage (a gr.Image variant) beside its module: git ignores it, so
     # importing the app leaves a checkout clean
-    stub = ROOT / "app.pyi"
+    stub = ROOT / "muse" / "playground" / "transport.pyi"
     if stub.exists() and (ROOT / ".git").exists():
         ignored = subprocess.run(["git", "check-ignore", "-q", str(stub)], cwd=ROOT)
-        assert ignored.returncode == 0, "app.pyi is not git-ignored"
+        assert ignored.returncode == 0, "transport.pyi is not git-ignored"
 
 
 def test_missing_weights_give_a_clear_error_then_recover(app, tiny_weights, monkeypatch):
@@ -128,19 +131,30 @@ def test_endpoints_share_one_worker_and_a_bounded_queue(app):
     heavy = [fns[name] for name in ("generate", "inpaint", "superres")]
     assert all(f.concurrency_limit == 1 for f in heavy)
     assert len({f.concurrency_id for f in heavy}) == 1
-    assert app.demo._queue.max_size == app.QUEUE_SIZE > 0
     assert all(f.api_visibility == "public" for f in heavy)
-    # the idle queue looks for events every 10 ms, not every 1 ms (a tenth of a core): this fails when a
-    # Gradio upgrade renames the attribute, and the poll goes back to costing that
-    assert app.demo._queue.sleep_when_free == app.QUEUE_POLL_S
+
+    class Blocks:  # what the queue is asked for (the line's bound is test_robustness's)
+        def queue(self, **kwargs):
+            self.asked = kwargs
+
+    assert server.configure_queue(Blocks()).asked == {"max_size": server.QUEUE_SIZE, "default_concurrency_limit": 1}
+    assert server.QUEUE_SIZE > 0
+    # the idle queue looks for events every 10 ms, not every 1 ms (part of a core): this fails when a Gradio
+    # upgrade takes away what it sets, and the poll goes back to costing that
+    assert slow_queue_poll(app.demo)
 
 
-def test_gpu_decorator_is_a_no_op_without_spaces(app):
-    try:
-        import spaces  # noqa: F401
-    except ImportError:
-        fn = lambda: None  # noqa: E731
-        assert app.gpu(fn) is fn
+def test_only_zero_gpu_runs_the_handlers_on_a_gpu():
+    fn = lambda: None  # noqa: E731
+    assert server.gpu_decorator(None)(fn) is fn
+
+    class Spaces:  # Hugging Face's `spaces`, as far as the app uses it
+        @staticmethod
+        def GPU(duration):
+            return lambda f: ("on a GPU for", duration, f)
+
+    assert server.gpu_decorator(Spaces)(fn) == ("on a GPU for", server.GPU_SECONDS, fn)
+    assert server.ZERO_GPU == (importlib.util.find_spec("spaces") is not None)
 
 
 # ----- streaming ---------------------------------------------------------------------------------
@@ -200,13 +214,6 @@ def test_base_only_and_previews_off(app):
     assert final["canvas"].size == (2 * playground.DISPLAY_SIZE, playground.DISPLAY_SIZE)  # two images side by side
     assert final["timeline"] is None and final["animation"] is None  # nothing to animate without previews
     assert "64 of 64 tokens fixed" in final["status"]
-
-
-def gradient(size=(96, 64)) -> Image.Image:
-    x = np.linspace(0, 255, size[0], dtype=np.float32)
-    y = np.linspace(0, 255, size[1], dtype=np.float32)
-    rgb = np.stack(np.broadcast_arrays(x[None, :], y[:, None], 128 + 0 * x[None, :]), -1)
-    return Image.fromarray(rgb.astype(np.uint8))
 
 
 def test_inpaint_keeps_the_unmasked_region(app):
@@ -326,26 +333,26 @@ def save(image: Image.Image, path: Path) -> Path:
 
 
 def test_open_image_reads_any_mode_and_size(app, tmp_path):
-    big = app.open_image(save(Image.new("RGB", (6000, 6000), (200, 30, 30)), tmp_path / "big.png"))
-    assert max(big.size) == app.WORK_SIZE and big.mode == "RGB"
-    assert app.open_image(save(Image.new("L", (50, 70), 128), tmp_path / "gray.png")).mode == "RGB"
-    assert app.open_image(save(Image.new("RGBA", (40, 40), (255, 0, 0, 90)), tmp_path / "rgba.png")).mode == "RGBA"
-    assert app.open_image(save(Image.new("P", (40, 40), 3), tmp_path / "pal.png")).mode in ("RGB", "RGBA")
+    big = uploads.open_image(save(Image.new("RGB", (6000, 6000), (200, 30, 30)), tmp_path / "big.png"))
+    assert max(big.size) == uploads.WORK_SIZE and big.mode == "RGB"
+    assert uploads.open_image(save(Image.new("L", (50, 70), 128), tmp_path / "gray.png")).mode == "RGB"
+    assert uploads.open_image(save(Image.new("RGBA", (40, 40), (255, 0, 0, 90)), tmp_path / "rgba.png")).mode == "RGBA"
+    assert uploads.open_image(save(Image.new("P", (40, 40), 3), tmp_path / "pal.png")).mode in ("RGB", "RGBA")
     deep = Image.fromarray(np.full((30, 30), 40_000, np.uint16))
-    rgb = app.open_image(save(deep, tmp_path / "deep.png"))
+    rgb = uploads.open_image(save(deep, tmp_path / "deep.png"))
     assert rgb.mode == "RGB" and 150 < np.asarray(rgb).mean() < 160  # 40000/65535 of white, not clipped
-    assert app.open_image(save(Image.new("RGB", (30, 20)), tmp_path / "x.jpg")).size == (30, 20)
+    assert uploads.open_image(save(Image.new("RGB", (30, 20)), tmp_path / "x.jpg")).size == (30, 20)
     (tmp_path / "notes.png").write_text("not an image at all")
     with pytest.raises(gr.Error, match="not a readable image"):
-        app.open_image(tmp_path / "notes.png")
+        uploads.open_image(tmp_path / "notes.png")
     with pytest.raises(gr.Error, match="not a readable image"):
-        app.open_image(b"\x89PNG\r\n\x1a\n truncated")
+        uploads.open_image(b"\x89PNG\r\n\x1a\n truncated")
 
 
 def test_open_image_refuses_huge_images_before_decoding(app, tmp_path, monkeypatch):
-    monkeypatch.setattr(app, "MAX_UPLOAD_PIXELS", 1000)
+    monkeypatch.setattr(uploads, "MAX_UPLOAD_PIXELS", 1000)
     with pytest.raises(gr.Error, match="megapixels"):
-        app.open_image(save(Image.new("L", (40, 40)), tmp_path / "a.png"))
+        uploads.open_image(save(Image.new("L", (40, 40)), tmp_path / "a.png"))
 
 
 def test_unexpected_failures_are_logged_not_shown(app, monkeypatch, caplog):
@@ -361,16 +368,16 @@ def test_unexpected_failures_are_logged_not_shown(app, monkeypatch, caplog):
 
 
 def test_schedule_preview(app):
-    assert isinstance(app.schedule_preview("arccos", 8, True), Image.Image)
-    assert is_skip(app.schedule_preview("arccos", 0, True))
-    assert is_skip(app.schedule_preview("nope", 8, True))
+    assert isinstance(app.endpoints.schedule_preview("arccos", 8, True), Image.Image)
+    assert is_skip(app.endpoints.schedule_preview("arccos", 0, True))
+    assert is_skip(app.endpoints.schedule_preview("nope", 8, True))
 
 
 def test_schedule_preview_before_the_model_is_loaded_counts_tokens_from_the_configs(app, tiny_pipe, monkeypatch):
     monkeypatch.setattr(playground.MODEL, "_pipe", None)
     assert playground.token_counts() == tiny_pipe.token_counts() == {"base": 64, "superres": 256}
     assert playground.token_counts(superres=False) == tiny_pipe.token_counts(superres=False)
-    assert is_skip(app.schedule_preview("cosine", 8, "maybe"))
+    assert is_skip(app.endpoints.schedule_preview("cosine", 8, "maybe"))
 
 
 # ----- one settings schema, outputs by name --------------------------------------------------------
@@ -471,8 +478,9 @@ def test_endpoints_take_the_request_settings_by_name(app):
 def test_updates_are_keyed_by_output_name(tiny_pipe):
     values = {**playground.page_defaults(), "timesteps": 2, "seed": 3, "randomize_seed": False, "superres": True}
     request = playground.check_request("red heart", values)
-    steps = tiny_pipe.stream(request.prompt, previews=request.previews, **request.kwargs)
-    updates = list(playground.stream_updates(steps, request, has_critic=True))
+    kwargs = request.pipeline_kwargs(tiny_pipe)
+    steps = tiny_pipe.stream(request.prompt, previews=request.previews, **kwargs)
+    updates = list(playground.stream_updates(steps, kwargs["settings"], has_critic=True))
     # every update but the result is marked as a run's passing frame; the result comes first without the
     # pictures of the decoding, then with them
     assert [u.pop(playground.PASSING, False) for u in updates] == [True, True, True, False, False]
@@ -482,85 +490,6 @@ def test_updates_are_keyed_by_output_name(tiny_pipe):
     assert set(updates[1]) == {"status", *playground.STEP_OUTPUTS}
     assert set(updates[-2]) == set(OUTPUTS) - set(playground.PICTURE_OUTPUTS)
     assert set(updates[-1]) == set(OUTPUTS) and updates[-1]["seed"] == 3
-
-
-# ----- muse.viz ----------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def steps(tiny_pipe):
-    return list(tiny_pipe.stream("red heart", timesteps=4, seed=3, num_images=2))
-
-
-@pytest.fixture(scope="module")
-def inpaint_steps(tiny_pipe):
-    mask = Image.new("L", (64, 64), 0)
-    mask.paste(255, (0, 0, 32, 64))
-    return list(tiny_pipe.stream_inpaint(gradient((64, 64)), mask, "cat face", timesteps=3, seed=1))
-
-
-def test_upscale_is_nearest_and_tile_makes_a_grid():
-    small = Image.fromarray(np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8))  # 2x1
-    big = viz.upscale(small, 8)
-    assert big.size == (8, 4)
-    assert set(np.unique(np.asarray(big))) == {0, 255}
-    assert viz.tile([small] * 4).size == (4, 2)
-    assert viz.tile([small] * 3, columns=3).size == (6, 1)
-    with pytest.raises(ValueError):
-        viz.tile([])
-
-
-def test_highlight_outlines_the_revealed_tokens(steps):
-    step = steps[1]
-    out = viz.highlight_tokens(step.canvas[0], step.revealed[0], 256)
-    arr = np.asarray(out)
-    hits = (arr == viz.HIGHLIGHT).all(-1)
-    cells = hits.reshape(8, 32, 8, 32).any(axis=(1, 3))  # base grid: 8x8 tokens of 32 px
-    assert np.array_equal(cells, step.revealed[0].numpy())
-    assert viz.step_canvas(step, 128).size == (256, 128)  # two images tiled
-
-
-def test_reveal_order_and_confidence(steps, inpaint_steps):
-    order = viz.reveal_order(steps, index=1)
-    assert set(order) == {"base", "superres"}
-    assert order["base"].shape == (8, 8) and order["superres"].shape == (16, 16)
-    for grid in order.values():
-        assert grid.min() >= 1 and grid.max() == 4  # every token fixed at some step
-    conf = viz.confidence_at_reveal(steps)  # the model's probability of each token when it was fixed
-    assert all(np.isfinite(c).all() and ((c >= 0) & (c <= 1)).all() for c in conf.values())
-
-    inpaint_order = viz.reveal_order(inpaint_steps)["superres"]
-    region = inpaint_steps[-1].region[0].numpy()
-    assert (inpaint_order[~region] == 0).all() and (inpaint_order[region] >= 1).all()
-    inpaint_conf = viz.confidence_at_reveal(inpaint_steps)["superres"]
-    assert np.isnan(inpaint_conf[~region]).all() and np.isfinite(inpaint_conf[region]).all()
-    assert viz.reveal_order_map(inpaint_steps).width > viz.reveal_order_map(inpaint_steps).height
-    assert viz.confidence_map(inpaint_steps, critic=True).mode == "RGB"
-
-
-def test_schedule_plot_and_timeline(steps):
-    assert viz.schedule_plot("cosine", 12, {"base": 64, "superres": 256}).mode == "RGB"
-    assert viz.schedule_plot("linear", 1, (64,)).size[0] > 0
-    sheet = viz.timeline_sheet(steps, size=32)  # 2 stages of 4 steps: a row each, under its title
-    assert sheet.width == 4 * 32 + 3 * 3 and 2 * 32 < sheet.height < 4 * 32
-    assert viz.timeline_sheet(steps, size=32, columns=2).height > 4 * 32  # 2 rows per stage
-    # every step's picture is in its cell: the last cell holds the final image
-    cell = viz.step_canvas(steps[-1], 16)  # a batch of 2, tiled side by side in the 32 px cell
-    x, y = 3 * 35, sheet.height - 12 - cell.height
-    assert np.array_equal(np.asarray(sheet.crop((x, y, x + cell.width, y + cell.height))), np.asarray(cell))
-
-
-def test_decoding_gif(steps, tmp_path):
-    path = viz.decoding_gif(steps, tmp_path / "sub" / "run.gif")
-    with Image.open(path) as gif:
-        assert gif.format == "GIF" and gif.n_frames == len(steps)
-        durations = []
-        for i in range(gif.n_frames):
-            gif.seek(i)
-            durations.append(gif.info["duration"])
-    assert durations[-1] == max(durations) > durations[0]  # the final frame is held
-    no_canvas = [dataclasses.replace(s, canvas=None) for s in steps]
-    with pytest.raises(ValueError, match="previews"):
-        viz.decoding_gif(no_canvas, tmp_path / "none.gif")
 
 
 # ----- replaying a run, before / after, the brush ----------------------------------------------------
@@ -607,7 +536,7 @@ def test_the_step_slider_replays_each_step_without_decoding_again(app, monkeypat
 
 def test_a_paced_stream_coalesces_steps_and_says_how_many_went(app, monkeypatch):
     # a pace slower than any run: only the steps that always go (the first, each stage's last, the result)
-    monkeypatch.setattr(app, "FRAME_S", 60.0)
+    monkeypatch.setattr(app.endpoints, "FRAME_S", 60.0)
     ups = collect(app.generate(**request()))
     assert [u["status"].split(" · ")[0] for u in ups[:-2]] == ["base 1/4", "base 4/4"]
     assert ups[0]["scrub"]["value"] == 1 and [u["scrub"] for u in ups[1:]] == [4, 8, 8]  # to the step shown
@@ -618,7 +547,7 @@ def test_a_paced_stream_coalesces_steps_and_says_how_many_went(app, monkeypatch)
     key = final["replay"]
     assert [playground.replay(key, k)["step_info"].split(" · ")[0] for k in range(1, 9)] == \
         [f"{stage} {i}/4" for stage in ("base", "superres") for i in range(1, 5)]
-    monkeypatch.setattr(app, "FRAME_S", 0.0)
+    monkeypatch.setattr(app.endpoints, "FRAME_S", 0.0)
     every = collect(app.generate(**request()))
     assert len(every) == 8 + 1 and "shown live" not in every[-1]["status"]
     assert np.array_equal(np.asarray(every[-1]["canvas"]), np.asarray(final["canvas"]))
@@ -626,7 +555,7 @@ def test_a_paced_stream_coalesces_steps_and_says_how_many_went(app, monkeypatch)
 
 
 def test_a_paced_comparison_keeps_the_first_each_end_and_the_result(app, monkeypatch):
-    monkeypatch.setattr(app, "FRAME_S", 60.0)
+    monkeypatch.setattr(app.endpoints, "FRAME_S", 60.0)
     ups = compared(app.compare(**compare_request(timesteps_b=6)))
 
     def shown(status):  # "done · superres 4/4 · 256 of 256 tokens fixed" -> "done · superres 4/4"
@@ -644,14 +573,14 @@ def test_the_stream_decodes_on_the_one_compute_thread(app, monkeypatch):
     from muse.compute import COMPUTE
 
     seen = set()
-    real_stream = playground.MusePipeline.stream
+    real_stream = MusePipeline.stream
 
     def stream(self, *args, **kwargs):
         for step in real_stream(self, *args, **kwargs):
             seen.add(threading.get_ident())
             yield step
 
-    monkeypatch.setattr(playground.MusePipeline, "stream", stream)
+    monkeypatch.setattr(MusePipeline, "stream", stream)
     threads = [threading.Thread(target=lambda: collect(app.generate(**request()))) for _ in range(3)]
     for t in threads:
         t.start()
@@ -707,7 +636,7 @@ def compare_request(**overrides):
 def compared(stream):
     ups = [dict(zip(playground.COMPARE_OUTPUTS, u)) for u in stream]
     for u in ups:
-        u["inline"] = {name for name, value in u.items() if isinstance(value, sys.modules["app"].InlinePicture)}
+        u["inline"] = {name for name, value in u.items() if isinstance(value, InlinePicture)}
         u.update({name: u[name].image for name in u["inline"]})
     return ups
 
@@ -733,22 +662,6 @@ def page_value(name):
     return playground.page_defaults()[name]
 
 
-def test_the_difference_view_counts_positions_chosen_differently(tiny_pipe):
-    a = list(tiny_pipe.stream("red heart", seed=4, timesteps=4, use_critic=True))
-    b = list(tiny_pipe.stream("red heart", seed=4, timesteps=4, use_critic=False))
-    same = viz.difference_grids(a, a)
-    assert all(not differs.any() and np.isfinite(when).all() for differs, when in same.values())
-    grids = viz.difference_grids(a, b)
-    for stage, (differs, when) in grids.items():
-        ids_a, ids_b = [next(s for s in reversed(run) if s.stage == stage).ids[0].numpy() for run in (a, b)]
-        assert np.array_equal(differs, ids_a != ids_b)
-        assert ((when > 0) & (when <= 1)).all()
-    # halfway, only tokens both runs have fixed can differ
-    half = viz.difference_grids(a[:2], b[:2])["base"]
-    fixed_both = ~a[1].masked[0].numpy() & ~b[1].masked[0].numpy()
-    assert not (half[0] & ~fixed_both).any() and np.array_equal(np.isfinite(half[1]), fixed_both)
-
-
 def test_side_by_side_settings_are_checked_by_the_schema(app):
     with pytest.raises(gr.Error, match="timesteps"):
         compared(app.compare(**compare_request(timesteps_b=0)))
@@ -769,14 +682,14 @@ def test_the_status_line_says_when_the_model_is_ready(app, monkeypatch):
     model.get()
 
     def status():
-        text, timer = app._model_status()
+        text, timer = app.endpoints.model_status()
         return text["placeholder"], (timer if is_skip(timer) else timer.active)
 
     monkeypatch.setattr(model, "_starting", True)
     placeholder, timer = status()
-    assert placeholder == app.MODEL_LOADING and is_skip(timer)  # loaded, still warming up: not ready yet
+    assert placeholder == app.endpoints.MODEL_LOADING and is_skip(timer)  # loaded, still warming up: not ready yet
     monkeypatch.setattr(model, "_starting", False)
-    assert status() == (app.MODEL_READY, False)
+    assert status() == (app.endpoints.MODEL_READY, False)
     monkeypatch.setattr(model, "_pipe", None)
     monkeypatch.setattr(model, "start_error", "The model is not available (x): no such folder.")
     placeholder, timer = status()
@@ -790,7 +703,7 @@ def test_a_background_load_that_fails_is_reported(app, monkeypatch, tmp_path):
     for name in ("_pipe", "_source", "start_error"):  # restored after the test, for the tests that follow
         monkeypatch.setattr(model, name, getattr(model, name))
     monkeypatch.setenv("MUSE_WEIGHTS", str(tmp_path / "missing"))
-    model.load_in_background(warm_up=False).result(60)
+    model.load_in_background().result(60)
     assert not model.is_starting() and not model.is_ready()
-    text, timer = app._model_status()
+    text, timer = app.endpoints.model_status()
     assert text["placeholder"].startswith("the model did not load: The model is not available") and not timer.active

@@ -68,6 +68,7 @@ def test_the_file_set_of_this_checkout_is_what_a_space_needs():
     assert "docs/generate.png" in paths  # the README shows it
     assert not [p for p in paths if p.split("/")[0] in ("tests", "benchmarks", "runs", "data", "scripts", ".venv")]
     assert not [p for p in paths if "__pycache__" in p or p.endswith(".pyc")]
+    assert not [p for p in paths if p.endswith((".pyi", "/.gitignore"))]  # Gradio's stubs, git's own files
     assert all(f.size == (ROOT / f.path).stat().st_size for f in files)
     assert [f.path for f in files] == sorted(paths)
 

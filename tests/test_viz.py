@@ -1,14 +1,19 @@
-"""The confidence pictures plot the quantities their legends name: recomputed here from the networks
-themselves on the tiny fixed-seed pipeline (base stage), not read back from the sampler."""
+"""muse.viz on the tiny fixed-seed pipeline: the confidence pictures plot the quantities their legends name
+(recomputed here from the networks themselves, base stage, not read back from the sampler), and the other
+pictures of a run show what they say."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from muse import viz
 from muse.runner import TextContext, bind_stage
+from tests.harness.images import gradient
 
 PROMPT, SEED, COND = "red heart", 3, 3.0
 
@@ -19,8 +24,8 @@ def run(pipe, use_critic: bool):
 
 
 def base_stage(pipe, use_critic: bool):
-    text = TextContext.encode(pipe.text_encoder, [PROMPT], None, 1, COND, pipe.device)
-    return bind_stage("base", text, pipe.base_model, pipe.base_critic, use_critic)
+    text = TextContext.encode(pipe.text_encoder, [PROMPT], None, 1, pipe.device)  # no negative: the null context
+    return bind_stage("base", text, pipe.base_model, pipe.base_critic, use_critic, cond_scale=COND)
 
 
 @pytest.mark.parametrize("use_critic", [False, True])
@@ -88,3 +93,98 @@ def test_confidence_map_draws_a_column_per_stage_and_a_row_per_quantity(tiny_pip
     without = viz.confidence_map(list(tiny_pipe.stream(PROMPT, timesteps=3, seed=SEED, use_critic=False)))
     assert with_critic.width == without.width > 600  # two stages side by side
     assert with_critic.height > without.height  # a third row: the critic's
+
+
+# ----- the pictures of a run: tiles, outlines, reveal order, schedule, timeline, GIF, difference -----------
+
+@pytest.fixture(scope="module")
+def steps(tiny_pipe):
+    return list(tiny_pipe.stream("red heart", timesteps=4, seed=3, num_images=2))
+
+
+@pytest.fixture(scope="module")
+def inpaint_steps(tiny_pipe):
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    return list(tiny_pipe.stream_inpaint(gradient((64, 64)), mask, "cat face", timesteps=3, seed=1))
+
+
+def test_upscale_is_nearest_and_tile_makes_a_grid():
+    small = Image.fromarray(np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8))  # 2x1
+    big = viz.upscale(small, 8)
+    assert big.size == (8, 4)
+    assert set(np.unique(np.asarray(big))) == {0, 255}
+    assert viz.tile([small] * 4).size == (4, 2)
+    assert viz.tile([small] * 3, columns=3).size == (6, 1)
+    with pytest.raises(ValueError):
+        viz.tile([])
+
+
+def test_highlight_outlines_the_revealed_tokens(steps):
+    step = steps[1]
+    out = viz.highlight_tokens(step.canvas[0], step.revealed[0], 256)
+    arr = np.asarray(out)
+    hits = (arr == viz.HIGHLIGHT).all(-1)
+    cells = hits.reshape(8, 32, 8, 32).any(axis=(1, 3))  # base grid: 8x8 tokens of 32 px
+    assert np.array_equal(cells, step.revealed[0].numpy())
+    assert viz.step_canvas(step, 128).size == (256, 128)  # two images tiled
+
+
+def test_reveal_order_and_confidence(steps, inpaint_steps):
+    order = viz.reveal_order(steps, index=1)
+    assert set(order) == {"base", "superres"}
+    assert order["base"].shape == (8, 8) and order["superres"].shape == (16, 16)
+    for grid in order.values():
+        assert grid.min() >= 1 and grid.max() == 4  # every token fixed at some step
+    conf = viz.confidence_at_reveal(steps)  # the model's probability of each token when it was fixed
+    assert all(np.isfinite(c).all() and ((c >= 0) & (c <= 1)).all() for c in conf.values())
+
+    inpaint_order = viz.reveal_order(inpaint_steps)["superres"]
+    region = inpaint_steps[-1].region[0].numpy()
+    assert (inpaint_order[~region] == 0).all() and (inpaint_order[region] >= 1).all()
+    inpaint_conf = viz.confidence_at_reveal(inpaint_steps)["superres"]
+    assert np.isnan(inpaint_conf[~region]).all() and np.isfinite(inpaint_conf[region]).all()
+    assert viz.reveal_order_map(inpaint_steps).width > viz.reveal_order_map(inpaint_steps).height
+    assert viz.confidence_map(inpaint_steps, critic=True).mode == "RGB"
+
+
+def test_schedule_plot_and_timeline(steps):
+    assert viz.schedule_plot("cosine", 12, {"base": 64, "superres": 256}).mode == "RGB"
+    assert viz.schedule_plot("linear", 1, (64,)).size[0] > 0
+    sheet = viz.timeline_sheet(steps, size=32)  # 2 stages of 4 steps: a row each, under its title
+    assert sheet.width == 4 * 32 + 3 * 3 and 2 * 32 < sheet.height < 4 * 32
+    assert viz.timeline_sheet(steps, size=32, columns=2).height > 4 * 32  # 2 rows per stage
+    # every step's picture is in its cell: the last cell holds the final image
+    cell = viz.step_canvas(steps[-1], 16)  # a batch of 2, tiled side by side in the 32 px cell
+    x, y = 3 * 35, sheet.height - 12 - cell.height
+    assert np.array_equal(np.asarray(sheet.crop((x, y, x + cell.width, y + cell.height))), np.asarray(cell))
+
+
+def test_decoding_gif(steps, tmp_path):
+    path = viz.decoding_gif(steps, tmp_path / "sub" / "run.gif")
+    with Image.open(path) as gif:
+        assert gif.format == "GIF" and gif.n_frames == len(steps)
+        durations = []
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            durations.append(gif.info["duration"])
+    assert durations[-1] == max(durations) > durations[0]  # the final frame is held
+    no_canvas = [dataclasses.replace(s, canvas=None) for s in steps]
+    with pytest.raises(ValueError, match="previews"):
+        viz.decoding_gif(no_canvas, tmp_path / "none.gif")
+
+
+def test_the_difference_view_counts_positions_chosen_differently(tiny_pipe):
+    a = list(tiny_pipe.stream("red heart", seed=4, timesteps=4, use_critic=True))
+    b = list(tiny_pipe.stream("red heart", seed=4, timesteps=4, use_critic=False))
+    same = viz.difference_grids(a, a)
+    assert all(not differs.any() and np.isfinite(when).all() for differs, when in same.values())
+    grids = viz.difference_grids(a, b)
+    for stage, (differs, when) in grids.items():
+        ids_a, ids_b = [next(s for s in reversed(run) if s.stage == stage).ids[0].numpy() for run in (a, b)]
+        assert np.array_equal(differs, ids_a != ids_b)
+        assert ((when > 0) & (when <= 1)).all()
+    # halfway, only tokens both runs have fixed can differ
+    half = viz.difference_grids(a[:2], b[:2])["base"]
+    fixed_both = ~a[1].masked[0].numpy() & ~b[1].masked[0].numpy()
+    assert not (half[0] & ~fixed_both).any() and np.array_equal(np.isfinite(half[1]), fixed_both)
