@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from muse import __main__ as cli
 from muse.hub import WeightsError
 from muse.images import ImageError, array_to_pil, as_pil, open_image, to_rgb
-from muse.pipeline import load_pipeline
+from muse.load import load_pipeline
 from muse.transformer import MaskedTransformer
 from muse.vq import VQModel
 
