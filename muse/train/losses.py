@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..guidance import GuidedLogits, guidance_context
+from ..guidance import GuidedLogits, guidance_context, is_guided
 from ..schedules import ScheduleLike, training_mask_ratio
 from ..transformer import MaskedTransformer
 from ..vq import VQModel
@@ -91,10 +91,10 @@ def sample_for_critic(logits: torch.Tensor, generator: torch.Generator) -> torch
 def guided_logits(model: MaskedTransformer, ids: torch.Tensor, text_embeds: torch.Tensor, text_mask: torch.Tensor,
                   cond_ids: Optional[torch.Tensor], cond_scale: float) -> torch.Tensor:
     """The generator's logits (B, N, V) under classifier-free guidance against the null context, as the
-    sampler computes them (`muse.runner.TextContext.prepare`)."""
+    sampler computes them (`muse.runner`)."""
     cond = model.prepare_context(text_embeds, text_mask, cond_ids)
     uncond = model.prepare_context(torch.zeros_like(text_embeds), torch.zeros_like(text_mask), cond_ids) \
-        if cond_scale != 1 else cond
+        if is_guided(cond_scale) else cond
     return GuidedLogits(model, guidance_context(cond, uncond, cond_scale), cond_scale)(ids)
 
 
