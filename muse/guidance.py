@@ -6,10 +6,11 @@ the null context, or the negative prompt when one is given. `is_guided` decides 
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
+from .settings import GUIDANCE_SCHEDULES
 from .transformer import MaskedTransformer, PreparedContext
 
 
@@ -31,18 +32,42 @@ def guidance_context(cond: PreparedContext, uncond: PreparedContext, cond_scale:
     return PreparedContext.cat([cond, uncond])
 
 
-def combine(out: torch.Tensor, cond_scale: float, uncond_first: bool = False, upcast: bool = True) -> torch.Tensor:
-    """(2B, ...) -> null + (cond - null) * cond_scale: (B, ...); identity when not guided.
+def combine(out: torch.Tensor, cond_scale: Union[float, torch.Tensor], uncond_first: bool = False,
+            upcast: bool = True) -> torch.Tensor:
+    """(2B, ...) -> null + (cond - null) * cond_scale: (B, ...); identity when not guided. cond_scale is
+    one number, or one per row, float (B,), for rows that were guided (the caller has decided).
 
     The rows are [cond; null], or [null; cond] with `uncond_first` (aMUSEd's order). `upcast` computes in
     float32, as reduced-precision weights leave a small difference to scale up; without it the output's
     dtype is kept, as diffusers' aMUSEd computes."""
-    if not is_guided(cond_scale):
+    if not torch.is_tensor(cond_scale) and not is_guided(cond_scale):
         return out
     cond, null = (out.float() if upcast else out).chunk(2)
     if uncond_first:
         cond, null = null, cond
+    if torch.is_tensor(cond_scale):
+        cond_scale = cond_scale.to(cond.dtype).view(-1, *[1] * (cond.dim() - 1))
     return null + (cond - null) * cond_scale
+
+
+class GuidanceScale:
+    """The scale of each call of a stage's guided function, as `schedule` (`GUIDANCE_SCHEDULES`) moves it:
+    cond_scale, or under "fading" one per row, float (B,), from the share of the row's tokens masked
+    (mask_id in ids (B, N)) against its count at the stage's first call."""
+
+    def __init__(self, cond_scale: float, schedule: str, mask_id: int):
+        if schedule not in GUIDANCE_SCHEDULES:
+            raise ValueError(f"guidance schedule must be one of {', '.join(GUIDANCE_SCHEDULES)}, got {schedule!r}")
+        self.cond_scale, self.schedule, self.mask_id = float(cond_scale), schedule, mask_id
+        self.first_masked: Optional[torch.Tensor] = None
+
+    def __call__(self, ids: torch.Tensor) -> Union[float, torch.Tensor]:
+        if self.schedule == "constant" or not is_guided(self.cond_scale):
+            return self.cond_scale
+        masked = (ids == self.mask_id).flatten(1).sum(dim=1).float()
+        if self.first_masked is None:
+            self.first_masked = masked.clamp(min=1)
+        return 1 + (self.cond_scale - 1) * masked / self.first_masked
 
 
 class GuidedLogits:
@@ -52,8 +77,10 @@ class GuidedLogits:
     `MaskedTransformer.forward`); a self-conditioned model needs every embedding, so it answers (B, N, V).
     """
 
-    def __init__(self, model: MaskedTransformer, context: PreparedContext, cond_scale: float):
+    def __init__(self, model: MaskedTransformer, context: PreparedContext, cond_scale: float,
+                 schedule: str = "constant"):
         self.model, self.context, self.cond_scale = model, context, float(cond_scale)
+        self.scale = GuidanceScale(self.cond_scale, schedule, model.mask_id)
         self.self_cond_embed: Optional[torch.Tensor] = None
         self.repeat = 2 if is_guided(self.cond_scale) else 1  # guidance: conditional and unconditional rows
 
@@ -68,7 +95,7 @@ class GuidedLogits:
             out, self.self_cond_embed = self._forward(ids, self_cond_embed=self.self_cond_embed)
         else:
             out, _ = self._forward(ids, positions)
-        return combine(out, self.cond_scale)
+        return combine(out, self.scale(ids))
 
 
 class GuidedCritic(GuidedLogits):

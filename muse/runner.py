@@ -79,9 +79,10 @@ class TextContext:
 
 
 def bind_stage(name: str, text: TextContext, model: MaskedTransformer, critic: Optional[MaskedTransformer] = None,
-               use_critic: bool = True, cond_ids: Optional[torch.Tensor] = None, *, cond_scale: float) -> Stage:
-    """A MUSE transformer (and its critic, or its own critic head) as a `Stage` guided at `cond_scale`,
-    contexts prepared once.
+               use_critic: bool = True, cond_ids: Optional[torch.Tensor] = None, *, cond_scale: float,
+               guidance_schedule: str = "constant") -> Stage:
+    """A MUSE transformer (and its critic, or its own critic head) as a `Stage` guided at `cond_scale`
+    over the steps as `guidance_schedule` says (`muse.guidance.GUIDANCE_SCHEDULES`), contexts prepared once.
 
     The critic ranks the tokens when `use_critic` and there is one; otherwise the sampler ranks by the
     model's own confidence."""
@@ -94,7 +95,7 @@ def bind_stage(name: str, text: TextContext, model: MaskedTransformer, critic: O
         critic_fn = GuidedCritic(critic, text.prepare(critic, cond_ids, scale), scale)
     elif use_critic and model.config.self_critic:
         critic_fn = GuidedCritic(model, context, cond_scale)
-    return Stage(name, GuidedLogits(model, context, cond_scale), model.mask_id, critic_fn)
+    return Stage(name, GuidedLogits(model, context, cond_scale, guidance_schedule), model.mask_id, critic_fn)
 
 
 def has_critic(model: MaskedTransformer, critic: Optional[MaskedTransformer]) -> bool:
@@ -120,7 +121,7 @@ def run_stages(plans: Sequence[StagePlan], text: TextContext, settings: Generati
     (stage index, state with (B, h, w) grids) for every step."""
     for index, plan in enumerate(plans):
         stage = bind_stage(plan.name, text, plan.model, plan.critic, settings.use_critic, cond_ids,
-                           cond_scale=settings.cond_scale)
+                           cond_scale=settings.cond_scale, guidance_schedule=settings.guidance_schedule)
         state = None
         for state in run_stage(stage, plan.known, plan.region, settings, generator):
             yield index, state

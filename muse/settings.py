@@ -153,6 +153,14 @@ def _validate(obj: Any) -> None:
         object.__setattr__(obj, name, spec.check(getattr(obj, name)))
 
 
+# How the scale moves over a stage's steps. "constant": cond_scale at every step (classifier-free
+# guidance as published). "fading": 1 + (cond_scale - 1) x the share of the stage's tokens still masked,
+# per row: full guidance while the caption alone decides, none by the last steps. Once most tokens are
+# known the unconditional prediction already finds the true token often, and a constant scale pushes
+# away from it (the model card's guidance figures).
+GUIDANCE_SCHEDULES = ("constant", "fading")
+
+
 @dataclass(frozen=True)
 class SamplerSettings:
     """How to decode one stage (`muse.sampling.decode`); names follow muse-maskgit-pytorch's `generate`."""
@@ -191,6 +199,10 @@ class GenerationSettings(SamplerSettings):
     cond_scale: float = setting(3.0, groups={PAGE: 1, COLUMN: 4}, lo=0, hi=100, step=0.1, label="Guidance (cond_scale)",
                                 help="classifier-free guidance: 0 ignores the prompt, 1 is plain conditioning, "
                                      "higher follows it harder")
+    guidance_schedule: str = setting("constant", choices=GUIDANCE_SCHEDULES, label="Guidance schedule",
+                                     help="constant: cond_scale at every step; fading: from cond_scale while "
+                                          "everything is masked down to 1 (plain conditioning) as tokens are "
+                                          "fixed, since guidance helps least once much of the image is known")
     use_critic: bool = setting(True, groups={PAGE: 5, CRITIC: 0, COLUMN: 0}, label="Use the token critic",
                                help="rank tokens with the separate token critic instead of the model's own "
                                     "confidence")

@@ -249,6 +249,15 @@ def test_our_default_sampler_runs_on_amused(pipe):
     assert not torch.equal(ids, pipe(PROMPT, output_type="ids", seed=3, timesteps=6))  # aMUSEd's rules differ
 
 
+def test_fading_guidance_runs_on_amused_and_constant_is_amuseds_own(pipe):
+    """aMUSEd's requests take the guidance schedule too; "constant" is what diffusers computes."""
+    kwargs = dict(seed=3, timesteps=6, cond_scale=6.0)
+    constant = pipe(PROMPT, output_type="ids", **kwargs)
+    assert torch.equal(constant, pipe(PROMPT, output_type="ids", guidance_schedule="constant", **kwargs))
+    fading = pipe(PROMPT, output_type="ids", guidance_schedule="fading", **kwargs)
+    assert fading.shape == constant.shape and not torch.equal(fading, constant)
+
+
 def test_options_are_checked(pipe):
     with pytest.raises(ValueError, match="sampler must be one of"):
         pipe(PROMPT, sampler="ddim", output_type="ids")

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..guidance import combine, is_guided
+from ..guidance import GuidanceScale, combine, is_guided
 
 class AmusedTokenizer:
     """diffusers' VQModel as muse's renderer sees a tokenizer: ids (B, h, w) <-> images (B, 3, H, W) in [0, 1]."""
@@ -110,9 +110,11 @@ class AmusedLogits:
     aMUSEd does it (unconditional rows first, one batch): ids (B, N) -> logits (B, N, K)."""
 
     def __init__(self, transformer: torch.nn.Module, hidden: torch.Tensor, pooled: torch.Tensor,
-                 micro_conds: torch.Tensor, cond_scale: float, grid: tuple[int, int]):
+                 micro_conds: torch.Tensor, cond_scale: float, grid: tuple[int, int], mask_id: int,
+                 schedule: str = "constant"):
         self.transformer, self.hidden, self.pooled, self.micro = transformer, hidden, pooled, micro_conds
         self.cond_scale, self.grid = float(cond_scale), grid
+        self.scale = GuidanceScale(self.cond_scale, schedule, mask_id)
         self.guided = is_guided(self.cond_scale)  # then hidden, pooled and micro hold (2B) rows: [uncond; cond]
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
@@ -122,7 +124,7 @@ class AmusedLogits:
             x = torch.cat([x] * 2)
         out = self.transformer(x, micro_conds=self.micro, pooled_text_emb=self.pooled,
                                encoder_hidden_states=self.hidden)  # (B', K, h, w)
-        out = combine(out, self.cond_scale, uncond_first=True, upcast=False)  # in the model's dtype, as aMUSEd
+        out = combine(out, self.scale(ids), uncond_first=True, upcast=False)  # in the model's dtype, as aMUSEd
         # The same (B, N, K) view as AmusedScheduler.step makes: its softmax then sees the same layout.
         return out.reshape(b, out.shape[1], -1).permute(0, 2, 1)
 

@@ -139,7 +139,8 @@ class AmusedPipeline(TokenPipeline):
         micro = torch.tensor([width, height, o.crop_coord[0], o.crop_coord[1], o.aesthetic_score],
                              device=self.device, dtype=hidden.dtype)
         micro = micro.unsqueeze(0).expand(hidden.shape[0], -1)
-        logits = AmusedLogits(self.transformer, hidden, pooled, micro, scale, (self.grid, self.grid))
+        logits = AmusedLogits(self.transformer, hidden, pooled, micro, scale, (self.grid, self.grid), self.mask_id,
+                              r.settings.guidance_schedule)
         return Stage("base", logits, self.mask_id, None, rules=o.sampler)
 
     def _token_states(self, r: GenerationRequest, plans: list[StagePlan],
