@@ -199,7 +199,8 @@ class GenerationSettings(SamplerSettings):
     cond_scale: float = setting(3.0, groups={PAGE: 1, COLUMN: 4}, lo=0, hi=100, step=0.1, label="Guidance (cond_scale)",
                                 help="classifier-free guidance: 0 ignores the prompt, 1 is plain conditioning, "
                                      "higher follows it harder")
-    guidance_schedule: str = setting("constant", choices=GUIDANCE_SCHEDULES, label="Guidance schedule",
+    guidance_schedule: str = setting("constant", groups={PAGE: 18, COLUMN: 7}, choices=GUIDANCE_SCHEDULES,
+                                     label="Guidance schedule",
                                      help="constant: cond_scale at every step; fading: from cond_scale while "
                                           "everything is masked down to 1 (plain conditioning) as tokens are "
                                           "fixed, since guidance helps least once much of the image is known")
