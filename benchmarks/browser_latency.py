@@ -144,6 +144,8 @@ READY = "() => window.__bench.ready !== null"
 # the status line's placeholder once the model has loaded and warmed up (muse.playground.endpoints.MODEL_READY)
 MODEL_READY = "() => (document.querySelector('#status textarea') || {}).placeholder?.startsWith('model ready')"
 # The run's last canvas picture drawn, and every picture on the page loaded (or failed).
+# no run pending: the status's progress indicator (Gradio's status tracker) is hidden
+IDLE = "() => !!document.querySelector('#status .wrap.hide')"
 ALL_DRAWN = """() => {
   const b = window.__bench, last = b.srcs[b.srcs.length - 1];
   return !!last && b.loads.some(l => l.src === last.src) && [...document.images].every(i => i.complete);
@@ -243,7 +245,12 @@ def open_page(browser, url: str, errors: list[str]):
 # ----- one request in the page -------------------------------------------------------------------------
 
 def click_generate(page, prompt: str) -> None:
-    """Forget the last run, type `prompt` and click Generate."""
+    """Forget the last run, type `prompt` and click Generate, once the last run has closed: Gradio ignores a
+    click on Generate while its event is pending, which it is for a moment after its last update."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    with contextlib.suppress(PlaywrightTimeout):
+        page.wait_for_function(IDLE, timeout=LAST_FRAME_WAIT_S * 1000, polling=POLL_MS)
     page.evaluate(RESET)
     page.locator("#prompt textarea").fill(prompt)
     page.locator("#generate").click()

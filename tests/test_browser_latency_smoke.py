@@ -33,7 +33,7 @@ def test_browser_latency_measures_the_page_and_the_library(tiny_weights, tmp_pat
     for r in data["requests"]:
         assert r["steps"] == steps and 1 <= r["frames"] <= r["pictures_set"] <= steps
         assert r["coalesced"] == steps - r["frames"]
-        # the steps the server said it coalesced (its pace, app.STREAM_FPS) were never drawn
+        # the steps the server said it coalesced (its pace, MUSE_STREAM_FPS) were never drawn
         assert 0 <= r["coalesced_reported"] <= r["coalesced"]
         assert r["coalesced_reported"] == (0 if r["streamed"] is None else steps - r["streamed"])
         assert 0 < r["first_preview_s"] <= r["done_s"] <= r["ready_s"]

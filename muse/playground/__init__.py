@@ -1,13 +1,15 @@
 """The playground: a page that streams every decoding step of the served model.
 
-No UI toolkit in these modules but the last two; each has one job:
+No UI toolkit in these modules but the Gradio side (the last line), which only `app.py` imports; each has
+one job:
 - `page`: the page model (what the page offers for the served model, its limits, sizes and output names);
 - `model`: the served model, loaded once; `errors`: the message for the user (`PlaygroundError`);
 - `requests`: a request's values checked once into a `Request`;
 - `stream`: a request streamed as page updates, at the page's pace (`Pace`);
 - `compare`: side by side, two columns of settings; `replay`: the step slider and the play button;
 - `pictures`: what a step and a result show; `texts`: what the page and its API say;
-- `transport` and `endpoints`: the Gradio side, which `app.py` lays out and wires.
+- Gradio: `transport` (how updates travel), `uploads`, `endpoints` (the handlers), `controls` (a setting's
+  input), `server` (ZeroGPU, queue, launch).
 """
 
 from .compare import COLUMNS, COMPARE_OUTPUTS, check_compare, compare, compare_defaults, compare_parameters, \
