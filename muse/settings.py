@@ -199,7 +199,7 @@ class GenerationSettings(SamplerSettings):
     cond_scale: float = setting(3.0, groups={PAGE: 1, COLUMN: 4}, lo=0, hi=100, step=0.1, label="Guidance (cond_scale)",
                                 help="classifier-free guidance: 0 ignores the prompt, 1 is plain conditioning, "
                                      "higher follows it harder")
-    guidance_schedule: str = setting("constant", groups={PAGE: 18, COLUMN: 7}, choices=GUIDANCE_SCHEDULES,
+    guidance_schedule: str = setting("constant", groups={PAGE: 12, COLUMN: 7}, choices=GUIDANCE_SCHEDULES,
                                      label="Guidance schedule",
                                      help="constant: cond_scale at every step; fading: from cond_scale while "
                                           "everything is masked down to 1 (plain conditioning) as tokens are "
@@ -233,26 +233,26 @@ class AmusedSettings:
     model is told of the training image it should resemble). `muse.amused.AmusedOptions` checks its
     options with these; the playground builds its controls from them for models that take them."""
 
-    sampler: str = setting("amused", groups={PAGE: 12, AMUSED: 0, COLUMN: 2}, choices=SAMPLERS, label="Sampler",
+    sampler: str = setting("amused", groups={PAGE: 13, AMUSED: 0, COLUMN: 2}, choices=SAMPLERS, label="Sampler",
                            help="amused: aMUSEd's own rules, draw for draw (the images of diffusers' AmusedPipeline); "
                                 "muse: our MaskGIT sampler (annealed temperature, top-k, Gumbel keep noise). "
                                 "Under amused the temperature is a plain softmax temperature, not annealed")
-    aesthetic_score: float = setting(6.0, groups={PAGE: 13, AMUSED: 1, SHARED: 3}, lo=0, hi=10, step=0.1,
+    aesthetic_score: float = setting(6.0, groups={PAGE: 14, AMUSED: 1, SHARED: 3}, lo=0, hi=10, step=0.1,
                                      label="Aesthetic score",
                                      help="micro-conditioning: the LAION aesthetic score (0-10) the model is told "
                                           "the image has; aMUSEd's default is 6")
-    micro_width: Optional[int] = setting(None, groups={PAGE: 14, AMUSED: 2, SHARED: 4}, kind=int, lo=0, hi=MAX_MICRO,
+    micro_width: Optional[int] = setting(None, groups={PAGE: 15, AMUSED: 2, SHARED: 4}, kind=int, lo=0, hi=MAX_MICRO,
                                          optional=True, label="Original width",
                                          help="micro-conditioning: the width in pixels the model is told the "
                                               "original image had; aMUSEd's default is the output size")
-    micro_height: Optional[int] = setting(None, groups={PAGE: 15, AMUSED: 3, SHARED: 5}, kind=int, lo=0, hi=MAX_MICRO,
+    micro_height: Optional[int] = setting(None, groups={PAGE: 16, AMUSED: 3, SHARED: 5}, kind=int, lo=0, hi=MAX_MICRO,
                                           optional=True, label="Original height",
                                           help="micro-conditioning: the height in pixels the model is told the "
                                                "original image had; aMUSEd's default is the output size")
-    crop_top: int = setting(0, groups={PAGE: 16, AMUSED: 4, SHARED: 6}, lo=0, hi=MAX_MICRO, label="Crop top",
+    crop_top: int = setting(0, groups={PAGE: 17, AMUSED: 4, SHARED: 6}, lo=0, hi=MAX_MICRO, label="Crop top",
                             help="micro-conditioning: the top of the crop the model is told the image was cut "
                                  "from, in pixels; aMUSEd's default 0 (uncropped)")
-    crop_left: int = setting(0, groups={PAGE: 17, AMUSED: 5, SHARED: 7}, lo=0, hi=MAX_MICRO, label="Crop left",
+    crop_left: int = setting(0, groups={PAGE: 18, AMUSED: 5, SHARED: 7}, lo=0, hi=MAX_MICRO, label="Crop left",
                              help="micro-conditioning: the left of the crop the model is told the image was cut "
                                   "from, in pixels; aMUSEd's default 0 (uncropped)")
 
