@@ -32,9 +32,9 @@ CSS = """
 #status textarea { font-family: ui-monospace, monospace; }
 .caption p { font-size: 0.85em; opacity: 0.8; margin: 0; }
 """
-# The advanced settings' rows; those the model lacks are left out, those no row names follow (`_settings`).
-ROWS = (("seed", "randomize_seed"), ("timesteps",), ("cond_scale",), ("temperature",), ("critic_noise_scale",),
-        ("topk_filter_thres",), ("schedule",), ("sampler",), ("use_critic", "superres"), ("num_images", "previews"))
+ROWS = (("seed", "randomize_seed"), ("timesteps",), ("cond_scale",), ("guidance_schedule",), ("temperature",),
+        ("critic_noise_scale",), ("topk_filter_thres",), ("schedule",), ("sampler",), ("use_critic", "superres"),
+        ("num_images", "previews"))
 ELEM_IDS = {"critic_noise_scale": "critic_noise", "superres": "superres_switch"}  # (#superres is its tab's button)
 UI = dict[str, gr.Component]
 PICTURE = dict(format="png", interactive=False)
@@ -73,8 +73,8 @@ def _modes(ui: UI) -> None:
 
 
 def _settings(d: dict[str, Any]) -> UI:
-    """The advanced settings: the negative prompt, then a control per setting the served model takes, in ROWS;
-    the rest (aMUSEd's micro-conditioning) in a group of their own."""
+    """The advanced settings: the negative prompt, then a control per setting the served model takes, on the
+    rows of ROWS (a control the model lacks left out), then aMUSEd's micro-conditioning in a group of its own."""
     c: UI = {}
 
     def place(names: Sequence[str], row: bool) -> None:
@@ -88,7 +88,7 @@ def _settings(d: dict[str, Any]) -> UI:
                                           max_length=playground.MAX_PROMPT_CHARS)
         for names in ROWS:
             place(names, len(names) > 1)
-        rest = [name for name in PAGE.controls() if name not in c]
+        rest = [name for name in PAGE.options if name not in c]
         if rest:
             with gr.Group(elem_id="micro_conditioning"):
                 gr.Markdown(texts.MICRO_CONDITIONING, elem_classes="caption")

@@ -143,9 +143,9 @@ RESET = "() => window.__bench.reset()"
 READY = "() => window.__bench.ready !== null"
 # the status line's placeholder once the model has loaded and warmed up (muse.playground.endpoints.MODEL_READY)
 MODEL_READY = "() => (document.querySelector('#status textarea') || {}).placeholder?.startsWith('model ready')"
-# The run's last canvas picture drawn, and every picture on the page loaded (or failed).
-# no run pending: the status's progress indicator (Gradio's status tracker) is hidden
+# No run pending: the status's progress indicator (Gradio's status tracker) is hidden.
 IDLE = "() => !!document.querySelector('#status .wrap.hide')"
+# The run's last canvas picture drawn, and every picture on the page loaded (or failed).
 ALL_DRAWN = """() => {
   const b = window.__bench, last = b.srcs[b.srcs.length - 1];
   return !!last && b.loads.some(l => l.src === last.src) && [...document.images].every(i => i.complete);
