@@ -34,6 +34,7 @@ ENDPOINTS = ("/generate", "/inpaint", "/superres")
 # A quick, valid request of each endpoint; fuzzing mutates one to three of its parameters.
 BASE = dict(prompt="red heart", negative_prompt="", timesteps=2, cond_scale=3.0, temperature=1.0,
             critic_noise_scale=1.0, topk_filter_thres=0.9, use_critic=False, schedule="cosine", superres=False,
+            guidance_schedule="fading",
             seed=1, randomize_seed=False, num_images=1, previews=True)
 UNCLEAR = re.compile(r"Traceback|File \"|line \d+, in |Server error|has not enabled verbose error reporting"
                      r"|Exception\b|Error\(|NoneType|object has no attribute")
