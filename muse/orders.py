@@ -8,17 +8,30 @@ model's confidence.
 - Random: a uniformly random permutation, the baseline of MaskGIT's ablation of orders.
 
 An order is a permutation of the flattened grid, long (B, N) with N = side * side, row-major
-(position = row * side + column). `order_scores` turns it into the sampler's keep scores.
+(position = row * side + column). `order_scores` turns it into the sampler's keep scores, and
+`fixed_order_scores` draws a request's (`muse.sampling.decode` reads the `order` setting).
+
+The orders a request may rank tokens by are the settings schema's `ORDERS`: the model's confidence, the
+token critic, and these two fixed ones. Under a fixed order the sampler still samples every masked
+position at each step; the order only says which of the samples are kept.
 """
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Optional
 
 import torch
 
+from .settings import ORDERS
+
 HALTON_BASES = (2, 3)  # row, column: the published construction's
+FIXED_ORDERS = ("halton", "random")  # the orders that do not look at the model's output
+# The Halton sampler's softmax temperature ramp (valeoai/Halton-MaskGIT, sm_temp_min=1, sm_temp_max=1.2):
+# the logits are multiplied by a factor rising linearly from 1 at the first step to 1.2 at the last, so
+# later tokens are drawn a little colder; the temperature is not annealed to 0, as confidence sampling's is.
+HALTON_INVERSE_TEMPERATURE = (1.0, 1.2)
 
 
 def _van_der_corput(index: int, base: int) -> tuple[int, int]:
@@ -80,4 +93,46 @@ def order_scores(orders: torch.Tensor) -> torch.Tensor:
     return -ranks.float()
 
 
-__all__ = ["halton_order", "halton_orders", "random_orders", "order_scores", "HALTON_BASES"]
+def fixed_order_scores(order: str, batch: int, n: int, generator: Optional[torch.Generator] = None,
+                       device: Optional[torch.device] = None) -> torch.Tensor:
+    """A request's keep scores under a fixed order (one of `FIXED_ORDERS`) over a square grid of n tokens:
+    float (B, n), drawn from `generator` (the Halton offsets, or the random permutations)."""
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"the {order} order needs a square token grid, got {n} tokens")
+    if order == "halton":
+        orders = halton_orders(side, batch, generator)
+    elif order == "random":
+        orders = random_orders(side, batch, generator)
+    else:
+        raise ValueError(f"{order!r} is not a fixed order; fixed orders: {', '.join(FIXED_ORDERS)}")
+    return order_scores(orders).to(device)
+
+
+def halton_temperature(temperature: float, step: int, total: int) -> float:
+    """The sampling temperature of 0-based `step` of `total` under the Halton order: `temperature` divided
+    by the ramp `HALTON_INVERSE_TEMPERATURE` (1 at the first step, 1.2 at the last)."""
+    start, end = HALTON_INVERSE_TEMPERATURE
+    ramp = start if total <= 1 else start + (end - start) * step / (total - 1)
+    return temperature / ramp
+
+
+def resolve_order(order: str, use_critic: bool, has_critic: bool) -> str:
+    """The order a stage ranks its tokens by (one of `ORDERS`), from the request's `order` and `use_critic`
+    and whether the stage has a token critic.
+
+    `use_critic=True` is the older spelling of `order="critic"`: with the default order ("confidence") it
+    puts the critic in charge where the stage has one, as it always did; an order named otherwise wins.
+    A stage without a critic ranks by confidence (a pipeline refuses `order="critic"` outright when its
+    first stage has none: `MusePipeline.check_order`)."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+    if order == "confidence" and use_critic:
+        order = "critic"
+    if order == "critic" and not has_critic:
+        return "confidence"
+    return order
+
+
+__all__ = ["halton_order", "halton_orders", "random_orders", "order_scores", "fixed_order_scores",
+           "halton_temperature", "resolve_order", "HALTON_BASES", "HALTON_INVERSE_TEMPERATURE", "FIXED_ORDERS"]

@@ -16,6 +16,7 @@ from typing import Iterator, Optional, Sequence
 import torch
 
 from .guidance import GuidedCritic, GuidedLogits, guidance_context, is_guided
+from .orders import resolve_order
 from .sampler_rules import decoder
 from .sampling import CriticFn, DecodeState, LogitsFn
 from .settings import GenerationSettings, SamplerSettings
@@ -117,10 +118,11 @@ class StagePlan:
 def run_stages(plans: Sequence[StagePlan], text: TextContext, settings: GenerationSettings, generator: torch.Generator,
                cond_ids: Optional[torch.Tensor] = None) -> Iterator[tuple[int, DecodeState]]:
     """Each plan in turn, conditioned on the previous stage's final ids (the first on `cond_ids`,
-    (B, h, w) or None), guided at `settings.cond_scale`, with a critic as `settings.use_critic` says:
-    (stage index, state with (B, h, w) grids) for every step."""
+    (B, h, w) or None), guided at `settings.cond_scale`, ranking its tokens as `settings.order` (and
+    `use_critic`) say (`muse.orders.resolve_order`): (stage index, state with (B, h, w) grids) for every step."""
+    critic_ranks = resolve_order(settings.order, settings.use_critic, has_critic=True) == "critic"
     for index, plan in enumerate(plans):
-        stage = bind_stage(plan.name, text, plan.model, plan.critic, settings.use_critic, cond_ids,
+        stage = bind_stage(plan.name, text, plan.model, plan.critic, critic_ranks, cond_ids,
                            cond_scale=settings.cond_scale, guidance_schedule=settings.guidance_schedule)
         state = None
         for state in run_stage(stage, plan.known, plan.region, settings, generator):

@@ -16,6 +16,7 @@ from typing import Callable, Iterator, Optional, Protocol
 import torch
 
 from .ops import gather_positions, masked_positions
+from .orders import FIXED_ORDERS, fixed_order_scores, halton_temperature
 from .schedules import num_masked
 from .settings import SamplerSettings
 
@@ -61,6 +62,9 @@ class DecodeState:
     log_probs: Optional[torch.Tensor] = None  # float; the model's log-probability of its sampled token
     critic_scores: Optional[torch.Tensor] = None  # float; the critic's "token is wrong" logit; None: no critic pass
     keep_noise: Optional[torch.Tensor] = None  # float; the random term added to the keep score
+    # What ranked the tokens (`muse.settings.ORDERS`): "confidence", "critic", or a fixed order ("halton",
+    # "random"), under which the keep score is minus the position's rank in the order and has no noise.
+    ranking: str = "confidence"
 
     def reshape(self, *shape: int) -> "DecodeState":
         """The same state with every grid viewed as `shape`, e.g. (B, h, w)."""
@@ -153,6 +157,10 @@ class Candidates:
     where: torch.Tensor  # bool (B, N)
     positions: Optional[torch.Tensor] = None  # long (B, M), or None: every position
 
+    def at(self, grid: torch.Tensor) -> torch.Tensor:
+        """A (B, N) grid's values at the candidates: (B, M) by index, else the grid itself."""
+        return grid if self.positions is None else grid.gather(1, self.positions)
+
     @classmethod
     def of(cls, masked: torch.Tensor, region: torch.Tensor, counts: list[int], remask: bool) -> "Candidates":
         """This step's candidates: the masked positions (bool (B, N)), `counts` of them in each row (known
@@ -192,10 +200,14 @@ def step_counts(settings: SamplerSettings, region: torch.Tensor) -> list[list[in
 
 
 def keep_scores(log_probs: torch.Tensor, critic: Optional[torch.Tensor], settings: SamplerSettings,
-                remaining: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                remaining: float, generator: torch.Generator,
+                order: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The keep scores (higher = kept) of a step's candidates and the random term in them, both shaped
     as log_probs: the model's confidence plus annealed Gumbel noise (MaskGIT), or with a critic's
-    "token is wrong" scores, their negation less annealed uniform noise (MUSE)."""
+    "token is wrong" scores, their negation less annealed uniform noise (MUSE), or under a fixed order
+    (`order`, the candidates' order scores) those scores and no noise."""
+    if order is not None:
+        return order, torch.zeros_like(order)
     if critic is None:
         noise = gumbel_noise(log_probs.shape, generator, log_probs.device) * settings.choice_temperature * remaining
         return log_probs + noise, noise
@@ -222,6 +234,12 @@ def decode(
     Whenever every row has the same number masked, both functions are asked at those positions,
     long (B, M), through `at_positions`; a function that takes them may compute there alone.
 
+    `settings.order` says which samples a step keeps: the likeliest ("confidence"; the critic's ranking
+    instead whenever a `critic_fn` is given), or a fixed order ("halton", "random", `muse.orders`) drawn
+    from `generator` before the first step, under which `critic_fn` is not called. Under the Halton order
+    the sampling temperature follows the paper's ramp (`muse.orders.halton_temperature`) instead of
+    MaskGIT's annealing to 0.
+
     These are MaskGIT's rules; `muse.sampler_rules` names them and the others (aMUSEd's).
     """
     if init_ids.shape != region.shape or init_ids.dim() != 2:
@@ -233,13 +251,18 @@ def decode(
     counts = step_counts(settings, region)  # counts[step]: masked per row before that step, (steps + 1, B)
     counts_after = torch.tensor(counts[1:], device=ids.device)  # (steps, B)
     logits_at = at_positions(logits_fn)
-    critic_at = at_positions(critic_fn) if critic_fn is not None else None
+    fixed = settings.order in FIXED_ORDERS
+    order = fixed_order_scores(settings.order, *ids.shape, generator, ids.device) if fixed else None  # (B, N)
+    critic_at = at_positions(critic_fn) if critic_fn is not None and not fixed else None
+    ranking = settings.order if fixed else "critic" if critic_at is not None else "confidence"
 
     for step in range(total):
         candidates = Candidates.of(masked, region, counts[step], settings.can_remask_prev_masked)
         logits = logits_at(ids, candidates.positions)  # (B, M, V), or (B, N, V)
         remaining = (total - 1 - step) / total  # annealing factor, 0 at the last step
-        pred = top_k_sample(logits, settings.topk_filter_thres, settings.temperature * remaining, generator)
+        temperature = halton_temperature(settings.temperature, step, total) if settings.order == "halton" \
+            else settings.temperature * remaining
+        pred = top_k_sample(logits, settings.topk_filter_thres, temperature, generator)
         filled, pred_ids = candidates.fill(ids, masked, pred)
 
         # The model's log-probability of its sample is kept with a critic too (no random draw: the ids
@@ -252,7 +275,8 @@ def decode(
         if critic_at is not None and step < total - 1:
             # higher = more likely wrong; the critic reads 0 where nothing was sampled
             critic = critic_at(filled, candidates.positions, log_probs_grid.nan_to_num(0.0))
-        keep, noise = keep_scores(log_probs, critic, settings, remaining, generator)
+        keep, noise = keep_scores(log_probs, critic, settings, remaining, generator,
+                                  candidates.at(order) if fixed else None)
         keep = torch.nan_to_num(keep, nan=-NEVER_SCORE, posinf=NEVER_SCORE, neginf=-NEVER_SCORE)
         keep = candidates.on_grid(keep.clamp(-NEVER_SCORE / 2, NEVER_SCORE / 2), NEVER_SCORE)
 
@@ -262,4 +286,4 @@ def decode(
         yield DecodeState(step=step + 1, total=total, ids=ids, masked=masked, revealed=revealed,
                           scores=keep, pred_ids=pred_ids, log_probs=log_probs_grid,
                           critic_scores=None if critic is None else candidates.on_grid(critic, float("nan")),
-                          keep_noise=candidates.on_grid(noise, float("nan")))
+                          keep_noise=candidates.on_grid(noise, float("nan")), ranking=ranking)

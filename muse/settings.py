@@ -160,6 +160,12 @@ def _validate(obj: Any) -> None:
 # away from it (the model card's guidance figures).
 GUIDANCE_SCHEDULES = ("constant", "fading")
 
+# Which masked tokens a step keeps (`muse.orders`): "confidence", the model's probability of its sample
+# with MaskGIT's annealed Gumbel noise; "critic", the token critic's ranking (MUSE); "halton", a fixed 2-D
+# Halton order from a random offset (Besnier et al., ICLR 2025); "random", a random order drawn per image
+# (the baseline of MaskGIT's ablation).
+ORDERS = ("confidence", "critic", "halton", "random")
+
 
 @dataclass(frozen=True)
 class SamplerSettings:
@@ -181,7 +187,11 @@ class SamplerSettings:
     critic_noise_scale: float = setting(1.0, groups={PAGE: 3, CRITIC: 1, COLUMN: 1}, lo=0, hi=100, step=0.05,
                                         label="Critic noise",
                                         help="noise added to the token critic's scores when choosing what to "
-                                             "keep: more = more varied choices. It acts only with the critic on")
+                                             "keep: more = more varied choices. It acts only when the critic ranks")
+    order: str = setting("confidence", groups={PAGE: 5, COLUMN: 0}, choices=ORDERS, label="Unmasking order",
+                         help="which sampled tokens each step keeps: confidence = the model's likeliest "
+                              "(with choice noise), critic = the token critic's ranking, halton = spread "
+                              "evenly over the image in a fixed order, random = a random order")
     choice_temperature: float = setting(4.5, lo=0, hi=100, step=0.1, label="Choice temperature",
                                         help="MaskGIT's Gumbel noise on the keep choice without a critic, "
                                              "annealed to 0")
@@ -204,9 +214,9 @@ class GenerationSettings(SamplerSettings):
                                      help="constant: cond_scale at every step; fading: from cond_scale while "
                                           "everything is masked down to 1 (plain conditioning) as tokens are "
                                           "fixed, since guidance helps least once much of the image is known")
-    use_critic: bool = setting(True, groups={PAGE: 5, CRITIC: 0, COLUMN: 0}, label="Use the token critic",
-                               help="rank tokens with the separate token critic instead of the model's own "
-                                    "confidence")
+    use_critic: bool = setting(True, label="Use the token critic",
+                               help="the older spelling of order=critic: with the default order (confidence) "
+                                    "the token critic ranks where the model has one; another order wins")
     superres: bool = setting(True, groups={PAGE: 7, SUPERRES: 0, SHARED: 2}, label="Super-res stage",
                              help="run the second (super-res) stage after the base stage")
     seed: Optional[int] = setting(None, groups={PAGE: 8, SHARED: 0}, kind=int, lo=0, hi=MAX_SEED, optional=True,
@@ -279,4 +289,4 @@ def known_settings(values: dict[str, Any]) -> dict[str, Any]:
 
 __all__ = ["Setting", "SettingError", "SCHEMA", "SamplerSettings", "GenerationSettings", "setting", "MAX_IMAGES",
            "AmusedSettings", "AMUSED_SCHEMA", "SAMPLERS", "grouped", "PAGE", "CRITIC", "SUPERRES", "AMUSED", "COLUMN",
-           "SHARED", "GROUPS", "FEATURES"]
+           "SHARED", "GROUPS", "FEATURES", "ORDERS", "GUIDANCE_SCHEDULES"]

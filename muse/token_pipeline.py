@@ -20,11 +20,12 @@ from .compiled import compile_forward
 from .hub import PathLike, push_folder_to_hub
 from .images import ImageError, ImageLike, as_mask, as_pil, pil_to_tensor, square, tensor_to_pil, to_rgb
 from .loader import PipelineConfig, PipelineSummary
+from .orders import resolve_order
 from .render import Renderer
 from .request import GenerationRequest, Prompts, given_or_checked, negative_list, prompt_list
 from .runner import StagePlan
 from .sampling import DecodeState
-from .settings import MAX_IMAGES, SCHEMA, GenerationSettings, known_settings
+from .settings import MAX_IMAGES, ORDERS, SCHEMA, GenerationSettings, known_settings
 from .steps import DecodeStep
 
 OUTPUT_TYPES = ("pil", "ids")
@@ -133,6 +134,17 @@ class TokenPipeline:
         keyword `values` checked now; both at once is an error."""
         return given_or_checked(settings, values, "settings", GenerationSettings, self.settings)
 
+    def ranking(self, settings: GenerationSettings) -> str:
+        """What ranks the tokens of a request with these settings (one of `muse.settings.ORDERS`): its
+        `order`, with `use_critic` read as `muse.orders.resolve_order` says."""
+        return resolve_order(settings.order, settings.use_critic, self.uses_critic(True))
+
+    def check_order(self, settings: GenerationSettings) -> None:
+        """Refuse an order this model cannot decode by: the critic's, without a critic."""
+        if settings.order == "critic" and not self.uses_critic(True):
+            others = ", ".join(o for o in ORDERS if o != "critic")
+            raise ValueError(f"order='critic' needs a token critic and this model has none; choose {others}")
+
     @property
     def summary(self) -> PipelineSummary:
         """Sizes and stages, as `muse.load.describe` reads them from a folder."""
@@ -155,6 +167,7 @@ class TokenPipeline:
     def _request(self, prompt: Prompts, negative_prompt: Optional[Prompts],
                  settings: Optional[GenerationSettings] = None, **kwargs: Any) -> GenerationRequest:
         prompts, s = prompt_list(prompt), self.checked_settings(settings, kwargs)
+        self.check_order(s)
         if len(prompts) * s.num_images > MAX_IMAGES:
             raise ValueError(f"at most {MAX_IMAGES} images per request (prompts x num_images), "
                              f"got {len(prompts) * s.num_images}")

@@ -375,3 +375,14 @@ def test_benchmark_runs_on_the_tiny_model(tmp_path, capsys):
     results = json.loads(out.read_text())
     assert results["tiny"]["same_ids_as_diffusers"] is True and results["tiny"]["tokens"] == 16
     assert "ours stream, previews" in capsys.readouterr().out
+
+
+def test_amuseds_own_rules_refuse_another_order_and_the_muse_rules_take_it(pipe):
+    with pytest.raises(ValueError, match="aMUSEd's own sampler rules rank tokens by confidence; order='halton' "
+                                         "needs sampler='muse'"):
+        pipe("a cat", order="halton", seed=0)
+    with pytest.raises(ValueError, match="order='critic' needs a token critic"):
+        pipe("a cat", order="critic", sampler="muse", seed=0)
+    a = pipe("a cat", order="halton", sampler="muse", seed=0, output_type="ids")
+    b = pipe("a cat", order="confidence", sampler="muse", seed=0, output_type="ids")
+    assert a.shape == b.shape and not torch.equal(a, b)

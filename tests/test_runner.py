@@ -61,3 +61,38 @@ def test_what_a_request_will_do(tiny_pipe):
     assert tiny_pipe.token_counts(superres=False) == {"base": 64}
     assert tiny_pipe.output_size() == 64 and tiny_pipe.output_size(superres=False) == 32
     assert tiny_pipe.uses_critic(True) and not tiny_pipe.uses_critic(False)
+
+
+def test_the_order_setting_reaches_every_stage_and_use_critic_spells_the_critic_order(tiny_pipe):
+    """pipe(prompt, order=...) decodes both stages by that order; use_critic=True with the default order
+    is order="critic"; a named order wins over use_critic."""
+    def run(**kwargs):
+        return list(tiny_pipe.stream("a cat", seed=3, timesteps=4, previews=False, **kwargs))
+
+    for order in ("confidence", "critic", "halton", "random"):
+        steps = run(order=order, use_critic=False)
+        assert {s.state.ranking for s in steps} == {order} and {s.stage for s in steps} == {"base", "superres"}
+    critic = run(order="critic", use_critic=False)
+    assert torch.equal(run(use_critic=True)[-1].ids, critic[-1].ids)
+    assert torch.equal(run(order="halton", use_critic=True)[-1].ids, run(order="halton", use_critic=False)[-1].ids)
+    assert tiny_pipe.ranking(tiny_pipe.settings(use_critic=True)) == "critic"
+    assert tiny_pipe.ranking(tiny_pipe.settings(order="random", use_critic=True)) == "random"
+    # the orders give different images from one seed
+    finals = {o: run(order=o, use_critic=False)[-1].ids for o in ("confidence", "halton", "random")}
+    assert not torch.equal(finals["confidence"], finals["halton"])
+    assert not torch.equal(finals["halton"], finals["random"])
+
+
+def test_the_critic_order_on_a_model_without_a_critic_is_refused(tiny_pipe):
+    critic, tiny_pipe.base_critic = tiny_pipe.base_critic, None
+    self_critic = tiny_pipe.base_model.config.self_critic
+    try:
+        assert not tiny_pipe.uses_critic(True) and not self_critic
+        with pytest.raises(ValueError, match="order='critic' needs a token critic and this model has none; "
+                                             "choose confidence, halton, random"):
+            tiny_pipe("a cat", order="critic", superres=False)
+        # use_critic=True (the default) still falls back to confidence, as it always did
+        assert tiny_pipe.ranking(tiny_pipe.settings(use_critic=True)) == "confidence"
+        tiny_pipe("a cat", order="halton", superres=False, timesteps=2)
+    finally:
+        tiny_pipe.base_critic = critic

@@ -81,10 +81,11 @@ def test_groups_name_where_each_setting_goes_and_in_what_order():
         places = [s.place(group) for s in settings.values() if s.place(group) is not None]
         assert len(places) == len(set(places)), group  # one place per setting in each group
     assert all(group in GROUPS for s in settings.values() for group, _ in s.groups)
-    assert grouped(SCHEMA, COLUMN) == ("use_critic", "critic_noise_scale", "schedule", "cond_scale", "temperature",
+    assert grouped(SCHEMA, COLUMN) == ("order", "critic_noise_scale", "schedule", "cond_scale", "temperature",
                                        "timesteps", "guidance_schedule")
     assert grouped(SCHEMA, PAGE, offered=frozenset()) == ("timesteps", "cond_scale", "temperature",
-                                                           "topk_filter_thres", "schedule", "seed", "num_images",
-                                                           "guidance_schedule")
+                                                           "topk_filter_thres", "order", "schedule", "seed",
+                                                           "num_images", "guidance_schedule")
+    assert "use_critic" not in grouped(SCHEMA, PAGE)  # the page offers the orders, the critic's among them
     assert SCHEMA["critic_noise_scale"].needs() == {"critic"} and SCHEMA["timesteps"].needs() == frozenset()
     assert "choice_temperature" not in grouped(SCHEMA, PAGE)  # a setting of the library, not of the page

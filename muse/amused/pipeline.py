@@ -108,6 +108,9 @@ class AmusedPipeline(TokenPipeline):
                  **kwargs: Any) -> GenerationRequest:
         options = self.checked_options(options, {k: kwargs.pop(k) for k in EXTRA_OPTIONS if k in kwargs})
         r = super()._request(prompt, negative_prompt, settings, **kwargs)
+        if options.sampler == "amused" and r.settings.order != "confidence":
+            raise ValueError(f"aMUSEd's own sampler rules rank tokens by confidence; order={r.settings.order!r} "
+                             f"needs sampler='muse'")
         r.options = options
         return r
 
