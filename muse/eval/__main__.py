@@ -1,7 +1,7 @@
 """python -m muse.eval WHAT [WHAT ...] [--data data/emoji] [--weights weights] [--out figures.json]
 
-WHAT: tokenizer, superres, inpaint, critic, guidance, adherence, samples, sweep, or all (every one but
-the sweep).
+WHAT: tokenizer, superres, inpaint, critic, guidance, adherence, samples, sweep, orders, or all (every
+one but the sweep and the orders).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from . import __doc__ as PACKAGE_DOC
 from .critic import critic_ranking
 from .fidelity import inpaint_fidelity, superres_fidelity, tokenizer_metrics
 from .guidance import guidance_gap
+from .orders import ORDER_SHEET_PROMPT, ORDER_STEPS, order_sheet, order_table
 from .prompts import name_prompts, paraphrase_prompts, prompt_rows
 from .retrieval import adherence, diversity, random_floor
 from .sheet import sample_sheet, settings_sheet
@@ -87,7 +88,7 @@ def run_sweep(pipe, data, a) -> dict:
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m muse.eval", description=PACKAGE_DOC,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="+", choices=(*PARTS, "sweep", "all"), help="one part or several")
+    ap.add_argument("what", nargs="+", choices=(*PARTS, "sweep", "orders", "all"), help="one part or several")
     ap.add_argument("--data", type=Path, default=Path("data/emoji"))
     ap.add_argument("--weights", default=None, help="pipeline folder or Hub id (default: shipped weights/)")
     ap.add_argument("--seed", type=int, default=0, help="which prompts are drawn, and the images' seed")
@@ -99,6 +100,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--sweep-names", type=int, default=200, help="sweep: names scored per setting")
     ap.add_argument("--diversity-names", type=int, default=50, help="sweep: prompts whose 4 seeds give diversity")
     ap.add_argument("--sweep-sheet", type=Path, help="sweep: also draw each setting's pictures here (PNG)")
+    ap.add_argument("--order-steps", type=int, nargs="+", default=list(ORDER_STEPS),
+                    help="orders: the step counts each order is measured at")
+    ap.add_argument("--order-names", type=int, default=200, help="orders: names scored per order and step count")
+    ap.add_argument("--order-diversity-names", type=int, default=25,
+                    help="orders: prompts whose 4 seeds give diversity")
+    ap.add_argument("--order-superres", type=int, default=24, help="orders: images of the super-res fidelity")
+    ap.add_argument("--orders-sheet", type=Path, help="orders: also draw one prompt under each order here (PNG)")
+    ap.add_argument("--orders-prompt", default=ORDER_SHEET_PROMPT, help="orders: the sheet's prompt")
     ap.add_argument("--sheet", type=Path, default=None, help="samples: where to write the sheet "
                                                              "(default: samples.png in the weights folder)")
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
@@ -140,6 +149,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         results["adherence_stages"] = "base" if a.base_only else "both"
     if "sweep" in todo:
         results["sweep"] = run_sweep(pipe, data, a)
+    if "orders" in todo:
+        results["orders"] = order_table(pipe, data, a.order_steps, a.order_names, a.order_diversity_names,
+                                        a.order_superres, a.seed, log=lambda line: print(line, flush=True))
+        if a.orders_sheet:
+            order_sheet(pipe, a.orders_prompt).save(a.orders_sheet)
+            print(f"wrote {a.orders_sheet}")
     if "samples" in todo:
         folder = DEFAULT_WEIGHTS if a.weights is None else Path(a.weights) if Path(a.weights).is_dir() else Path(".")
         sheet = a.sheet or folder / "samples.png"
