@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .orders import FIXED_ORDERS
 from .sampling import NEVER_SCORE
 from .schedules import ScheduleLike, mask_counts
 
@@ -27,6 +28,10 @@ HIGHLIGHT = (255, 196, 0)  # outline of the tokens fixed at this step
 KNOWN_GRAY = (0.86, 0.86, 0.86)  # tokens a stage did not generate (inpainting: kept tokens)
 SENTINEL = NEVER_SCORE / 10  # |score| above this: a position the sampler did not choose from
 STAGE_NAMES = {"base": "base", "superres": "super-res"}
+# What ranked a step's tokens (`muse.settings.ORDERS`, a step's `state.ranking`), in a status line's words.
+ORDER_WORDS = {"confidence": "ranked by confidence", "critic": "ranked by the critic", "halton": "Halton order",
+               "random": "random order"}
+FIXED_ORDER_NAMES = {"halton": "Halton", "random": "random"}  # the fixed orders, as "the Halton order" names them
 
 
 # ----- pixels -------------------------------------------------------------------------------
@@ -172,8 +177,10 @@ def timeline_sheet(steps: Sequence["DecodeStep"], size: int = 96, columns: int =
     y = 0
     for stage, rows in stages.items():
         side = rows[0].canvas[0].width
+        fixed = fixed_order(rows)
+        order = f" in the {FIXED_ORDER_NAMES[fixed]} order" if fixed else ""
         _text_middle_left(draw, (2, y + title_h // 2),
-                          f"{STAGE_NAMES.get(stage, stage)} stage, {side} px: {len(rows)} steps "
+                          f"{STAGE_NAMES.get(stage, stage)} stage, {side} px: {len(rows)} steps{order} "
                           "(step · tokens fixed so far)", title_font)
         y += title_h
         for i, s in enumerate(rows):
@@ -223,6 +230,23 @@ def _stages(steps: Sequence["DecodeStep"]) -> dict[str, list["DecodeStep"]]:
     if not stages:
         raise ValueError("no steps")
     return stages
+
+
+def ranking(step: "DecodeStep") -> str:
+    """What ranked this step's tokens (one of `muse.settings.ORDERS`): the model's confidence, the token
+    critic, or a fixed order ("halton", "random") that does not look at the model's output."""
+    return step.state.ranking
+
+
+def order_words(step: "DecodeStep") -> str:
+    """What ranked this step's tokens, in a status line's words ("Halton order", "ranked by the critic")."""
+    return ORDER_WORDS.get(ranking(step), ranking(step))
+
+
+def fixed_order(steps: Sequence["DecodeStep"]) -> Optional[str]:
+    """The fixed order ("halton", "random") that ranked these steps' tokens, None when the model's
+    confidence or its critic ranked them."""
+    return next((ranking(s) for s in steps if ranking(s) in FIXED_ORDERS), None)
 
 
 def reveal_order(steps: Sequence["DecodeStep"], index: int = 0) -> dict[str, np.ndarray]:
@@ -276,6 +300,16 @@ def keep_noise(step: "DecodeStep", index: int = 0) -> Optional[np.ndarray]:
     return _field(step, "keep_noise", index)
 
 
+def order_place(step: "DecodeStep", index: int = 0) -> Optional[np.ndarray]:
+    """(h, w): under a fixed order, each candidate's place in it (0 = the first position the order keeps;
+    the sampler's keep score is minus the place), NaN off the candidates; None when the model's confidence
+    or its critic ranked the step."""
+    if ranking(step) not in FIXED_ORDERS:
+        return None
+    scores = _grid(step.scores[index]).astype(np.float64)
+    return np.where(np.abs(scores) < SENTINEL, -scores, np.nan)
+
+
 def confidence_at_reveal(steps: Sequence["DecodeStep"], index: int = 0) -> dict[str, np.ndarray]:
     """Per stage, a float (h, w) grid in [0, 1]: the model's probability of each token at the step that
     fixed it; NaN for known tokens."""
@@ -293,9 +327,18 @@ def noise_at_reveal(steps: Sequence["DecodeStep"], index: int = 0) -> dict[str, 
     return at_reveal(steps, lambda s: keep_noise(s, index), index)
 
 
+def place_at_reveal(steps: Sequence["DecodeStep"], index: int = 0) -> dict[str, np.ndarray]:
+    """Per stage, each token's place in the fixed order that ranked it (`order_place`); NaN for known
+    tokens, and everywhere when no fixed order ranked the run."""
+    return at_reveal(steps, lambda s: order_place(s, index), index)
+
+
 def ranked_by(step: "DecodeStep", index: int = 0) -> Optional[np.ndarray]:
-    """(h, w): what the sampler ranked by before its noise: -critic logit with a critic pass, else the
-    model's log-probability; NaN off the candidates."""
+    """(h, w): what the sampler ranked by before its noise: minus the place in a fixed order (which has no
+    noise), -critic logit with a critic pass, else the model's log-probability; NaN off the candidates."""
+    place = order_place(step, index)
+    if place is not None:
+        return -place
     wrong = _field(step, "critic_scores", index)
     return -wrong if wrong is not None else _field(step, "log_probs", index)
 
@@ -455,8 +498,10 @@ def reveal_order_map(steps: Sequence["DecodeStep"], index: int = 0) -> Image.Ima
     """Which step fixed each token, one coloured panel per stage with a colour bar; hatched = known."""
     orders = reveal_order(steps, index)
     stages = _stages(steps)
+    fixed = fixed_order(steps)
+    name = f", {FIXED_ORDER_NAMES[fixed]} order" if fixed else ""
     panels = [_map_panel(np.where(order > 0, order, np.nan).astype(np.float64), "viridis",
-                         f"{STAGE_NAMES.get(stage, stage)}: reveal order", "step that fixed the token",
+                         f"{STAGE_NAMES.get(stage, stage)}: reveal order{name}", "step that fixed the token",
                          discrete=stages[stage][-1].total)
               for stage, order in orders.items()]
     return _sheet([panels])
@@ -472,6 +517,19 @@ def noise_label(critic: bool) -> str:
             "noise added to log p\n(Gumbel x choice_temperature x anneal)")
 
 
+def order_label(order: str) -> str:
+    """What a fixed order's panel shows, for its colour bar."""
+    return f"place in the {FIXED_ORDER_NAMES[order]} order\n(0 = kept first; no noise)"
+
+
+def _ranked_by_order(steps: Sequence["DecodeStep"], ranking: Optional[str]) -> Optional[str]:
+    """The fixed order that ranked a run: `ranking` when it names one, else (None) the steps' own."""
+    return ranking if ranking in FIXED_ORDERS else fixed_order(steps) if ranking is None else None
+
+
+Limits = Optional[tuple[float, float]]
+
+
 @dataclass(frozen=True)
 class Panel:
     """One row of the confidence figure: a quantity per stage, what its colour bar says, its scale."""
@@ -480,17 +538,29 @@ class Panel:
     grids: dict[str, np.ndarray]  # per stage, (h, w); NaN = no value
     cmap: str
     label: str  # the colour bar's legend: the quantity, in the sampler's terms
-    limits: Optional[tuple[float, float]]  # None: symmetric about 0, spanning the values
+    limits: Union[Limits, dict[str, Limits]]  # per stage or for all; None: symmetric about 0, spanning the values
 
 
-def confidence_panels(steps: Sequence["DecodeStep"], index: int = 0, critic: Optional[bool] = None) -> list[Panel]:
-    """What decided each token when it was fixed: the model's probability of the token; the critic's
-    probability that it is right (when a critic ranked; `critic` None: from the steps); the noise the
-    sampler added to the keep score."""
+def confidence_panels(steps: Sequence["DecodeStep"], index: int = 0, critic: Optional[bool] = None,
+                      ranking: Optional[str] = None) -> list[Panel]:
+    """What decided each token when it was fixed. Ranked by the model or its critic: the model's probability
+    of the token; the critic's probability that it is right (when a critic ranked); the noise the sampler
+    added to the keep score. Ranked by a fixed order (halton, random): the token's place in that order, which
+    alone chose it (no noise), then the model's probability of the token, for information only.
+    `ranking`: what ranked the run (`muse.settings.ORDERS`; None: read from the steps); `critic`: whether a
+    critic ranked (None: from `ranking`, else from the steps' critic passes)."""
+    fixed = _ranked_by_order(steps, ranking)
+    probability = confidence_at_reveal(steps, index)
+    if fixed:
+        places = place_at_reveal(steps, index)
+        name = FIXED_ORDER_NAMES[fixed]
+        return [Panel(f"place in the {name} order\n(what ranked the tokens)", places, "viridis", order_label(fixed),
+                      {stage: (0.0, float(grid.size - 1)) for stage, grid in places.items()}),
+                Panel("model's p(token) when fixed\n(for information, not the ranking)", probability, "magma",
+                      PROBABILITY_LABEL, (0.0, 1.0))]
     if critic is None:
-        critic = any(s.critic_scores is not None for s in steps)
-    panels = [Panel("model's p(token) when fixed", confidence_at_reveal(steps, index), "magma", PROBABILITY_LABEL,
-                    (0.0, 1.0))]
+        critic = ranking == "critic" if ranking is not None else any(s.critic_scores is not None for s in steps)
+    panels = [Panel("model's p(token) when fixed", probability, "magma", PROBABILITY_LABEL, (0.0, 1.0))]
     if critic:
         panels.append(Panel("critic's P(right) when fixed", critic_at_reveal(steps, index), "viridis", CRITIC_LABEL,
                             (0.0, 1.0)))
@@ -498,11 +568,13 @@ def confidence_panels(steps: Sequence["DecodeStep"], index: int = 0, critic: Opt
     return panels
 
 
-def confidence_map(steps: Sequence["DecodeStep"], index: int = 0, critic: Optional[bool] = None) -> Image.Image:
+def confidence_map(steps: Sequence["DecodeStep"], index: int = 0, critic: Optional[bool] = None,
+                   ranking: Optional[str] = None) -> Image.Image:
     """`confidence_panels` as one figure, a column per stage; the noise panel says how many of the
-    ranked choices its noise made (`noise_decided`)."""
+    ranked choices its noise made (`noise_decided`); under a fixed order the footer says it alone chose."""
     stages = _stages(steps)
-    panels = confidence_panels(steps, index, critic)
+    panels = confidence_panels(steps, index, critic, ranking)
+    fixed = _ranked_by_order(steps, ranking)
     critic = len(panels) == 3
     rows: list[list[Image.Image]] = [[] for _ in panels]
     for stage, rows_of_stage in stages.items():
@@ -512,12 +584,17 @@ def confidence_map(steps: Sequence["DecodeStep"], index: int = 0, critic: Option
         ranked = sum(n for s, (_, n) in zip(rows_of_stage, chosen) if s.step < s.total)
         for r, panel in enumerate(panels):
             title, limits = f"{name}: {panel.title}", panel.limits
+            if isinstance(limits, dict):
+                limits = limits[stage]
             if limits is None:
                 finite = panel.grids[stage][np.isfinite(panel.grids[stage])]
                 m = float(np.abs(finite).max()) if finite.size else 0.0
                 limits = (-m, m) if m > 0 else (-1.0, 1.0)
                 title += f"\n(noise chose {decided} of {ranked} ranked tokens)"
             rows[r].append(_map_panel(panel.grids[stage], panel.cmap, title, panel.label, limits=limits))
+    if fixed:
+        return _sheet(rows, f"hatched: no value (a known token) · no noise: the {FIXED_ORDER_NAMES[fixed]} order "
+                            "alone chose the tokens each step kept")
     return _sheet(rows, "hatched: no value (a known token" + ("; for the critic, a token fixed at the last step, "
                                                               "which keeps all the rest unranked)" if critic else ")"))
 
@@ -530,8 +607,10 @@ KNOWN_RGB = (200, 212, 230)  # not generated by this stage (inpainting's kept to
 def step_tokens(step: "DecodeStep", size: int = 256, index: int = 0) -> tuple[Image.Image, str]:
     """The tokens fixed at this step (outlined) coloured by what ranked them (the critic's P(right) at a
     step with a critic pass, else the model's p(token)), the rest flat (grey: still masked, near white:
-    fixed earlier, blue-grey: known), with a 0-1 colour bar naming the quantity. Returns (picture, quantity's name).
-    Drawn with PIL alone: cheap enough for every streamed step."""
+    fixed earlier, blue-grey: known), with a 0-1 colour bar naming the quantity. Under a fixed order
+    (halton, random), which ranks by place alone, the colours are the model's p(token) for information and
+    the bar says the order ranked. Returns (picture, quantity's name). Drawn with PIL alone: cheap enough
+    for every streamed step."""
     from matplotlib import colormaps
 
     critic = critic_probability(step, index)
@@ -544,45 +623,64 @@ def step_tokens(step: "DecodeStep", size: int = 256, index: int = 0) -> tuple[Im
     rgb[:] = EARLIER_RGB
     rgb[~region] = KNOWN_RGB
     rgb[masked] = MASKED_RGB
-    cmap = colormaps["viridis" if critic is not None else "magma"]
+    cmap = "viridis" if critic is not None else "magma"
     if values is not None:
         shown = fixed & np.isfinite(values)
-        rgb[shown] = (np.asarray(cmap(np.clip(values[shown], 0.0, 1.0)))[:, :3] * 255).round().astype(np.uint8)
+        colours = np.asarray(colormaps[cmap](np.clip(values[shown], 0.0, 1.0)))[:, :3]
+        rgb[shown] = (colours * 255).round().astype(np.uint8)
     grid = highlight_tokens(Image.fromarray(rgb), fixed, size)
-    bar = _probability_bar(grid.width, max(36, size // 6), critic is not None)
+    order = ranking(step)
+    if critic is not None:
+        legend = "critic's P(right)"
+    elif order in FIXED_ORDERS:
+        legend = f"p(token); the {FIXED_ORDER_NAMES[order]} order ranked"
+    else:
+        legend = "model's p(token)"
+    bar = _probability_bar(grid.width, max(36, size // 6), cmap, legend)
     out = Image.new("RGB", (grid.width, grid.height + bar.height), (255, 255, 255))
     out.paste(grid, (0, 0))
     out.paste(bar, (0, grid.height))
     return out, name
 
 
-@functools.lru_cache(maxsize=8)
-def _probability_bar(width: int, height: int, critic: bool) -> Image.Image:
-    """step_tokens' 0-1 colour bar and its legend (the same for every step: drawn once)."""
+@functools.lru_cache(maxsize=16)
+def _probability_bar(width: int, height: int, cmap: str, text: str) -> Image.Image:
+    """step_tokens' 0-1 colour bar and its legend `text` (the same for every step: drawn once)."""
     from matplotlib import colormaps
 
     pad = 6
     out = Image.new("RGB", (width, height), (255, 255, 255))
-    cmap = colormaps["viridis" if critic else "magma"]
-    ramp = (np.asarray(cmap(np.linspace(0, 1, width - 2 * pad)))[:, :3] * 255).astype(np.uint8)
+    ramp = (np.asarray(colormaps[cmap](np.linspace(0, 1, width - 2 * pad)))[:, :3] * 255).astype(np.uint8)
     out.paste(Image.fromarray(np.repeat(ramp[None], height // 3, axis=0)), (pad, 3))
     draw, font = ImageDraw.Draw(out), _font(max(9, height // 3))
     y = 3 + height // 3 + (height - height // 3) // 2
     _text_middle_left(draw, (pad, y), "0", font)
     _text_middle_left(draw, (out.width - pad - draw.textlength("1", font=font), y), "1", font)
-    text = "critic's P(right)" if critic else "model's p(token)"
     _text_middle_left(draw, ((out.width - draw.textlength(text, font=font)) // 2, y), text, font)
     return out
 
 
 def step_summary(step: "DecodeStep", index: int = 0) -> str:
     """One line on what decided this step: the tokens fixed, the range of what ranked them, and how many
-    of them the sampler's noise chose."""
+    of them the sampler's noise chose; under a fixed order, their places in it (the order alone chose
+    them) and the model's p(token) for information."""
     fixed = _grid(step.revealed[index]).astype(bool)
     n = int(fixed.sum())
     line = f"{step.label}: {n} fixed now"
     if n == 0:
         return line
+    place = order_place(step, index)
+    if place is not None:
+        name = FIXED_ORDER_NAMES[ranking(step)]
+        line += f", the next in the {name} order"
+        if np.isfinite(place[fixed]).any():
+            line += f" (places {np.nanmin(place[fixed]):.0f}-{np.nanmax(place[fixed]):.0f})"
+        p = model_probability(step, index)
+        if p is not None and np.isfinite(p[fixed]).any():
+            v = p[fixed]
+            line += f"; model p {np.nanmin(v):.2f}-{np.nanmax(v):.2f} (mean {np.nanmean(v):.2f}), not the ranking"
+        return line + ("; the last step fixes every remaining token" if step.step == step.total else
+                       "; no noise: the order alone chose them")
     critic = critic_probability(step, index)
     values, what = (critic, "critic P(right)") if critic is not None else (model_probability(step, index), "model p")
     if values is not None and np.isfinite(values[fixed]).any():

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from muse import viz
+from muse.orders import halton_order
 from muse.runner import TextContext, bind_stage
 from tests.harness.images import gradient
 
@@ -93,6 +94,50 @@ def test_confidence_map_draws_a_column_per_stage_and_a_row_per_quantity(tiny_pip
     without = viz.confidence_map(list(tiny_pipe.stream(PROMPT, timesteps=3, seed=SEED, use_critic=False)))
     assert with_critic.width == without.width > 600  # two stages side by side
     assert with_critic.height > without.height  # a third row: the critic's
+
+
+@pytest.mark.parametrize("order, name", [("halton", "Halton"), ("random", "random")])
+def test_under_a_fixed_order_the_figures_say_the_order_ranked_the_tokens(tiny_pipe, order, name):
+    steps = list(tiny_pipe.stream(PROMPT, timesteps=4, seed=SEED, cond_scale=COND, order=order))
+    assert {s.state.ranking for s in steps} == {order}
+    panels = viz.confidence_panels(steps)
+    # what ranked: the place in the order, then the model's p(token) for information; no noise, no critic
+    assert [p.label for p in panels] == [viz.order_label(order), viz.PROBABILITY_LABEL]
+    assert f"place in the {name} order" in panels[0].title and "what ranked" in panels[0].title
+    assert "not the ranking" in panels[1].title and "what ranked" not in panels[1].title
+    assert f"{name} order" in viz.order_label(order) and "no noise" in viz.order_label(order)
+    reveal = viz.reveal_order(steps)
+    for stage, place in panels[0].grids.items():
+        side = place.shape[0]
+        assert sorted(place.ravel().astype(int)) == list(range(side * side))  # each token's place, once
+        assert panels[0].limits[stage] == (0.0, side * side - 1.0)
+        # a token fixed at an earlier step has an earlier place: the order alone chose
+        assert all(place[reveal[stage] == k].max() < place[reveal[stage] == k + 1].min() for k in range(1, 4))
+        if order == "halton":  # the published order, from the request's random start
+            by_place = np.argsort(place.ravel())
+            canonical = halton_order(side).numpy()
+            assert any(np.array_equal(by_place, np.roll(canonical, k)) for k in range(side * side)), stage
+    assert np.allclose(panels[1].grids["base"], viz.confidence_at_reveal(steps)["base"], equal_nan=True)
+    for s in steps:  # keep score = minus the place, without noise: the noise chose nothing
+        fixed = s.revealed[0].numpy()
+        assert np.array_equal(viz.ranked_by(s)[fixed], s.scores[0].numpy()[fixed])
+        assert viz.noise_decided(s)[0] == 0 and np.nanmax(np.abs(viz.keep_noise(s))) == 0
+    figure = viz.confidence_map(steps)
+    assert np.array_equal(np.asarray(figure), np.asarray(viz.confidence_map(steps, ranking=order)))
+    assert figure.width > 600 and figure.height < viz.confidence_map(run(tiny_pipe, True)).height  # two rows
+    # the step's picture and line: the order chose, the model's p is not called the ranking
+    picture, quantity = viz.step_tokens(steps[1], 256)
+    assert quantity == viz.PROBABILITY_LABEL and picture.size[0] == 256
+    line = viz.step_summary(steps[1])
+    assert f"the next in the {name} order (places " in line and "not the ranking" in line
+    assert "noise chose" not in line and "critic" not in line
+    assert viz.order_words(steps[0]) == f"{name} order"
+
+
+def test_the_steps_name_what_ranked_them(tiny_pipe):
+    assert {s.state.ranking for s in run(tiny_pipe, True)} == {"critic"}
+    assert {viz.order_words(s) for s in run(tiny_pipe, False)} == {"ranked by confidence"}
+    assert viz.fixed_order(run(tiny_pipe, True)) is None and viz.order_place(run(tiny_pipe, False)[0]) is None
 
 
 # ----- the pictures of a run: tiles, outlines, reveal order, schedule, timeline, GIF, difference -----------
