@@ -18,7 +18,7 @@ import gradio as gr
 
 from muse import playground
 from muse.playground import endpoints, server, texts
-from muse.playground.controls import control_input
+from muse.playground.controls import control_input, critic_noise_update
 from muse.playground.endpoints import PAGE, compare, generate, inpaint, superres, text_to_image
 from muse.playground.transport import FrameImage, FrameSlider
 
@@ -33,7 +33,7 @@ CSS = """
 .caption p { font-size: 0.85em; opacity: 0.8; margin: 0; }
 """
 ROWS = (("seed", "randomize_seed"), ("timesteps",), ("cond_scale",), ("guidance_schedule",), ("temperature",),
-        ("critic_noise_scale",), ("topk_filter_thres",), ("schedule",), ("sampler",), ("use_critic", "superres"),
+        ("order", "sampler"), ("critic_noise_scale",), ("topk_filter_thres",), ("schedule",), ("superres",),
         ("num_images", "previews"))
 ELEM_IDS = {"critic_noise_scale": "critic_noise", "superres": "superres_switch"}  # (#superres is its tab's button)
 UI = dict[str, gr.Component]
@@ -81,7 +81,7 @@ def _settings(d: dict[str, Any]) -> UI:
         names = [name for name in names if name in PAGE.controls()]
         with gr.Row() if row and names else contextlib.nullcontext():
             for name in names:
-                c[name] = control_input(name, d, elem_id=ELEM_IDS.get(name, name))
+                c[name] = control_input(name, d, PAGE, elem_id=ELEM_IDS.get(name, name))
 
     with gr.Accordion("Advanced settings", open=False):
         c["negative_prompt"] = gr.Textbox(value=d["negative_prompt"], label="Negative prompt", placeholder="(none)",
@@ -147,7 +147,7 @@ def _compare(ui: UI) -> dict[str, UI]:
     with gr.Accordion("Side by side: one prompt and seed, two settings", open=True, elem_id="compare_section"):
         with gr.Row(equal_height=True):
             _prompt(ui, "compare_prompt", "Prompt", placeholder=texts.PLACEHOLDERS[PAGE.family]["prompt"], scale=4)
-            ui["compare_seed"] = control_input("seed", cd, elem_id="compare_seed", scale=1)
+            ui["compare_seed"] = control_input("seed", cd, PAGE, elem_id="compare_seed", scale=1)
             ui["compare_btn"] = gr.Button("Compare", variant="primary", elem_id="compare", scale=1)
         gr.Markdown(texts.compare_caption(PAGE), elem_classes="caption")
         cols: dict[str, UI] = {}
@@ -157,7 +157,7 @@ def _compare(ui: UI) -> dict[str, UI]:
                     gr.Markdown(f"**Column {col.upper()}**")
                     own = [p for p in parameters if p.column == col]
                     values = {p.setting: cd[p.name] for p in own}
-                    cols[col] = {p.setting: control_input(p.setting, values, elem_id=p.name) for p in own}
+                    cols[col] = {p.setting: control_input(p.setting, values, PAGE, elem_id=p.name) for p in own}
         with gr.Row():
             for name, label in (("canvas_a", "Column A"), ("canvas_b", "Column B"),
                                 ("difference", "Where they differ, and when")):
@@ -189,9 +189,9 @@ def _wire(demo: gr.Blocks, ui: UI, c: UI, cols: dict[str, UI]) -> None:
     # Page events: quick, off the decoding queue (replaying a run reads its stored steps, so it works during one).
     quick = dict(queue=False, show_progress="hidden", api_visibility="private")
 
-    for panel in [*cols.values(), c] if PAGE.critic else []:  # the noise acts only with the critic on
-        panel["use_critic"].change(lambda on: gr.update(interactive=bool(on)), inputs=[panel["use_critic"]],
-                                   outputs=[panel["critic_noise_scale"]], **quick)
+    for panel in [*cols.values(), c] if PAGE.critic else []:  # the noise acts only when the critic ranks
+        panel["order"].change(critic_noise_update, inputs=[panel["order"]], outputs=[panel["critic_noise_scale"]],
+                              **quick)
     ui["stop"].click(None, cancels=decoding, queue=False, api_visibility="private")
     for event, handler, inputs, outputs in (
             (ui["scrub"].input, endpoints.scrub, ["replay", "scrub"], playground.STEP_OUTPUTS),

@@ -85,13 +85,20 @@ def test_the_page_model_of_amused_has_one_stage_no_critic_and_its_own_settings(s
     assert set(AMUSED_CONTROLS) <= set(controls)
     assert "no super-res stage and no token critic" in model.missing()
     assert "sampler" in model.compare_settings() and "use_critic" not in model.compare_settings()
+    # the unmasking orders it can rank by: no critic's
+    assert "order" in controls and "order" in model.compare_settings()
+    assert model.choices("order") == ("confidence", "halton", "random")
     d = playground.page_defaults()
+    assert d["order"] == "confidence" and "use_critic" not in d
     # aMUSEd's defaults: 12 steps, guidance 10, its sampler, aesthetic score 6, told the output size, uncropped
     assert (d["timesteps"], d["cond_scale"], d["topk_filter_thres"]) == (12, 10.0, 0.0)
     assert (d["sampler"], d["aesthetic_score"], d["crop_top"], d["crop_left"]) == ("amused", 6.0, 0, 0)
     assert d["micro_width"] == d["micro_height"] == GRID
     c = playground.compare_defaults()
-    assert (c["sampler_a"], c["sampler_b"]) == ("amused", "muse")  # the first comparison: the two samplers
+    # the first comparison: aMUSEd's rules (by confidence) against the Halton order, on our sampler (aMUSEd's own
+    # rules rank by confidence alone)
+    assert (c["order_a"], c["sampler_a"]) == ("confidence", "amused")
+    assert (c["order_b"], c["sampler_b"]) == ("halton", "muse")
     names = list(playground.endpoint_signature(("prompt",)).parameters)
     assert names[:2] == ["prompt", "negative_prompt"] and names[-6:] == list(AMUSED_CONTROLS)
     assert "use_critic" not in names and "superres" not in names
@@ -143,6 +150,9 @@ def test_the_sampler_preset_and_micro_conditioning_reach_the_model(serving):
                                                             micro_height=512, aesthetic_score=2))))
     assert np.array_equal(base, again)
     assert not np.array_equal(base, ours) and not np.array_equal(base, told)
+    # our sampler takes the other orders
+    halton = list(playground.generate(PROMPT, quick(timesteps=4, previews=False, sampler="muse", order="halton")))
+    assert all("Halton order" in u["status"] for u in halton) and not np.array_equal(final_png(halton), ours)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -152,6 +162,10 @@ def test_the_sampler_preset_and_micro_conditioning_reach_the_model(serving):
     (dict(crop_top=-1), "crop_top must be a whole number from 0 to 8192, got -1."),
     (dict(micro_width=2.5), "micro_width must be a whole number from 0 to 8192, got 2.5."),
     (dict(micro_height=None), "micro_width and micro_height go together"),
+    (dict(order="critic"), "order must be one of confidence, halton, random (this model has no token critic); "
+                           "got 'critic'."),
+    (dict(order="halton"), "order must be confidence under aMUSEd's own sampler rules (sampler amused); choose "
+                           "sampler muse for the halton order."),
 ])
 def test_bad_amused_settings_get_a_named_error(serving, bad, message):
     with pytest.raises(PlaygroundError) as err:
@@ -168,7 +182,10 @@ def test_inpaint_and_side_by_side_on_amused(serving):
     values = {**playground.compare_defaults(), "timesteps_a": 2, "timesteps_b": 2, "randomize_seed": False}
     final = list(playground.compare(PROMPT, values))[-1]
     assert final["status_a"].startswith("done") and final["status_b"].startswith("done")
+    assert "ranked by confidence" in final["status_a"] and "Halton order" in final["status_b"]
     assert "tokens fixed in both differ" in final["compare_info"]
+    with pytest.raises(PlaygroundError, match="order must be confidence under aMUSEd's own sampler rules"):
+        list(playground.compare(PROMPT, {**values, "sampler_b": "amused"}))
 
 
 # ----- the app as a server: gradio_client --------------------------------------------------------------
@@ -211,7 +228,13 @@ def test_api_takes_amuseds_settings_and_not_the_absent_stages(client):
         assert params["micro_width"]["parameter_default"] == params["micro_height"]["parameter_default"] == GRID
         assert params["timesteps"]["parameter_default"] == AMUSED_DEFAULTS["timesteps"]
     compare = [p["parameter_name"] for p in info["/compare"]["parameters"]]
-    assert {"sampler_a", "sampler_b", "aesthetic_score"} <= set(compare) and "use_critic_a" not in compare
+    assert {"sampler_a", "sampler_b", "aesthetic_score", "order_a", "order_b"} <= set(compare)
+    assert "use_critic_a" not in compare
+    # the orders offered: no critic's (the page's dropdown, as the API describes its values)
+    order = next(p for p in info["/generate"]["parameters"] if p["parameter_name"] == "order")
+    assert order["parameter_default"] == "confidence"
+    assert all(f"'{o}'" in order["python_type"]["type"] for o in ("confidence", "halton", "random"))
+    assert "'critic'" not in order["python_type"]["type"]
 
 
 @pytest.mark.slow
@@ -282,6 +305,7 @@ def test_the_page_hides_what_amused_lacks_and_shows_its_micro_conditioning(page,
         assert page.locator(absent).count() == 0, absent
     assert page.get_by_label("Super-res stage").count() == 0
     assert page.get_by_label("Use the token critic").count() == 0
+    assert page.locator("#order input").first.input_value() == "confidence"  # the unmasking order, by confidence
     # aMUSEd's settings, at aMUSEd's defaults (its 12 steps; told the output size, uncropped, score 6)
     assert page.locator("#timesteps input[type=number]").input_value() == "12"
     values = {name: page.locator(f"#{name} input").first.input_value()

@@ -27,7 +27,8 @@ from muse.load import describe
 from muse.pipeline import MusePipeline
 from muse.playground import CONTROLS, LIMITS, OUTPUTS, REQUEST_SETTINGS, PlaygroundError, server, uploads
 from muse.playground.transport import InlinePicture, slow_queue_poll
-from muse.settings import SCHEMA, SettingError
+from muse.playground.controls import control_input, critic_noise_update
+from muse.settings import ORDERS, SCHEMA, SettingError
 from tests.harness.images import gradient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +50,7 @@ def app(tiny_weights):
 def request(**overrides):
     """Keyword arguments of a quick, reproducible request."""
     kwargs = dict(prompt="red heart", negative_prompt="", timesteps=4, cond_scale=3.0, temperature=1.0,
-                  critic_noise_scale=1.0, topk_filter_thres=0.9, use_critic=True, schedule="cosine",
+                  critic_noise_scale=1.0, topk_filter_thres=0.9, order="critic", schedule="cosine",
                   superres=True, seed=7, randomize_seed=False, num_images=1, previews=True)
     kwargs.update(overrides)
     return kwargs
@@ -295,7 +296,8 @@ def test_superres_streams_the_superres_stage(app):
     (dict(seed=-1), "seed must be"),
     (dict(seed=2**40), "seed must be"),
     (dict(seed=None), "Give a seed"),
-    (dict(use_critic="maybe"), "use_critic must be true or false"),
+    (dict(order="sideways"), "order must be one of confidence, critic, halton, random; got 'sideways'"),
+    (dict(order=True), "order must be one of"),
     (dict(previews=None), "previews must be true or false"),
 ])
 def test_bad_settings_get_a_named_error(app, bad, message):
@@ -322,8 +324,7 @@ def test_a_mask_of_another_shape_is_refused_one_of_another_scale_is_mapped(app):
 
 
 def test_numbers_from_the_api_are_accepted_in_any_json_form(app):
-    ups = collect(app.generate(**request(timesteps=2.0, num_images="1", seed="3", superres="false",
-                                         use_critic=0)))
+    ups = collect(app.generate(**request(timesteps=2.0, num_images="1", seed="3", superres="false")))
     assert len(ups) == 2 + 1 and ups[-1]["seed"] == 3
 
 
@@ -399,7 +400,8 @@ def test_side_by_side_columns_come_from_the_schema(app):
             assert component.info == setting.help and component.value == defaults[f"{name}_{col}"], (col, name)
             if name in LIMITS:
                 assert (component.minimum, component.maximum) == LIMITS[name], name
-    assert defaults["use_critic_a"] != defaults["use_critic_b"]  # the first comparison: critic on against off
+    # the first comparison: the page's order (the tiny weights' defaults rank by their critic) against Halton's
+    assert (defaults["order_a"], defaults["order_b"]) == ("critic", "halton")
 
 
 def test_every_control_comes_from_the_schema(app):
@@ -413,11 +415,63 @@ def test_every_control_comes_from_the_schema(app):
         if setting.step is not None:
             assert component.step == setting.step, name
         if setting.choices:
-            assert [value for _, value in component.choices] == list(setting.choices)
+            assert [value for _, value in component.choices] == list(setting.choices)  # (the model has a critic)
     assert inputs[SCHEMA["timesteps"].label].value == 4  # the tiny weights' tuned default, not the schema's 12
     for name in CONTROLS:
         setting = playground.control(name)
         assert f"| **{setting.label}** | {setting.help} |" in app.EXPLANATION
+
+
+def test_the_page_offers_the_orders_the_model_can_rank_by(app, tiny_weights, tmp_path, monkeypatch):
+    label = SCHEMA["order"].label
+    for column in ("", *playground.COLUMNS):  # the main settings and each side-by-side column
+        assert [value for _, value in page_inputs(app, column)[label].choices] == list(ORDERS)
+    assert "Use the token critic" not in page_inputs(app)  # the order replaces the critic's checkbox
+    # a muse folder without a critic: no critic order, and the page's default is what its defaults rank by
+    folder = tmp_path / "no-critic"
+    shutil.copytree(tiny_weights, folder)
+    shutil.rmtree(folder / "base_critic")
+    monkeypatch.setenv("MUSE_WEIGHTS", str(folder))
+    model = playground.page_model()
+    assert not model.critic and model.choices("order") == ("confidence", "halton", "random")
+    assert playground.page_defaults(model)["order"] == "confidence"  # (use_critic is on: no critic to rank)
+    assert "critic_noise_scale" not in model.controls() and "order" in model.compare_settings()
+    with gr.Blocks():
+        dropdown = control_input("order", playground.page_defaults(model), model)
+    assert [value for _, value in dropdown.choices] == ["confidence", "halton", "random"]
+    with pytest.raises(PlaygroundError) as err:
+        playground.check_request("red heart", {**playground.page_defaults(model), "order": "critic"}, model)
+    assert str(err.value) == ("order must be one of confidence, halton, random (this model has no token critic); "
+                              "got 'critic'.")
+    assert "order (one of confidence, halton, random)" in " ".join(app.texts.setting_help("order", None, model).split())
+
+
+def test_critic_noise_is_live_only_when_the_critic_ranks(app):
+    label = SCHEMA["critic_noise_scale"].label
+    defaults = playground.compare_defaults()
+    assert page_inputs(app)[label].interactive is True  # the tiny weights' defaults rank by the critic
+    assert page_inputs(app, "a")[label].interactive is True and defaults["order_a"] == "critic"
+    assert page_inputs(app, "b")[label].interactive is False and defaults["order_b"] == "halton"
+    for order in ORDERS:
+        assert critic_noise_update(order) == gr.update(interactive=order == "critic")
+        assert playground.critic_noise_acts(order) == (order == "critic")
+    assert "acts only when the critic ranks" in SCHEMA["critic_noise_scale"].help  # what the slider's info says
+
+
+def test_use_critic_is_not_an_endpoint_parameter_and_a_client_sending_it_is_told_what_to_send(app):
+    for handler in (app.generate, app.inpaint, app.superres):
+        params = inspect.signature(handler).parameters
+        assert "order" in params and "use_critic" not in params
+        # the API page and MCP describe the order from the schema, with the choices the model offers
+        assert f"order: {SCHEMA['order'].help} (one of confidence, critic, halton, random)" in handler.__doc__
+    params = inspect.signature(app.compare).parameters
+    assert {"order_a", "order_b"} <= set(params) and not {"use_critic_a", "use_critic_b"} & set(params)
+    assert "order_b: " in app.compare.__doc__ and "column B" in app.compare.__doc__
+    with pytest.raises(gr.Error, match=re.escape("use_critic is not a parameter of this endpoint: send order instead "
+                                                 "(use_critic=True is order='critic').")):
+        collect(app.generate(**request(use_critic=True)))
+    with pytest.raises(gr.Error, match=re.escape("send order_b instead (use_critic_b=True is order_b='critic')")):
+        compared(app.compare(**compare_request(use_critic_b=True)))
 
 
 def test_page_defaults_are_the_weights_tuned_values_within_the_limits(tiny_weights, tmp_path, monkeypatch):
@@ -429,7 +483,8 @@ def test_page_defaults_are_the_weights_tuned_values_within_the_limits(tiny_weigh
     (folder / "pipeline.json").write_text(json.dumps(spec))
     monkeypatch.setenv("MUSE_WEIGHTS", str(folder))
     d = playground.page_defaults()
-    assert (d["timesteps"], d["cond_scale"], d["use_critic"], d["schedule"]) == (64, 2.5, False, "linear")
+    assert (d["timesteps"], d["cond_scale"], d["order"], d["schedule"]) == (64, 2.5, "confidence", "linear")
+    assert "use_critic" not in d  # the page sets the order alone
     assert d["temperature"] == SCHEMA["temperature"].default and d["seed"] == 0 and d["randomize_seed"] is True
     spec["defaults"] = {"timesteps": "many"}  # refused by the validated config: the schema's defaults
     (folder / "pipeline.json").write_text(json.dumps(spec))
@@ -480,7 +535,7 @@ def test_updates_are_keyed_by_output_name(tiny_pipe):
     request = playground.check_request("red heart", values)
     kwargs = request.pipeline_kwargs(tiny_pipe)
     steps = tiny_pipe.stream(request.prompt, previews=request.previews, **kwargs)
-    updates = list(playground.stream_updates(steps, kwargs["settings"], has_critic=True))
+    updates = list(playground.stream_updates(steps, kwargs["settings"], ranking=tiny_pipe.ranking(kwargs["settings"])))
     # every update but the result is marked as a run's passing frame; the result comes first without the
     # pictures of the decoding, then with them
     assert [u.pop(playground.PASSING, False) for u in updates] == [True, True, True, False, False]
@@ -589,12 +644,36 @@ def test_the_stream_decodes_on_the_one_compute_thread(app, monkeypatch):
     assert len(seen) == 1 and seen != {threading.get_ident()} and COMPUTE.call(threading.get_ident) in seen
 
 
+def test_a_halton_request_streams_steps_ranked_in_the_halton_order(app):
+    ups = collect(app.generate(**request(order="halton")))
+    run = playground.REPLAYS.get(ups[-1]["replay"])  # the run's steps, as the step slider replays them
+    assert [s.state.ranking for s in run.steps] == ["halton"] * 8
+    assert all("Halton order" in u["status"] for u in ups)
+    final = ups[-1]
+    assert final["status"].startswith("done") and isinstance(final["heat_map"], Image.Image)
+    assert isinstance(final["timeline"], Image.Image) and isinstance(final["reveal_map"], Image.Image)
+    # the order is what ranked the tokens: at every step they are the next ones in it
+    for s in run.steps:
+        place = np.sort(viz.order_place(s)[s.revealed[0].numpy()])
+        assert np.array_equal(place, np.arange(s.num_fixed - len(place), s.num_fixed)), s.label
+    # the dropdown says what ranks: weights whose defaults turn the critic on (the tiny ones) do not put it in
+    # charge of a request in the confidence order
+    plain = collect(app.generate(**request(order="confidence", superres=False)))
+    assert [s.state.ranking for s in playground.REPLAYS.get(plain[-1]["replay"]).steps] == ["confidence"] * 4
+
+
 def test_step_info_names_what_ranked_the_tokens(app):
-    critic = collect(app.generate(**request(use_critic=True, superres=False)))
-    plain = collect(app.generate(**request(use_critic=False, superres=False)))
+    critic = collect(app.generate(**request(order="critic", superres=False)))
+    plain = collect(app.generate(**request(order="confidence", superres=False)))
     assert "critic P(right)" in critic[0]["step_info"] and "model p" in plain[0]["step_info"]
     assert "noise chose" in plain[0]["step_info"]
     assert "last step fixes every remaining token" in plain[-1]["step_info"]
+    assert "ranked by the critic" in critic[0]["status"] and "ranked by confidence" in plain[-1]["status"]
+    halton = collect(app.generate(**request(order="halton", superres=False)))
+    # the order chose the tokens: the line names it and their places in it, and does not call p the ranking
+    assert "the next in the Halton order (places 0-" in halton[0]["step_info"], halton[0]["step_info"]
+    assert "not the ranking" in halton[0]["step_info"] and "no noise" in halton[0]["step_info"]
+    assert "critic" not in halton[0]["step_info"] and "noise chose" not in halton[0]["step_info"]
 
 
 def test_before_after_of_text_to_image_is_the_base_result_then_the_final(app):
@@ -628,7 +707,7 @@ def test_the_brush_is_an_eighth_of_the_editor_canvas(app):
 
 def compare_request(**overrides):
     kwargs = dict(prompt="red heart", seed=4, randomize_seed=False, superres=True, timesteps_a=4, timesteps_b=4,
-                  use_critic_a=True, use_critic_b=False)
+                  order_a="critic", order_b="confidence")
     kwargs.update(overrides)
     return kwargs
 
@@ -650,10 +729,29 @@ def test_side_by_side_streams_two_columns_and_where_they_differ(app):
     assert ups[-1]["status_b"].startswith("done") and ups[-1]["compare_info"].startswith("done")
     for u in ups:
         assert isinstance(u["difference"], Image.Image)
-    # each column is the pipeline's own result for its settings
-    for col, kwargs in (("a", dict(timesteps=4, use_critic=True)), ("b", dict(timesteps=6, use_critic=False))):
+    # each column is the pipeline's own result for its settings (the page's order alone: use_critic off, which
+    # the tiny weights' defaults turn on)
+    for col, kwargs in (("a", dict(timesteps=4, order="critic")), ("b", dict(timesteps=6, order="confidence"))):
         final = ups[-1]
-        alone = playground.MODEL.get()("red heart", seed=4, cond_scale=page_value("cond_scale"), **kwargs)[0]
+        alone = playground.MODEL.get()("red heart", seed=4, cond_scale=page_value("cond_scale"), use_critic=False,
+                                       **kwargs)[0]
+        assert np.array_equal(np.asarray(final[f"canvas_{col}"]),
+                              np.asarray(viz.upscale(alone, playground.DISPLAY_SIZE)))
+
+
+def test_side_by_side_confidence_against_halton_from_one_seed(app):
+    ups = compared(app.compare(**compare_request(order_a="confidence", order_b="halton")))
+    final = ups[-1]
+    # each column says what ranked its tokens, from the first step to the result
+    assert all("ranked by confidence" in u["status_a"] and "Halton order" in u["status_b"] for u in ups)
+    assert final["status_a"].startswith("done") and final["status_b"].startswith("done")
+    assert not np.array_equal(np.asarray(final["canvas_a"]), np.asarray(final["canvas_b"]))  # two images
+    differ = [int(n) for n in re.findall(r"(\d+) of \d+ tokens fixed in both differ", final["compare_info"])]
+    assert len(differ) == 2 and all(n > 0 for n in differ)  # in both stages
+    pipe = playground.MODEL.get()
+    for col, order in (("a", "confidence"), ("b", "halton")):  # one seed: each the pipeline's own image
+        alone = pipe("red heart", seed=4, timesteps=4, cond_scale=page_value("cond_scale"), order=order,
+                     use_critic=False)[0]
         assert np.array_equal(np.asarray(final[f"canvas_{col}"]),
                               np.asarray(viz.upscale(alone, playground.DISPLAY_SIZE)))
 
@@ -670,7 +768,7 @@ def test_side_by_side_settings_are_checked_by_the_schema(app):
     with pytest.raises(gr.Error, match="Type a prompt"):
         compared(app.compare(**compare_request(prompt="  ")))
     names = list(inspect.signature(app.compare).parameters)
-    assert names[0] == "prompt" and {"use_critic_a", "critic_noise_scale_b", "schedule_a", "cond_scale_b",
+    assert names[0] == "prompt" and {"order_a", "critic_noise_scale_b", "schedule_a", "cond_scale_b",
                                       "temperature_a", "timesteps_b", "seed"} <= set(names)
     assert all(n[:-2] in SCHEMA for n in names if n.endswith(("_a", "_b")))
 

@@ -83,8 +83,13 @@ def test_api_names_and_parameters(client):
     assert {"/generate", "/inpaint", "/superres"} <= set(info)
     names = [p["parameter_name"] for p in info["/generate"]["parameters"]]
     assert names[:10] == ["prompt", "negative_prompt", "timesteps", "cond_scale", "temperature",
-                          "critic_noise_scale", "topk_filter_thres", "use_critic", "schedule", "superres"]
-    assert {"seed", "randomize_seed", "num_images", "previews"} <= set(names)
+                          "critic_noise_scale", "topk_filter_thres", "order", "schedule", "superres"]
+    assert {"seed", "randomize_seed", "num_images", "previews"} <= set(names) and "use_critic" not in names
+    order = info["/generate"]["parameters"][names.index("order")]
+    assert all(f"'{o}'" in order["python_type"]["type"] for o in ("confidence", "critic", "halton", "random"))
+    # the unmasking order replaced use_critic: gradio_client refuses a keyword the API does not list
+    with pytest.raises(TypeError, match="use_critic"):
+        client.predict(prompt="red heart", use_critic=True, api_name="/generate")
     assert [p["parameter_name"] for p in info["/inpaint"]["parameters"]][:2] == ["image", "prompt"]
 
 
@@ -226,7 +231,7 @@ def test_side_by_side_endpoint(client):
 
     info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/compare"]
     names = [p["parameter_name"] for p in info["parameters"]]
-    assert names[0] == "prompt" and {"timesteps_a", "use_critic_b", "schedule_a", "cond_scale_b", "temperature_a",
+    assert names[0] == "prompt" and {"timesteps_a", "order_b", "schedule_a", "cond_scale_b", "temperature_a",
                                      "critic_noise_scale_b", "seed", "randomize_seed"} <= set(names)
     job = client.submit(prompt="red heart", seed=3, randomize_seed=False, timesteps_a=2, timesteps_b=3,
                         superres=False, api_name="/compare")
@@ -234,6 +239,7 @@ def test_side_by_side_endpoint(client):
     final = named(client, job.outputs()[-1], "compare")
     assert len(job.outputs()) == 3 and updates
     assert final["status_a"].startswith("done") and final["status_b"].startswith("done · base 3/3")
+    assert "Halton order" in final["status_b"]  # column B's default: what the order changes
     assert final["compare_info"].startswith("done") and "tokens fixed in both differ" in final["compare_info"]
     for name in ("canvas_a", "canvas_b", "difference"):
         with Image.open(final[name]) as im:

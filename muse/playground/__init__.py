@@ -18,8 +18,9 @@ from .errors import PlaygroundError
 from .model import MODEL, LazyModel
 from .page import (AMUSED_CONTROLS, BRUSH_RADIUS, COMPARE_SETTINGS, CONTROLS, CRITIC_CONTROLS, DISPLAY_SIZE,
                    EDIT_SIZE, LIMITS, MAX_PROMPT_CHARS, NEGATIVE_PROMPT_HELP, OUTPUTS, PAGE_SETTINGS, PASSING,
-                   PICTURE_OUTPUTS, REQUEST_SETTINGS, STEP_OUTPUTS, STREAM_SIZE, TIMELINE_SIZE, PageModel, StepSlider,
-                   Update, control, display_size, limits, page_defaults, page_model, token_counts, weights_summary)
+                   PICTURE_OUTPUTS, RENAMED, REQUEST_SETTINGS, STEP_OUTPUTS, STREAM_SIZE, TIMELINE_SIZE, PageModel,
+                   StepSlider, Update, control, critic_noise_acts, display_size, limits, page_defaults, page_model,
+                   token_counts, weights_summary)
 from .pictures import decoding_pictures, output_folder, result_update, schedule_preview, step_frame, warm_up
 from .replay import PLAY_SPEEDS, REPLAY_RUNS, REPLAYS, check_speed, play_next, replay
 from .requests import Request, check_prompt, check_request, check_setting, editor_to_image_and_mask, \
@@ -28,12 +29,12 @@ from .stream import Pace, frame_seconds, generate, inpaint, stream_updates, supe
 
 __all__ = ["AMUSED_CONTROLS", "BRUSH_RADIUS", "COLUMNS", "COMPARE_OUTPUTS", "COMPARE_SETTINGS", "CONTROLS",
            "CRITIC_CONTROLS", "DISPLAY_SIZE", "EDIT_SIZE", "LIMITS", "MAX_PROMPT_CHARS", "MODEL",
-           "NEGATIVE_PROMPT_HELP", "OUTPUTS", "PAGE_SETTINGS", "PASSING", "PICTURE_OUTPUTS", "PLAY_SPEEDS",
+           "NEGATIVE_PROMPT_HELP", "OUTPUTS", "PAGE_SETTINGS", "PASSING", "PICTURE_OUTPUTS", "PLAY_SPEEDS", "RENAMED",
            "REPLAYS", "REPLAY_RUNS", "REQUEST_SETTINGS", "STEP_OUTPUTS", "STREAM_SIZE", "TIMELINE_SIZE",
            "LazyModel", "Pace", "PageModel", "PlaygroundError", "Request", "StepSlider", "Update", "check_compare",
            "check_prompt", "check_request", "check_setting", "check_speed", "compare", "compare_defaults",
-           "compare_parameters", "compare_signature", "control", "decoding_pictures", "display_size",
-           "editor_to_image_and_mask", "endpoint_signature", "frame_seconds", "generate", "inpaint", "limits",
-           "output_folder", "page_defaults", "page_model", "painted_mask", "play_next", "replay", "result_update",
-           "schedule_preview", "step_frame", "stream_updates", "superres", "token_counts", "warm_up",
+           "compare_parameters", "compare_signature", "control", "critic_noise_acts", "decoding_pictures",
+           "display_size", "editor_to_image_and_mask", "endpoint_signature", "frame_seconds", "generate", "inpaint",
+           "limits", "output_folder", "page_defaults", "page_model", "painted_mask", "play_next", "replay",
+           "result_update", "schedule_preview", "step_frame", "stream_updates", "superres", "token_counts", "warm_up",
            "weights_summary"]

@@ -15,7 +15,7 @@ from .. import viz
 from ..pipeline import DecodeStep
 from .model import MODEL
 from .page import PASSING, PageModel, Update, control, display_size, page_defaults, page_model
-from .requests import Request, check_request, check_setting
+from .requests import Request, check_order, check_request, check_setting
 from .stream import Pace
 
 COLUMNS = ("a", "b")
@@ -40,16 +40,17 @@ def compare_parameters(model: Optional[PageModel] = None) -> tuple[Parameter, ..
 
 
 def compare_defaults(model: Optional[PageModel] = None) -> dict[str, Any]:
-    """The side-by-side parameters' starting values: the page's, column b with the critic flipped (so
-    the first comparison shows what the critic changes), or for a model without a critic and with a
-    sampler preset, column b on the other sampler."""
+    """The side-by-side parameters' starting values: the page's, column b in the Halton order (so the first
+    comparison shows what the unmasking order changes; in the confidence order where the page's is already
+    Halton). For aMUSEd column b also decodes with our sampler, the one that takes an order other than
+    confidence (aMUSEd's own rules rank by confidence alone)."""
     model = model or page_model()
     d = page_defaults(model)
     values = {p.name: d[p.setting] for p in compare_parameters(model)}
-    if "use_critic_b" in values:
-        values["use_critic_b"] = not d["use_critic"]
-    elif "sampler_b" in values:
-        values["sampler_b"] = next(s for s in control("sampler").choices if s != d["sampler"])
+    if "order_b" in values:
+        values["order_b"] = "halton" if d["order"] != "halton" else "confidence"
+    if values.get("sampler_b") == "amused" and values.get("order_b") != "confidence":
+        values["sampler_b"] = next(s for s in control("sampler").choices if s != "amused")
     return values
 
 
@@ -69,13 +70,17 @@ def check_compare(prompt: Any, values: Mapping[str, Any]) -> list[Request]:
     parameters = compare_parameters(model)
     shared = check_request(prompt, {**page_defaults(model), "num_images": 1, "previews": True,
                                     **{p.setting: values[p.name] for p in parameters if p.column is None}}, model)
-    return [shared.with_values({p.setting: check_setting(p.setting, values[p.name])
-                                for p in parameters if p.column == col}) for col in COLUMNS]
+    columns = [shared.with_values({p.setting: check_setting(p.setting, values[p.name], model)
+                                   for p in parameters if p.column == col}) for col in COLUMNS]
+    for column in columns:
+        check_order(column.values["order"], column.options)
+    return columns
 
 
 def compare(prompt: Any, values: dict[str, Any], frame_s: float = 0.0) -> Iterator[Update]:
     """Side by side: the same prompt and seed decoded with two columns of settings, step for step in turn on
-    one worker; each update shows both canvases and where the two runs chose different tokens, and when.
+    one worker; each update shows both canvases, each column's step and what ranked its tokens (its
+    unmasking order), and where the two runs chose different tokens, and when.
     Paced like `stream_updates`: a pair of steps sooner than `frame_s` after the last update is not drawn
     (the first pair, a column's end and the last pair always are)."""
     requests = check_compare(prompt, values)
@@ -96,7 +101,8 @@ def compare(prompt: Any, values: dict[str, Any], frame_s: float = 0.0) -> Iterat
             for col, history in zip(COLUMNS, histories):
                 last = history[-1]
                 update[f"canvas_{col}"] = viz.step_canvas(last, display)
-                update[f"status_{col}"] = ("done · " if last.is_final else "") + last.label
+                done = "done · " if last.is_final else ""
+                update[f"status_{col}"] = f"{done}{last.label} · {viz.order_words(last)}"
             update["difference"] = viz.difference_map(*histories, size=display * 3 // 4)
             update["compare_info"] = _difference_line(histories, time.perf_counter() - started)
             if len(histories[0]) == 1:

@@ -14,9 +14,10 @@ from ..config import TransformerConfig, VQConfig
 from ..hub import WeightsError, read_config
 from ..load import describe
 from ..loader import PipelineConfig, PipelineSummary, local_folder
+from ..orders import resolve_order
 from ..pipeline import MusePipeline
-from ..settings import (AMUSED, AMUSED_SCHEMA, COLUMN, CRITIC, PAGE, SCHEMA, SHARED, SUPERRES, GenerationSettings,
-                        Setting, grouped, known_settings)
+from ..settings import (AMUSED, AMUSED_SCHEMA, COLUMN, CRITIC, PAGE, SCHEMA, SHARED, SUPERRES,
+                        GenerationSettings, Setting, grouped, known_settings)
 from .model import MODEL
 
 # The playground's limits (the library accepts more; the page keeps requests quick).
@@ -45,6 +46,9 @@ PAGE_SETTINGS: dict[str, Setting] = {s.name: s for s in (
 # messages name only the choices.
 SETTINGS: dict[str, Setting] = {**{name: replace(s, callables=False) for name, s in SCHEMA.items()},
                                 **PAGE_SETTINGS, **AMUSED_SCHEMA}
+# Parameters the endpoints no longer take: what replaces each (a parameter, and the value that means what
+# the old one's True did), so that a client sending one is told what to send.
+RENAMED = {"use_critic": ("order", "critic")}
 NEGATIVE_PROMPT_HELP = "what guidance steers away from (replaces the empty prompt of classifier-free guidance)"
 
 MUSE_FEATURES = frozenset({CRITIC, SUPERRES})  # a muse model with both stages and a critic
@@ -128,6 +132,14 @@ class PageModel:
     def output_size(self) -> int:
         return self.summary.output_size(True)
 
+    def choices(self, name: str) -> tuple[str, ...]:
+        """The choices the page offers for a setting with choices: the unmasking orders this model can rank
+        by (the critic's only with a critic), else the setting's own."""
+        choices = tuple(control(name).choices)
+        if name == "order" and not self.critic:
+            return tuple(order for order in choices if order != "critic")
+        return choices
+
     def controls(self) -> tuple[str, ...]:
         """The settings the page shows and the endpoints take, in order."""
         return grouped(SETTINGS, PAGE, self.features)
@@ -159,7 +171,8 @@ class PageModel:
         if not lacks:
             return ""
         whose = "their" if len(lacks) > 1 else "its"
-        return f"This model has no {' and no '.join(lacks)}: {whose} controls are not shown."
+        note = f"This model has no {' and no '.join(lacks)}: {whose} controls are not shown"
+        return note + (", and the unmasking order offers no critic." if not self.critic else ".")
 
 
 def page_model() -> PageModel:
@@ -187,6 +200,12 @@ def token_counts(superres: bool = True) -> dict[str, int]:
     return pipe.token_counts(superres) if pipe is not None else weights_summary().token_counts(superres)
 
 
+def critic_noise_acts(order: Any) -> bool:
+    """Whether the critic noise acts under this unmasking order: only when the token critic ranks (the page
+    disables its control otherwise)."""
+    return order == "critic"
+
+
 def control(name: str) -> Setting:
     """The setting behind a control of the page: the schema's, aMUSEd's or one of the page's own switches."""
     return SETTINGS[name]
@@ -200,12 +219,15 @@ def limits(name: str) -> tuple[float, float]:
 def page_defaults(model: Optional[PageModel] = None) -> dict[str, Any]:
     """Every request setting's starting value: the weights' tuned defaults (else the schema's), within
     the playground's limits; with the model's own settings (aMUSEd's: its defaults, the original size
-    its output size)."""
+    its output size). The unmasking order is what the weights' defaults rank by on this model (their
+    `order`, with `use_critic` read as `muse.orders.resolve_order` says): the page has no `use_critic`."""
     model = model or page_model()
     tuned = GenerationSettings(**known_settings(model.summary.config.defaults))  # normalised
     values: dict[str, Any] = {"negative_prompt": ""}
     for name in (*CONTROLS, *model.options):
         values[name] = getattr(tuned, name) if name in SCHEMA else control(name).default
+        if name == "order":
+            values[name] = resolve_order(tuned.order, tuned.use_critic, model.critic)
         if name in LIMITS:
             lo, hi = LIMITS[name]
             # A seed of None (draw one) starts at the lowest: "Randomize seed" is on by default.

@@ -74,19 +74,22 @@ def result_update(history: list[DecodeStep], settings: GenerationSettings, befor
     return {"canvas": final, "prediction": viz.step_prediction(last, display), "seed": seed,
             "before_after": (viz.caption(viz.tile(befores), labels[0]), viz.caption(final, labels[1]))
             if befores is not None else None, "animation": animation, "files": files,
-            "status": f"done in {time.perf_counter() - started:.1f} s · {last.label} · seed {seed}{live}{note}"}
+            "status": f"done in {time.perf_counter() - started:.1f} s · {last.label} · {viz.order_words(last)} · "
+                      f"seed {seed}{live}{note}"}
 
 
-def decoding_pictures(history: list[DecodeStep], settings: GenerationSettings, has_critic: bool) -> Update:
+def decoding_pictures(history: list[DecodeStep], settings: GenerationSettings,
+                      ranking: Optional[str] = None) -> Update:
     """The pictures of the whole decoding: the timeline of every step (with previews), where and when
-    each token was fixed and how confident it was, and the schedule plot of the run's own token counts."""
+    each token was fixed and what ranked it (`ranking`, the request's: `muse.settings.ORDERS`; None: read
+    from the steps), and the schedule plot of the run's own token counts."""
     previewed = [s for s in history if s.canvas is not None]
     counts: dict[str, int] = {}
     for s in history:
         counts.setdefault(s.stage, s.num_tokens)
     return {"timeline": viz.timeline_sheet(previewed, TIMELINE_SIZE) if len(previewed) > 1 else None,
             "reveal_map": viz.reveal_order_map(history),
-            "heat_map": viz.confidence_map(history, critic=has_critic),
+            "heat_map": viz.confidence_map(history, ranking=ranking),
             "schedule_plot": viz.schedule_plot(settings.schedule, settings.timesteps, counts)}
 
 

@@ -65,13 +65,34 @@ def check_prompt(value: Any, name: str = "prompt", required: bool = True) -> Opt
     return value[:MAX_PROMPT_CHARS]
 
 
-def check_setting(name: str, value: Any) -> Any:
+def check_setting(name: str, value: Any, model: Optional[PageModel] = None) -> Any:
     """One control's value checked in the playground's limits, as an API client may send it (numbers as
-    text, flags as 0/1)."""
+    text, flags as 0/1); with `model`, a choice among those it offers (`PageModel.choices`)."""
+    setting = control(name)
     try:
-        return control(name).check(value, LIMITS.get(name), coerce=True)
+        value = setting.check(value, LIMITS.get(name), coerce=True)
+        if model is not None and setting.choices:
+            dataclasses.replace(setting, choices=model.choices(name)).check(value)
+        return value
     except SettingError as err:
-        raise PlaygroundError(str(err)) from None
+        message = str(err)
+        if name == "order" and value == "critic":  # offered by the schema, not by this model
+            message = message.replace("; got", " (this model has no token critic); got")
+        raise PlaygroundError(message) from None
+
+
+def check_order(order: str, options: Optional[AmusedSettings]) -> None:
+    """Refuse an unmasking order the request's sampler does not take: aMUSEd's own rules rank by confidence
+    alone (`muse.amused.AmusedPipeline`), so another order needs our sampler."""
+    if options is not None and options.sampler == "amused" and order != "confidence":
+        raise PlaygroundError(f"order must be confidence under aMUSEd's own sampler rules (sampler amused); "
+                              f"choose sampler muse for the {order} order.")
+
+
+def ordered(values: dict[str, Any]) -> dict[str, Any]:
+    """A request's checked settings ranking exactly as their `order` says: with `use_critic` off, so that
+    weights whose defaults turn the critic on cannot put it in charge of an order named otherwise."""
+    return {**values, "use_critic": False} if "order" in values else values
 
 
 def check_options(values: Mapping[str, Any], model: PageModel) -> Optional[AmusedSettings]:
@@ -101,10 +122,12 @@ def check_request(prompt: Any, values: Mapping[str, Any], model: Optional[PageMo
     model = model or page_model()
     prompt = check_prompt(prompt)
     negative = check_prompt(values["negative_prompt"], "negative_prompt", required=False)
-    checked = {name: check_setting(name, values[name]) for name in model.controls()
+    checked = {name: check_setting(name, values[name], model) for name in model.controls()
                if name in SCHEMA and name != "seed" and name in values}
     options = check_options(values, model)
-    return Request(prompt, negative, {**checked, "seed": check_seed(values)}, options,
+    if "order" in checked:
+        check_order(checked["order"], options)
+    return Request(prompt, negative, ordered({**checked, "seed": check_seed(values)}), options,
                    check_setting("previews", values["previews"]))
 
 

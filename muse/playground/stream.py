@@ -70,17 +70,19 @@ def truncation_note(pipe: MusePipeline, prompt: str, negative_prompt: Optional[s
     return f" · {' and '.join(cut)} cut to the text encoder's {pipe.text_encoder.max_length} tokens"
 
 
-def stream_updates(steps: Iterator[DecodeStep], settings: GenerationSettings, *, has_critic: bool,
+def stream_updates(steps: Iterator[DecodeStep], settings: GenerationSettings, *, ranking: Optional[str] = None,
                    before: Optional[Image.Image] = None, labels: Labels = ("before", "after"), note: str = "",
                    display: Optional[int] = None, counts: Optional[dict[str, int]] = None,
                    frame_s: float = 0.0) -> Iterator[Update]:
     """One update per decoding step of each stage; the first clears the previous run's results. The last
     step comes twice: first with the result (final image, files, "done" status: `result_update`), then
     with the pictures of the decoding added (`decoding_pictures`), so the page shows the image without
-    waiting for the figures; the very last update holds every output of the run. `note` is appended to
-    every status line; `display` is the display size (default `display_size()`); `counts`, the tokens each
-    stage will generate when known before the run: the first update then shows the request's schedule plot
-    (the page can send it once and leave it; the last update draws it from the run's own counts).
+    waiting for the figures; the very last update holds every output of the run. `ranking`: what ranks
+    the request's tokens (`MusePipeline.ranking`; None: read from the steps), for the pictures. Every status
+    line says what ranked the step's tokens (its unmasking order); `note` is appended to it; `display` is
+    the display size (default `display_size()`); `counts`, the tokens each stage will generate when known
+    before the run: the first update then shows the request's schedule plot (the page can send it once and
+    leave it; the last update draws it from the run's own counts).
 
     Before / after compares `before` with the result; without one, the first stage's result (its last
     step's canvas, drawn by the full decoder) when a later stage follows: text to image compares the base
@@ -124,11 +126,11 @@ def stream_updates(steps: Iterator[DecodeStep], settings: GenerationSettings, *,
                           **result_update(history, settings, befores, output_folder(), started, note, labels,
                                           display, streamed=pace.sent + 1), "replay": run.key}
                 yield result  # the image and its files first, then the pictures of how it was decoded
-                yield {**result, **decoding_pictures(history, settings, has_critic)}
+                yield {**result, **decoding_pictures(history, settings, ranking)}
                 continue
             if not pace.due(always=len(history) == 1 or step.step == step.total):
                 continue  # coalesced into the next update
-            update: Update = {"status": f"{step.label} · seed {settings.seed}{note}",
+            update: Update = {"status": f"{step.label} · {viz.order_words(step)} · seed {settings.seed}{note}",
                               **step_frame(step, len(history), run.planned, display), PASSING: True}
             if step.canvas is None:  # previews off: the canvas and prediction keep their place
                 del update["canvas"], update["prediction"]
@@ -153,7 +155,7 @@ def _updates(pipe: MusePipeline, request: Request, start: Callable[..., Iterator
     steps = start(*args, request.prompt, previews=request.previews, **kwargs)
     display = display_size(pipe)
     note += truncation_note(pipe, request.prompt, request.negative_prompt)
-    yield from stream_updates(steps, settings, has_critic=pipe.uses_critic(settings.use_critic),
+    yield from stream_updates(steps, settings, ranking=pipe.ranking(settings),
                               before=viz.upscale(before, display) if before is not None else None, labels=labels,
                               note=note, display=display, counts=counts, frame_s=frame_s)
 

@@ -64,12 +64,16 @@ def explanation(model: PageModel) -> str:
             kind = "super-res " if stage == "superres" else "base "
         grids.append(f"{side}x{side} tokens for the {s.image_size(stage)} px {kind}image")
     vq = "aMUSEd's VQ autoencoder" if model.family == "amused" else "a small VQ autoencoder"
+    critic = ", the ones the token critic judges likeliest right (critic)" if model.critic else ""
     text = f"""
 ### How MaskGIT decodes
 An image is a grid of **tokens** (codes of {vq}: {', '.join(grids)}). Decoding starts with every
 token **masked** (grey on the canvas). At each step the transformer predicts *all* masked tokens at once (the
-**prediction** panel), the sampler **keeps** the ones it is surest of (outlined in yellow) and masks the rest
-again; the **schedule** decides how many stay masked after each step, and the last step fixes them all."""
+**prediction** panel), the sampler **keeps** some of them (outlined in yellow) and masks the rest again; the
+**schedule** decides how many stay masked after each step, and the last step fixes them all. The **unmasking
+order** decides which are kept: the ones the model is surest of (confidence){critic}, or the next ones in an
+order fixed before the first step that never looks at the model's output (halton: spread evenly over the image
+by a 2-D Halton sequence from a random start; random: a random order)."""
     if model.superres:
         text += (f" The super-res stage then repeats this at {s.image_size('superres')} px, conditioned on the "
                  "base image's tokens.")
@@ -82,22 +86,27 @@ again; the **schedule** decides how many stay masked after each step, and the la
         text += ("The step-by-step pictures come from a tiny *preview decoder* distilled from the tokenizer's "
                  "decoder (about 15 times cheaper, so streaming every step costs little); the final image always "
                  "comes from the full decoder.\n\n")
-    critic = " the critic's probability that it is right (with the critic on)," if model.critic else ""
-    text += ("The reveal-order map shows the step that fixed each token. The confidence figure shows, for each "
-             f"token at the step that fixed it, the model's own probability of the token (0-1),{critic} and the "
-             "random noise the sampler added to its keep score before ranking, with how many choices that noise "
-             "made.\n")
+    critic = " the critic's probability that it is right (when the critic ranks)," if model.critic else ""
+    text += ("The reveal-order map shows the step that fixed each token: how differently the orders spread their "
+             "choices over the image. The confidence figure says what ranked the tokens. Ranked by the model"
+             f"{' or its critic' if model.critic else ''}, it shows for each token at the step that fixed it the "
+             f"model's own probability of the token (0-1),{critic} and the random noise the sampler added to its "
+             "keep score before ranking, with how many choices that noise made. Under the halton or random order "
+             "it shows each token's place in that order, which alone chose it (there is no noise), and the model's "
+             "probability of the token for information: under a fixed order it ranks nothing.\n")
     return text
 
 
 def tour(model: PageModel) -> str:
     """How to read the pictures of a run, under them."""
-    critic = ", or, with the critic on, the critic's probability that it is right" if model.critic else ""
+    critic = ", or, when the critic ranks, the critic's probability that it is right" if model.critic else ""
     return f"""**Reading the pictures.** The *canvas* is the image after the step shown: grey tokens are still masked
 and yellow outlines mark the tokens fixed at that step. The *full prediction* fills every masked token with the model's
 current guess. *Fixed at this step* colours those tokens by what ranked them: the model's probability of the
-token{critic}; the line below says how many of them the sampler's random noise chose instead. Drag the step
-slider or press Play to go back through the run; the figures further down sum up the whole run."""
+token{critic}; the line below says how many of them the sampler's random noise chose instead. Under the halton or
+random order the order alone chose them, wherever they lie: the colours are then the model's probability, for
+information, and the line gives their places in the order. Drag the step slider or press Play to go back through
+the run; the figures further down sum up the whole run."""
 
 
 MICRO_CONDITIONING = ("**Micro-conditioning**: what the model is told of the image it should resemble (aMUSEd's "
@@ -121,12 +130,13 @@ def prompt_help(model: PageModel) -> str:
 
 
 def parameter_help(model: PageModel, name: str, column: Optional[str] = None) -> str:
-    """An endpoint parameter's description: the prompts', or the setting's (`setting_help`)."""
+    """An endpoint parameter's description: the prompts', or the setting's (`setting_help`, with the
+    choices the model offers)."""
     if name == "prompt":
         return prompt_help(model)
     if name == "negative_prompt":
         return NEGATIVE_PROMPT_HELP
-    return setting_help(name, column)
+    return setting_help(name, column, model)
 
 
 def _range(name: str) -> str:
@@ -134,15 +144,15 @@ def _range(name: str) -> str:
     return f"{lo} to {hi}"
 
 
-def setting_help(name: str, column: Optional[str] = None) -> str:
-    """An API parameter that sets a setting: the schema's help and the playground's range (and the
-    side-by-side column it sets it for)."""
+def setting_help(name: str, column: Optional[str] = None, model: Optional[PageModel] = None) -> str:
+    """An API parameter that sets a setting: the schema's help and the playground's range or the choices
+    (those `model` offers), and the side-by-side column it sets it for."""
     setting = control(name)
     text = setting.help or setting.label
     if setting.kind in (int, float):
         text += f" ({_range(name)})"
     elif setting.choices:
-        text += " (one of " + ", ".join(map(str, setting.choices)) + ")"
+        text += " (one of " + ", ".join(map(str, model.choices(name) if model else setting.choices)) + ")"
     return text + (f"; column {column.upper()}" if column else "")
 
 

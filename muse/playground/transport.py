@@ -30,7 +30,7 @@ from PIL import Image
 
 from ..compute import COMPUTE
 from .errors import PlaygroundError
-from .page import PASSING, StepSlider, Update
+from .page import PASSING, RENAMED, StepSlider, Update
 
 log = logging.getLogger("muse.app")
 
@@ -176,6 +176,14 @@ class Stream:
 # ----- events ---------------------------------------------------------------------------------------
 
 def _bound(signature: inspect.Signature, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    for name in kwargs:
+        if name not in signature.parameters:  # a parameter that is no longer taken: say what replaces it
+            column = name[-2:] if name[-2:] in ("_a", "_b") else ""
+            message = f"{name} is not a parameter of this endpoint"
+            if name[:len(name) - len(column)] in RENAMED:
+                new, value = RENAMED[name[:len(name) - len(column)]]
+                message += f": send {new}{column} instead ({name}=True is {new}{column}={value!r})"
+            raise UserError(message + ".")
     bound = signature.bind(*args, **kwargs)
     bound.apply_defaults()
     return dict(bound.arguments)

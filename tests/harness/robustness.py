@@ -33,7 +33,7 @@ from .live_app import rss_mb
 ENDPOINTS = ("/generate", "/inpaint", "/superres")
 # A quick, valid request of each endpoint; fuzzing mutates one to three of its parameters.
 BASE = dict(prompt="red heart", negative_prompt="", timesteps=2, cond_scale=3.0, temperature=1.0,
-            critic_noise_scale=1.0, topk_filter_thres=0.9, use_critic=False, schedule="cosine", superres=False,
+            critic_noise_scale=1.0, topk_filter_thres=0.9, order="confidence", schedule="cosine", superres=False,
             guidance_schedule="fading",
             seed=1, randomize_seed=False, num_images=1, previews=True)
 UNCLEAR = re.compile(r"Traceback|File \"|line \d+, in |Server error|has not enabled verbose error reporting"
@@ -149,9 +149,10 @@ def fuzz_cases(n: int, files: dict[str, Path], seed: int = 0) -> list[Case]:
             if name == "image":
                 kwargs[name] = editor() if endpoint == "/inpaint" else rng.choice(
                     [upload(rng.choice(images))] * 4 + _weird_values(rng))
-            elif rng.random() < 0.25 and name in ("timesteps", "num_images", "seed", "cond_scale"):
+            elif rng.random() < 0.25 and name in ("timesteps", "num_images", "seed", "cond_scale", "order"):
                 kwargs[name] = rng.choice({"timesteps": [1, 3, 64, 65], "num_images": [1, 4, 5],
-                                           "seed": [0, 2**32 - 1, 2**32], "cond_scale": [0, 1, 10, 10.01]}[name])
+                                           "seed": [0, 2**32 - 1, 2**32], "cond_scale": [0, 1, 10, 10.01],
+                                           "order": ["critic", "halton", "random", "Halton"]}[name])
             else:
                 kwargs[name] = rng.choice(_weird_values(rng))
         if kwargs.get("timesteps") == 64 and kwargs.get("num_images") not in (None, 1):
@@ -300,7 +301,7 @@ def run_load(url: str, pid: int, clients: int = 8, timesteps: int = 8, superres:
     prompts = ["grinning face", "red heart", "rocket", "cat face", "fire", "thumbs up sign", "pile of poo",
                "smiling face with sunglasses"]
     requests = [dict(prompt=prompts[i % len(prompts)], seed=1000 + i, randomize_seed=False, timesteps=timesteps,
-                     superres=superres, previews=True, use_critic=False) for i in range(clients)]
+                     superres=superres, previews=True, order="confidence") for i in range(clients)]
     solo_client = Client(url, verbose=False, analytics_enabled=False)
     solo = [_png_pixels(solo_client.predict(**r, api_name="/generate")[0]) for r in requests]
     time.sleep(1.0)
@@ -391,7 +392,7 @@ def run_cancel(url: str, log_path: Path, repeats: int = 5, wait_updates: int = 4
     rows = []
     for r in range(repeats):
         job = client.submit(prompt="rocket", timesteps=64, superres=False, seed=r, randomize_seed=False,
-                            previews=True, use_critic=False, api_name="/generate")
+                            previews=True, order="confidence", api_name="/generate")
         while len(job.outputs()) < wait_updates:
             if job.done():
                 raise RuntimeError("the long request ended before it could be cancelled")
