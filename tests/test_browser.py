@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from muse import playground
-from muse.settings import SCHEMA
+from muse.settings import ORDERS, SCHEMA
 from tests.harness import running_app
 from tests.harness.chromium import chromium_or_skip, image_at, image_from_src, open_page, screenshot
 
@@ -118,22 +118,49 @@ def test_stop_cancels_the_run(page):
     assert page.locator("#status textarea").input_value() == label  # nothing streams after Stop
 
 
-def test_critic_noise_is_live_only_with_the_critic_on(page):
-    """Critic noise perturbs the critic's scores: with the critic off it does nothing, and the page says
-    so by disabling the slider until the critic is ticked."""
+def options(page, elem_id: str) -> list[str]:
+    """The choices a dropdown of the page offers, as its open list shows them."""
+    page.locator(f"#{elem_id} input").click()
+    items = page.locator(f"#{elem_id} [role=option]")
+    items.first.wait_for(timeout=10_000)
+    labels = [item.get_attribute("aria-label") for item in items.all()]
+    page.locator(f"#{elem_id} input").blur()
+    return labels
+
+
+def choose(page, elem_id: str, value: str) -> None:
+    """Pick `value` in a dropdown of the page, as a user does: open it, click the choice. (The box shows the
+    choice once it has left the box: what was typed into it is not a choice.)"""
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    page.locator(f"#{elem_id} [role=option][aria-label='{value}']").click(timeout=10_000)
+    box.blur()
+    page.wait_for_function(f"() => document.querySelector('#{elem_id} input').value === '{value}'", timeout=10_000)
+
+
+def noise_disabled(page, elem_id: str, disabled: bool) -> None:
+    page.wait_for_function(f"() => document.querySelector('#{elem_id} input[type=number]').disabled === "
+                           f"{str(disabled).lower()}", timeout=10_000)
+
+
+def test_the_order_is_offered_and_critic_noise_is_live_only_when_the_critic_ranks(page):
+    """The unmasking order's dropdown offers every order of a model with a critic. Critic noise perturbs the
+    critic's scores: under another order it does nothing, and the page says so by disabling the slider until
+    the critic's order is chosen."""
     page.get_by_text("Advanced settings").click()
-    box = page.locator("#use_critic input[type=checkbox]")
     noise = page.locator("#critic_noise input[type=number]")
     help_text = SCHEMA["critic_noise_scale"].help  # the slider's info is the schema's help, which says so
-    assert "acts only with the critic on" in help_text
+    assert "acts only when the critic ranks" in help_text
     page.locator("#critic_noise").get_by_text(help_text).wait_for(timeout=10_000)  # (the section opening)
     assert page.locator("#critic_noise").get_by_text(help_text).count() == 1
-    for _ in range(2):
-        on = box.is_checked()
-        page.wait_for_function(f"() => document.querySelector('#critic_noise input[type=number]').disabled === {str(not on).lower()}",
-                               timeout=10_000)
-        assert noise.is_disabled() == (not on)
-        box.click()
+    assert page.get_by_label("Use the token critic").count() == 0  # the order replaced the checkbox
+    assert options(page, "order") == list(ORDERS)
+    start = page.locator("#order input").input_value()  # what the weights' defaults rank by
+    noise_disabled(page, "critic_noise", start != "critic")
+    for order in ("halton", "critic", "random", "confidence", "critic"):
+        choose(page, "order", order)
+        noise_disabled(page, "critic_noise", order != "critic")
+        assert noise.is_disabled() == (order != "critic")
 
 
 # Records every value an output textbox shows (polled: Gradio sets textarea values without DOM mutations).
@@ -237,6 +264,40 @@ def test_side_by_side_streams_two_columns(page, tmp_path):
     assert "tokens fixed in both differ" in page.locator("#compare_info textarea").input_value()
     page.locator("#compare_section").scroll_into_view_if_needed()
     screenshot(page, tmp_path, "side-by-side.png", part="#compare_section")
+
+
+COLUMNS_DONE = "() => ['status_a', 'status_b'].every(c => (window.__seen[c] || []).at(-1)?.startsWith('done'))"
+
+
+def test_halton_side_by_side_against_confidence(page, tmp_path):
+    """Side by side with the Halton order in one column: both columns decode one prompt from one seed to an
+    image, and the Halton column says what ranked its tokens."""
+    import numpy as np
+
+    page.locator("#compare_prompt textarea").fill("grinning face")
+    assert options(page, "order_a") == options(page, "order_b") == list(ORDERS)
+    choose(page, "order_a", "halton")
+    choose(page, "order_b", "confidence")
+    noise_disabled(page, "critic_noise_scale_a", True)  # neither column's critic ranks: its noise does nothing
+    noise_disabled(page, "critic_noise_scale_b", True)
+    page.evaluate(WATCH_TEXT, ["status_a", "status_b"])
+    page.locator("#compare").click()
+    page.wait_for_function("() => (document.querySelector('#compare_info textarea') || {}).value?.startsWith('done')",
+                           timeout=180_000)
+    page.wait_for_function(COLUMNS_DONE, timeout=10_000)  # (polled: the columns' last status may come after)
+    seen = page.evaluate("window.__seen")
+    assert all("Halton order" in status for status in seen["status_a"]), seen["status_a"]
+    assert all("ranked by confidence" in status for status in seen["status_b"]), seen["status_b"]
+    assert seen["status_a"][0].startswith("base ") and len(seen["status_a"]) >= 3
+    a, b = image_at(page, "#canvas_a img"), image_at(page, "#canvas_b img")
+    assert a.size == b.size and min(a.size) >= playground.DISPLAY_SIZE
+    for image in (a, b):  # a picture, not a blank
+        assert len(np.unique(np.asarray(image).reshape(-1, 3), axis=0)) > 1
+    assert not np.array_equal(np.asarray(a), np.asarray(b))  # one seed, two orders, two images
+    assert page.locator("#difference img").count() == 1
+    assert "tokens fixed in both differ" in page.locator("#compare_info textarea").input_value()
+    page.locator("#compare_section").scroll_into_view_if_needed()
+    screenshot(page, tmp_path, "side-by-side-halton.png", part="#compare_section")
 
 
 def test_a_short_brush_stroke_masks_a_small_region(page, tmp_path):
