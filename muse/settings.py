@@ -175,8 +175,8 @@ class SamplerSettings:
                              help="decoding steps per stage: more steps reveal fewer tokens at a time "
                                   "(slower, often cleaner)")
     temperature: float = setting(1.0, groups={PAGE: 2, COLUMN: 5}, lo=0, hi=100, step=0.05, label="Temperature",
-                                 help="randomness of each predicted token (annealed to 0 by the last step); "
-                                      "0 = always the likeliest")
+                                 help="randomness of each predicted token (annealed to 0 by the last step; under the "
+                                      "halton order divided by a ramp from 1 to 1.2 instead); 0 = always the likeliest")
     topk_filter_thres: float = setting(0.9, groups={PAGE: 4}, lo=0, hi=1, below_hi=True, step=0.01,
                                        label="Top-k threshold",
                                        help="drops the least likely codes before sampling: 0.9 keeps the top 10 %")

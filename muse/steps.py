@@ -43,6 +43,7 @@ class DecodeStep:
     log_probs = _from_state("log_probs", "float; the model's log-probability of its sampled token")
     critic_scores = _from_state("critic_scores", "float; the critic's 'token is wrong' logit; None: no critic pass")
     keep_noise = _from_state("keep_noise", "float; the random term the sampler added to the keep score")
+    ranking = _from_state("ranking", "what ranked the tokens: confidence, critic, halton or random")
 
     @property
     def num_tokens(self) -> int:

@@ -235,7 +235,7 @@ def _stages(steps: Sequence["DecodeStep"]) -> dict[str, list["DecodeStep"]]:
 def ranking(step: "DecodeStep") -> str:
     """What ranked this step's tokens (one of `muse.settings.ORDERS`): the model's confidence, the token
     critic, or a fixed order ("halton", "random") that does not look at the model's output."""
-    return step.state.ranking
+    return step.ranking
 
 
 def order_words(step: "DecodeStep") -> str:

@@ -422,6 +422,16 @@ def test_stages_export_a_pipeline_and_a_new_run_starts_from_it(tmp_path, capsys)
     assert all(r["diversity"] >= 0 and 0 <= r["names_top5"] <= 1 for r in rows.values())
     assert rows["cond_scale=3.0"].get("same_run_as") or rows["timesteps=12"].get("same_run_as")  # defaults once
     assert (tmp_path / "sweep.png").is_file()
+    # the orders: every order the model offers at each step count, and one prompt under each
+    assert eval_main(["orders", "--data", str(data), "--weights", str(tmp_path / "weights"), "--order-steps", "2", "3",
+                      "--order-names", "2", "--order-diversity-names", "2", "--order-superres", "2",
+                      "--orders-sheet", str(tmp_path / "orders.png"), "--orders-prompt", "emoji 1",
+                      "--out", str(report)]) == 0
+    rows = json.loads(report.read_text())["orders"]["rows"]
+    assert {(r["order"], r["timesteps"]) for r in rows.values()} == {
+        (o, t) for o in ("confidence", "critic", "halton", "random") for t in (2, 3)}
+    assert all(r["diversity"] >= 0 and 0 <= r["names_top5"] <= 1 and r["superres_psnr"] > 0 for r in rows.values())
+    assert (tmp_path / "orders.png").is_file()
 
     fresh = tmp_path / "fresh"
     capsys.readouterr()
