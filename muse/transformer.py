@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -118,22 +118,12 @@ class Attention(nn.Module):
         return l2norm(k) * self.k_scale, v
 
     def forward(self, x: torch.Tensor, kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-                mask: Optional[torch.Tensor] = None, null_rows: int = 0,
-                positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+                mask: Optional[torch.Tensor] = None, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: (B, N, D); kv: precomputed context keys/values; mask: bool (B, 1, 1, 1 + L).
-
-        The last `null_rows` rows of x attend only the null key (the null context of guidance): kv and
-        mask hold the other rows only. A softmax over one key is 1, so those rows' output is the null
-        value whatever the query: their projections and attention are skipped.
 
         positions: long (B, M), self-attention only: queries at those positions alone, keys and values
         from every token; the output is then (B, M, D).
         """
-        if null_rows:
-            b = x.shape[0] - null_rows
-            head = self.forward(x[:b], kv, mask) if b else x[:0]
-            null = self.to_out(self.null_kv[1].reshape(1, 1, -1).to(x.dtype))  # (1, 1, D), heads merged
-            return torch.cat((head, null.expand(null_rows, x.shape[1], -1)))
         x = self.norm(x)
         if kv is None:
             kv = self.project_kv(x)
@@ -145,6 +135,75 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)  # (B, H, N, Dh)
         return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
 
+    def attend(self, x: torch.Tensor, contexts: Sequence["PreparedContext"], layer: int) -> torch.Tensor:
+        """Cross-attention of x (R, N, D), whose rows are each context's rows in turn (`context.batch` of
+        them), to that context's keys and values of `layer`: (R, N, D).
+
+        A context's last `null_rows` rows attend only the null key (the null context of guidance): a
+        softmax over one key is 1, so their output is the null value whatever the query, and their
+        projections and attention are skipped. Contexts of one key length attend in one call; a row never
+        meets another context's keys, nor padding (a padded softmax sums in another order, which would make
+        a row's output depend on the batch it runs in).
+        """
+        spans, start = [], 0  # per context: its first row, the end of its attending rows, its end
+        for c in contexts:
+            spans.append((start, start + c.batch - c.null_rows, start + c.batch))
+            start += c.batch
+        if start != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} rows for contexts of {start} rows")
+        live = [(c, x[a:b]) for c, (a, b, _) in zip(contexts, spans) if b > a]
+        head = x[:0]
+        if live:
+            rows = live[0][1] if len(live) == 1 else torch.cat([part for _, part in live])
+            rows = self.norm(rows)
+            b, n, _ = rows.shape
+            q = l2norm(self._split(self.to_q(rows))) * self.q_scale  # (A, H, N, Dh)
+            out = self._attend_by_length(q, [(c, part.shape[0]) for c, part in live], layer)
+            head = self.to_out(out.transpose(1, 2).reshape(b, n, -1))
+        if not any(c.null_rows for c in contexts):
+            return head
+        null = self.to_out(self.null_kv[1].reshape(1, 1, -1).to(x.dtype))  # (1, 1, D), heads merged
+        pieces, done = [], 0
+        for a, b, end in spans:
+            if b > a:
+                pieces.append(head[done:done + b - a])
+                done += b - a
+            if end > b:
+                pieces.append(null.expand(end - b, x.shape[1], -1))
+        return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+
+    def _attend_by_length(self, q: torch.Tensor, parts: list[tuple["PreparedContext", int]],
+                          layer: int) -> torch.Tensor:
+        """q (A, H, N, Dh), the attending rows of `parts` (context, rows) in turn -> attention outputs, same shape:
+        one call per key length, rows of equal length stacked."""
+        lengths = [c.mask.shape[-1] for c, _ in parts]
+        if len(set(lengths)) == 1:
+            k, v, mask = _stack_layer([c for c, _ in parts], layer)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        starts = [0]
+        for _, rows in parts:
+            starts.append(starts[-1] + rows)
+        out = torch.empty_like(q)
+        for length in dict.fromkeys(lengths):
+            group = [i for i, n in enumerate(lengths) if n == length]
+            k, v, mask = _stack_layer([parts[i][0] for i in group], layer)
+            q_group = torch.cat([q[starts[i]:starts[i + 1]] for i in group])
+            o = F.scaled_dot_product_attention(q_group, k, v, attn_mask=mask, scale=self.scale)
+            done = 0
+            for i in group:
+                out[starts[i]:starts[i + 1]] = o[done:done + starts[i + 1] - starts[i]]
+                done += starts[i + 1] - starts[i]
+        return out
+
+
+def _stack_layer(contexts: list["PreparedContext"], layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keys, values (A, H, 1 + L, Dh) and mask (A, 1, 1, 1 + L) of `layer` for contexts of one key length."""
+    if len(contexts) == 1:
+        (k, v), mask = contexts[0].kv[layer], contexts[0].mask
+        return k, v, mask
+    return (torch.cat([c.kv[layer][0] for c in contexts]), torch.cat([c.kv[layer][1] for c in contexts]),
+            torch.cat([c.mask for c in contexts]))
+
 
 class Block(nn.Module):
     def __init__(self, cfg: TransformerConfig):
@@ -153,19 +212,21 @@ class Block(nn.Module):
         self.cross_attn = Attention(cfg.dim, cfg.heads, cfg.dim_head, cfg.attn_scale)
         self.ff = FeedForward(cfg.dim, cfg.ff_mult)
 
-    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor,
-                null_rows: int = 0, positions: Optional[torch.Tensor] = None, repeat: int = 1) -> torch.Tensor:
-        """x: (B, N, D) -> (repeat * B, N or M, D).
+    def forward(self, x: torch.Tensor, contexts: Sequence["PreparedContext"], layer: int,
+                positions: Optional[torch.Tensor] = None, expand: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (U, N, D) -> (R, N or M, D), cross-attending `contexts` (each context's rows in turn, R in all)
+        at this block's `layer`.
 
-        positions (B, M): compute only those tokens' outputs (every token still serves as a key).
-        repeat: the context's rows are `repeat` blocks over these same B rows (guidance): self-attention
-        does not see the context, so it runs once and its result is repeated before cross-attention.
+        positions (U, M): compute only those tokens' outputs (every token still serves as a key).
+        expand: long (R,), the row of x each context row reads (guidance: the conditional and unconditional
+        blocks of a request read the same ids). Self-attention does not see the context, so it runs once
+        per row of ids and is repeated before cross-attention. None: R = U, row for row.
         """
         out = self.attn(x, positions=positions)
         x = (x if positions is None else gather_positions(x, positions)) + out
-        if repeat > 1:
-            x = x.repeat(repeat, 1, 1)
-        x = x + self.cross_attn(x, kv=kv, mask=mask, null_rows=null_rows)
+        if expand is not None:
+            x = x.index_select(0, expand)
+        x = x + self.cross_attn.attend(x, contexts, layer)
         return x + self.ff(x)
 
 
@@ -211,6 +272,18 @@ class PreparedContext:
             # The stacked blocks are guidance halves over the same ids (forward's `repeat`).
             raise ValueError("contexts stacked for guidance must share their low-res conditioning ids")
         return PreparedContext(kv, torch.cat([c.mask for c in contexts]), spatial=spatial)
+
+
+@dataclass(frozen=True)
+class ForwardInputs:
+    """One request's inputs to `MaskedTransformer.forward` (as its arguments say), for `forward_many`, which
+    runs several requests' as one batch."""
+
+    ids: torch.Tensor  # long (B, N)
+    context: PreparedContext  # repeat * B rows
+    positions: Optional[torch.Tensor] = None  # long (B, M): the only tokens whose outputs are wanted
+    repeat: int = 1
+    token_features: Optional[torch.Tensor] = None  # (B, N): a confidence_input critic's log-probabilities
 
 
 class MaskedTransformer(nn.Module, PretrainedMixin):
@@ -315,37 +388,106 @@ class MaskedTransformer(nn.Module, PretrainedMixin):
         (the sampler asks for the masked ones): the last block computes its queries, feed-forward and
         logits there alone, and every N above reads M.
         """
-        b, n = ids.shape
-        if n != self.config.seq_len:
-            raise ValueError(f"expected {self.config.seq_len} tokens, got {n}")
-        if b * repeat != context.batch:
-            raise ValueError(f"{b} rows of ids (x{repeat}) for a context of {context.batch} rows")
-        x = self.token_emb(ids) + self.pos_emb.weight  # (B, N, D)
-        if self.config.confidence_input:
-            if token_features is None or token_features.shape != ids.shape:
-                raise ValueError("this critic reads the generator's log-probability of each token: pass "
-                                 f"token_features of shape {tuple(ids.shape)}")
-            x = x + token_features[..., None].to(x.dtype) * self.confidence_emb.to(x.dtype)
-        if context.spatial is not None:
-            x = x + context.spatial
+        call = ForwardInputs(ids, context, positions, repeat, token_features)
+        if not self.config.self_cond:
+            return self.forward_many([call])[0]
+        x = self._inputs([call])
+        if self_cond_embed is not None and self_cond_embed.shape[0] != ids.shape[0]:  # one per block: no sharing
+            x = x.repeat(repeat, 1, 1)
+            rows = [t.repeat(repeat, 1) if t is not None else None for t in (ids, positions, token_features)]
+            call = ForwardInputs(rows[0], context, rows[1], 1, rows[2])
+        x = x + self.self_cond_to_init_embed(self_cond_embed if self_cond_embed is not None else torch.zeros_like(x))
+        return self._run(x, [call])[0]
+
+    def forward_many(self, calls: Sequence["ForwardInputs"]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Several requests' forwards as one batch (`muse.batching`): for each call, what `forward` returns
+        for it alone, (R_i, N or M_i, ...) for R_i = repeat_i * B_i, bit for bit where the kernels compute
+        a row alike in any batch (see `_run`).
+
+        Every block but the last runs once for all calls: ids rows are stacked, each call's guidance blocks
+        read its own rows (`Block.forward`'s expand) and each call's rows cross-attend its own context
+        (`Attention.attend`). Not for self-conditioned models (`forward`).
+        """
         if self.config.self_cond:
-            if self_cond_embed is not None and self_cond_embed.shape[0] != b:  # one per block: no sharing
-                x = x.repeat(repeat, 1, 1)
-                positions = positions.repeat(repeat, 1) if positions is not None else None
-                repeat = 1
-            x = x + self.self_cond_to_init_embed(self_cond_embed if self_cond_embed is not None else torch.zeros_like(x))
-        for i, (block, kv) in enumerate(zip(self.blocks, context.kv)):
-            first, last = i == 0, i == len(self.blocks) - 1
-            rows = None
-            if last and positions is not None:  # past the first block, x holds the repeated rows
-                rows = positions if first or repeat == 1 else positions.repeat(repeat, 1)
-            x = block(x, kv, context.mask, context.null_rows, positions=rows, repeat=repeat if first else 1)
+            raise ValueError("a self-conditioned transformer runs one request at a time: call forward")
+        return self._run(self._inputs(calls), calls)
+
+    def _inputs(self, calls: Sequence["ForwardInputs"]) -> torch.Tensor:
+        """The calls checked, their token embeddings as one batch (U, N, D), U their rows of ids in turn."""
+        n = self.config.seq_len
+        for c in calls:
+            b = c.ids.shape[0]
+            if c.ids.shape[1] != n:
+                raise ValueError(f"expected {n} tokens, got {c.ids.shape[1]}")
+            if b * c.repeat != c.context.batch:
+                raise ValueError(f"{b} rows of ids (x{c.repeat}) for a context of {c.context.batch} rows")
+            if c.positions is not None and c.positions.shape[0] != b:
+                raise ValueError(f"positions for {c.positions.shape[0]} rows, ids of {b} rows")
+            if self.config.confidence_input and (c.token_features is None or c.token_features.shape != c.ids.shape):
+                raise ValueError("this critic reads the generator's log-probability of each token: pass "
+                                 f"token_features of shape {tuple(c.ids.shape)}")
+        one = len(calls) == 1
+        ids = calls[0].ids if one else torch.cat([c.ids for c in calls])
+        x = self.token_emb(ids) + self.pos_emb.weight  # (U, N, D)
+        if self.config.confidence_input:
+            features = calls[0].token_features if one else torch.cat([c.token_features for c in calls])
+            x = x + features[..., None].to(x.dtype) * self.confidence_emb.to(x.dtype)
+        if calls[0].context.spatial is not None:  # one row per row of ids (guidance halves share them)
+            x = x + (calls[0].context.spatial if one else torch.cat([c.context.spatial for c in calls]))
+        return x
+
+    @staticmethod
+    def _expand(calls: Sequence["ForwardInputs"]) -> Optional[torch.Tensor]:
+        """long (R,): for each context row, the calls' in turn, the row of ids it reads; None when no call
+        repeats its rows."""
+        if all(c.repeat == 1 for c in calls):
+            return None
+        rows, start = [], 0
+        for c in calls:
+            b = c.ids.shape[0]
+            rows.append(torch.arange(start, start + b, device=c.ids.device).repeat(c.repeat))
+            start += b
+        return torch.cat(rows)
+
+    def _run(self, x: torch.Tensor, calls: Sequence["ForwardInputs"]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Embeddings (U, N, D) of the calls' ids rows through the blocks and the output head: each call's
+        (out, embed).
+
+        The last block and the head run call by call, with each call's own rows and positions, as alone:
+        their rows are the positions a call asks for, often few, and the matrix kernels choose their method
+        by the number of rows (MKL takes another path under about 16 rows, and a one-column product, a
+        critic's head, as a matrix-vector one whose sums depend on the row count), so only a call's own
+        shapes give its own bits. The blocks before see every token of a row (64 or more rows per image):
+        there a row is computed alike in any batch, and they run once for all calls.
+        """
+        *head, last = self.blocks
+        contexts = [c.context for c in calls]
+        expand = self._expand(calls)
+        for i, block in enumerate(head):
+            x = block(x, contexts, i, expand=expand if i == 0 else None)
+        results, start = [], 0
+        for c in calls:
+            b = c.ids.shape[0]
+            rows = b * c.repeat if head else b  # past the first block, x holds the context rows
+            part = x if len(calls) == 1 else x[start:start + rows]
+            positions, own_expand = c.positions, None
+            if head and positions is not None and c.repeat > 1:
+                positions = positions.repeat(c.repeat, 1)
+            if not head and c.repeat > 1:
+                own_expand = torch.arange(b, device=x.device).repeat(c.repeat)
+            out = last(part, [c.context], len(head), positions=positions, expand=own_expand)
+            results.append(self._output(out, c))
+            start += rows
+        return results
+
+    def _output(self, x: torch.Tensor, call: "ForwardInputs") -> tuple[torch.Tensor, torch.Tensor]:
+        """The last block's output for one call (R, N or M, D) -> (logits or critic scores, embeddings)."""
         embed = self.norm(x)
         out = self.to_logits(embed)
         if self.config.kind == "critic":
             out = out.squeeze(-1)
         if self.config.confidence_input:
-            lp = token_features if positions is None else token_features.gather(1, positions)
+            lp = call.token_features if call.positions is None else call.token_features.gather(1, call.positions)
             out = out - self.confidence_gain * lp.repeat(out.shape[0] // lp.shape[0], 1).to(out.dtype)
         return out, embed
 
