@@ -74,6 +74,13 @@ class ComputeThread:
             return fn(*args, **kwargs)
         return self.submit(fn, *args, **kwargs).result()
 
+    def shutdown(self) -> None:
+        """Let the thread end once its queued calls are done (a later call starts a new one)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+
     def set_threads(self, threads: int) -> None:
         """torch's intra-op threads for the work of this thread (set on it: OpenMP keeps the count per
         thread)."""

@@ -10,8 +10,9 @@ from typing import Optional, Union
 
 import torch
 
+from .batching import TransformerCall, run_forward
 from .settings import GUIDANCE_SCHEDULES
-from .transformer import MaskedTransformer, PreparedContext
+from .transformer import ForwardInputs, MaskedTransformer, PreparedContext
 
 
 def is_guided(cond_scale: float) -> bool:
@@ -87,8 +88,10 @@ class GuidedLogits:
     def _forward(self, ids: torch.Tensor, positions: Optional[torch.Tensor] = None,
                  self_cond_embed: Optional[torch.Tensor] = None,
                  token_features: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(ids, self.context, self_cond_embed=self_cond_embed, positions=positions,
-                          repeat=self.repeat, token_features=token_features)
+        # Through the batcher when a `muse.batching.Batcher` runs this request: one pass with the other
+        # requests' forwards of this network; else at once.
+        inputs = ForwardInputs(ids, self.context, positions, self.repeat, token_features)
+        return run_forward(TransformerCall(self.model, inputs, self_cond_embed))
 
     def __call__(self, ids: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.model.config.self_cond:

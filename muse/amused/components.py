@@ -8,14 +8,16 @@ Step previews are a per-code colour palette (`PalettePreview`), a lookup that co
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..batching import run_forward
 from ..guidance import GuidanceScale, combine, is_guided
 
 class AmusedTokenizer:
@@ -122,11 +124,43 @@ class AmusedLogits:
         x = ids.view(b, *self.grid)
         if self.guided:
             x = torch.cat([x] * 2)
-        out = self.transformer(x, micro_conds=self.micro, pooled_text_emb=self.pooled,
-                               encoder_hidden_states=self.hidden)  # (B', K, h, w)
+        # Through the batcher when a `muse.batching.Batcher` runs this request, else at once.
+        out = run_forward(AmusedCall(self.transformer, x, self.micro, self.pooled, self.hidden, b))  # (B', K, h, w)
         out = combine(out, self.scale(ids), uncond_first=True, upcast=False)  # in the model's dtype, as aMUSEd
         # The same (B, N, K) view as AmusedScheduler.step makes: its softmax then sees the same layout.
         return out.reshape(b, out.shape[1], -1).permute(0, 2, 1)
+
+
+@dataclass(frozen=True)
+class AmusedCall:
+    """The UVit2D transformer's forward for one request (`muse.batching.Batchable`): rows (B', ...) of token
+    grids, micro-conditions, pooled text and hidden states (padded to CLIP's 77 tokens, so requests stack
+    without padding) -> logits (B', K, h, w)."""
+
+    transformer: torch.nn.Module
+    ids: torch.Tensor  # long (B', h, w); B' = 2B under guidance
+    micro: torch.Tensor  # (B', 5)
+    pooled: torch.Tensor  # (B', D)
+    hidden: torch.Tensor  # (B', L, H)
+    images: int  # B
+
+    @property
+    def key(self) -> Optional[torch.nn.Module]:
+        # A single row (one image, unguided) runs alone: UVit2D projects each row's pooled text and
+        # micro-conditions as a product of that many rows, and MKL computes a one-row product another way
+        # (measured on a random UVit2D of hidden size 256: one row differs in its last bits, 2 and more match).
+        return self.transformer if self.ids.shape[0] > 1 else None
+
+    def alone(self) -> torch.Tensor:
+        return self.transformer(self.ids, micro_conds=self.micro, pooled_text_emb=self.pooled,
+                                encoder_hidden_states=self.hidden)
+
+    @staticmethod
+    def together(calls: Sequence["AmusedCall"]) -> list[torch.Tensor]:
+        out = calls[0].transformer(torch.cat([c.ids for c in calls]), micro_conds=torch.cat([c.micro for c in calls]),
+                                   pooled_text_emb=torch.cat([c.pooled for c in calls]),
+                                   encoder_hidden_states=torch.cat([c.hidden for c in calls]))
+        return list(out.split([c.ids.shape[0] for c in calls]))
 
 
 def amused_mask_grid(mask: Image.Image, grid: int) -> torch.Tensor:
