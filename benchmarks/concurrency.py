@@ -1,0 +1,206 @@
+"""Many clients at once, through the library: continuous batching (`muse.batching.Batcher`) against
+one request at a time, on the same pipeline in the same run.
+
+    .venv/bin/python benchmarks/concurrency.py                    # the shipped model on CPU, 1 thread
+    .venv/bin/python benchmarks/concurrency.py --clients 1 2 4 8 --rounds 3
+    .venv/bin/python benchmarks/concurrency.py --device cuda --threads 0
+
+For each number of clients N (--clients), N requests arrive at the same moment, each a different prompt
+and seed with the weights' default settings (both stages), streamed as the playground streams them
+(`pipe.stream`, previews drawn at every step, unless --no-previews):
+- one at a time: they run in arrival order on one thread, as a server with one compute thread runs them;
+  a client's time to done counts its wait in line;
+- batched: all N go to one `Batcher` at once, each read by a client thread of its own; their forward
+  passes share one batch per step.
+Each client's time to done (median and slowest over clients, then the median over --rounds) and images
+per second (all images over the time the last client waited). The batched requests' final ids are
+compared with the one-at-a-time ones of the same seeds (`exact` requests, `agreement` of tokens).
+A lone request's time is also split into its forward passes and the rest (sampling, pictures).
+
+The clients here are threads calling the library; through gradio_client and headless Chromium the server's
+own work (Gradio, encoding pictures, HTTP) comes on top and does not batch.
+The last line reads `concurrency: N clients, images/s batched/one-at-a-time X, slowest/lone Y` for the
+largest N, where lone is the time of one client alone (one at a time, N = 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+if __package__ in (None, ""):  # run as a file: the repository root, for `benchmarks` as a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import bench_common as bc  # noqa: E402
+
+PROMPTS = ["a smiling face with heart eyes", "sun", "a red apple", "grinning cat", "rocket", "pizza", "snowman",
+           "a dog face", "thumbs up", "crying face", "fire", "a green tree", "ghost", "a full moon", "pile of poo",
+           "party popper"]
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = bc.model_parser(__doc__, runs=1)
+    p.set_defaults(threads=1)
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8], help="numbers of clients at once")
+    p.add_argument("--rounds", type=int, default=1, help="repetitions of every measurement (medians reported)")
+    p.add_argument("--max-batch", type=int, help="the batcher's maximum images at once (default: the device's)")
+    p.add_argument("--no-previews", dest="previews", action="store_false",
+                   help="decode without step pictures (the model's share alone)")
+    p.add_argument("--json", type=Path, help="default: benchmarks/results/concurrency_library_<device>.json")
+    args = bc.parse_model_args(p, argv)
+    if args.threads == 0:
+        args.threads = None  # torch's choice
+    if args.json is None:
+        args.json = bc.RESULTS_DIR / f"concurrency_library_{args.device.split(':')[0]}.json"
+    if min(args.clients) < 1 or args.rounds < 1:
+        p.error("--clients must be >= 1 and --rounds >= 1")
+    return args
+
+
+def _request(pipe, index: int, previews: bool):
+    """Client `index`'s request: (final ids, images made)."""
+    final = None
+    for final in pipe.stream(PROMPTS[index % len(PROMPTS)], seed=index, previews=previews):
+        pass
+    return final.ids, len(final.canvas)
+
+
+def one_at_a_time(pipe, clients: int, previews: bool, device: str) -> list[tuple[float, Any, int]]:
+    """Each client's (time to done, final ids, images), all arriving at once and served in order."""
+    start, out = time.perf_counter(), []
+    for i in range(clients):
+        ids, images = _request(pipe, i, previews)
+        bc.sync(device)
+        out.append((time.perf_counter() - start, ids, images))
+    return out
+
+
+def batched(pipe, batcher, clients: int, previews: bool, device: str) -> list[tuple[float, Any, int]]:
+    """Each client's (time to done, final ids, images), all started at once through `batcher`, each read
+    by its own thread."""
+    out: list = [None] * clients
+    start = time.perf_counter()
+    jobs = [batcher.stream(pipe.stream, PROMPTS[i % len(PROMPTS)], seed=i, previews=previews) for i in range(clients)]
+
+    def read(i: int) -> None:
+        final = None
+        for final in jobs[i]:
+            pass
+        bc.sync(device)
+        out[i] = (time.perf_counter() - start, final.ids, len(final.canvas))
+
+    readers = [threading.Thread(target=read, args=(i,)) for i in range(clients)]
+    for r in readers:
+        r.start()
+    for r in readers:
+        r.join()
+    return out
+
+
+def forward_share(pipe, previews: bool, device: str, runs: int = 3) -> dict[str, float]:
+    """A lone request's seconds in its forward passes and in the rest, medians of `runs`."""
+    from muse.batching import TransformerCall
+
+    spent = [0.0]
+    alone = TransformerCall.alone
+
+    def timed(call):
+        t0 = time.perf_counter()
+        out = alone(call)
+        bc.sync(device)
+        spent[0] += time.perf_counter() - t0
+        return out
+
+    totals, forwards = [], []
+    TransformerCall.alone = timed
+    try:
+        for i in range(runs):
+            spent[0] = 0.0
+            t0 = time.perf_counter()
+            _request(pipe, i, previews)
+            totals.append(time.perf_counter() - t0)
+            forwards.append(spent[0])
+    finally:
+        TransformerCall.alone = alone
+    total, forward = bc.median(totals), bc.median(forwards)
+    return {"total_s": total, "forwards_s": forward, "rest_s": total - forward}
+
+
+def summarise(results: list[tuple[float, Any, int]]) -> dict[str, float]:
+    times = [t for t, _, _ in results]
+    return {"median_s": bc.median(times), "slowest_s": max(times), "images_per_s": sum(n for *_, n in results) / max(times)}
+
+
+def main(argv: Optional[list[str]] = None) -> tuple[float, float]:
+    args = parse_args(argv)
+    threads = bc.set_threads(args.threads)
+    import torch
+
+    from muse.batching import Batcher
+
+    pipe = bc.load_pipeline(args.weights, args.preset, args.device, compile=args.compile)
+    for i in range(args.warmup):
+        _request(pipe, 100 + i, args.previews)
+    share = forward_share(pipe, args.previews, args.device)
+    batcher = Batcher(args.max_batch, threads=threads)
+    _request(pipe, 0, args.previews)  # warm
+    batcher.submit(_request, pipe, 0, args.previews).result()  # the batcher's threads started
+
+    rows, data_rows = [], []
+    exact = agree = tokens = 0
+    lone = None
+    for n in args.clients:
+        seq_runs, bat_runs = [], []
+        for r in range(args.rounds):
+            # alternating order (ABBA) so that a drift of the machine's load hits both equally
+            for kind in ("seq", "bat") if r % 2 == 0 else ("bat", "seq"):
+                if kind == "seq":
+                    seq_runs.append(one_at_a_time(pipe, n, args.previews, args.device))
+                else:
+                    bat_runs.append(batched(pipe, batcher, n, args.previews, args.device))
+        for a, b in zip(seq_runs[-1], bat_runs[-1]):
+            same = a[1].eq(b[1])
+            exact += bool(same.all())
+            agree, tokens = agree + int(same.sum()), tokens + same.numel()
+        seq = {k: bc.median([summarise(x)[k] for x in seq_runs]) for k in ("median_s", "slowest_s", "images_per_s")}
+        bat = {k: bc.median([summarise(x)[k] for x in bat_runs]) for k in ("median_s", "slowest_s", "images_per_s")}
+        if n == 1:
+            lone = seq["median_s"]
+        data_rows.append({"clients": n, "one_at_a_time": seq, "batched": bat})
+        rows.append([n, f"{seq['median_s']:.2f}", f"{seq['slowest_s']:.2f}", f"{seq['images_per_s']:.2f}",
+                     f"{bat['median_s']:.2f}", f"{bat['slowest_s']:.2f}", f"{bat['images_per_s']:.2f}",
+                     f"{bat['images_per_s'] / seq['images_per_s']:.2f}"])
+    stats = batcher.stats
+    batcher.close()
+    if lone is None:
+        lone = forward_share(pipe, args.previews, args.device, runs=1)["total_s"]
+
+    print(f"model: {bc.model_source(args)}; {bc.cpu_model() if args.device == 'cpu' else args.device}, "
+          f"{threads} threads; previews {'on' if args.previews else 'off'}; max batch {batcher.max_batch} images; "
+          f"median of {args.rounds} round(s); load average {bc.machine_info().get('load_average_1_5_15')}")
+    print(bc.table(["clients", "1-at-a-time median s", "slowest s", "images/s", "batched median s", "slowest s",
+                    "images/s", "images/s ratio"], rows))
+    print(f"a lone request: {share['total_s']:.2f} s, of which forward passes {share['forwards_s']:.2f} s "
+          f"({share['forwards_s'] / share['total_s']:.0%}), the rest (sampling, pictures) {share['rest_s']:.2f} s")
+    print(f"batched ids equal to one at a time: {exact} of {sum(args.clients)} requests, "
+          f"{agree / tokens:.2%} of tokens; {stats.passes} passes served {stats.calls} forwards "
+          f"({stats.shared} shared, at most {stats.most_calls} at once)")
+    if args.json:
+        data = {**bc.results_header("concurrency_library", args, pipe, threads), "previews": args.previews,
+                "rounds": args.rounds, "max_batch": batcher.max_batch, "lone_s": lone, "lone_request": share,
+                "rows": data_rows, "exact_requests": exact, "requests": sum(args.clients),
+                "token_agreement": agree / tokens, "passes": stats.passes, "forwards": stats.calls,
+                "shared_passes": stats.shared, "torch_threads": torch.get_num_threads()}
+        print(f"results written to {bc.write_json(args.json, data)}", file=sys.stderr)
+    last = data_rows[-1]
+    ratio = last["batched"]["images_per_s"] / last["one_at_a_time"]["images_per_s"]
+    slowest = last["batched"]["slowest_s"] / lone
+    print(f"concurrency: {last['clients']} clients, images/s batched/one-at-a-time {ratio:.2f}, slowest/lone {slowest:.2f}")
+    return ratio, slowest
+
+
+if __name__ == "__main__":
+    main()
