@@ -1,0 +1,29 @@
+"""benchmarks/concurrency.py runs end to end at tiny sizes. No speed is asserted: the figures live in
+benchmarks/README.md; here the batched requests must equal the one-at-a-time ones and the last line must
+read as documented."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import torch
+
+from benchmarks import concurrency
+
+
+def test_the_concurrency_benchmark_runs_and_reports_its_last_line(tmp_path, capsys):
+    before = torch.get_num_threads()
+    try:
+        out = tmp_path / "concurrency.json"
+        ratio, slowest = concurrency.main(["--preset", "tiny", "--clients", "1", "2", "--warmup", "0", "--threads", "1",
+                                           "--json", str(out)])
+    finally:
+        torch.set_num_threads(before)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"concurrency: 2 clients, images/s batched/one-at-a-time \d+\.\d\d, slowest/lone \d+\.\d\d",
+                        last), last
+    assert ratio > 0 and slowest > 0
+    data = json.loads(out.read_text())
+    assert data["exact_requests"] == data["requests"] == 3 and data["token_agreement"] == 1.0
+    assert [row["clients"] for row in data["rows"]] == [1, 2]
