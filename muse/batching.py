@@ -45,7 +45,9 @@ whose rows are the positions a request asks for, runs request by request (`Maske
 With more intra-op threads MKL splits the sums of a product of one image's 64 rows differently from
 those of many, so logits differ from the solo run's in their last bits and a near tie can go the other
 way: on the shipped weights with two threads, 7 of 8 requests equal, 98.8 % of tokens. A GPU's kernels
-also choose their method by shape: expect the same there (not measured).
+also choose their method by shape, so there bits are not sought: the last block runs once for all
+requests too, their positions padded (`forward_many(exact=False)`), instead of a kernel launch per request
+(not measured on a GPU yet).
 
 A side effect to know: torch keeps the last thread count set anywhere as the default of threads that
 start using it later, so after a job thread sets its one thread, a new thread of the process runs torch
@@ -128,7 +130,10 @@ class TransformerCall:
 
     @staticmethod
     def together(calls: Sequence["TransformerCall"]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return calls[0].model.forward_many([c.inputs for c in calls])
+        # Bit for bit on a CPU; on a GPU, where kernels choose by shape anyway, the last block runs once
+        # for all calls rather than a launch per call (`MaskedTransformer.forward_many`).
+        exact = calls[0].inputs.ids.device.type == "cpu"
+        return calls[0].model.forward_many([c.inputs for c in calls], exact=exact)
 
 
 _JOB: contextvars.ContextVar[Optional["Job"]] = contextvars.ContextVar("muse_batching_job", default=None)

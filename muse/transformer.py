@@ -399,18 +399,23 @@ class MaskedTransformer(nn.Module, PretrainedMixin):
         x = x + self.self_cond_to_init_embed(self_cond_embed if self_cond_embed is not None else torch.zeros_like(x))
         return self._run(x, [call])[0]
 
-    def forward_many(self, calls: Sequence["ForwardInputs"]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def forward_many(self, calls: Sequence["ForwardInputs"],
+                     exact: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Several requests' forwards as one batch (`muse.batching`): for each call, what `forward` returns
-        for it alone, (R_i, N or M_i, ...) for R_i = repeat_i * B_i, bit for bit where the kernels compute
-        a row alike in any batch (see `_run`).
+        for it alone, (R_i, N or M_i, ...) for R_i = repeat_i * B_i.
 
         Every block but the last runs once for all calls: ids rows are stacked, each call's guidance blocks
         read its own rows (`Block.forward`'s expand) and each call's rows cross-attend its own context
-        (`Attention.attend`). Not for self-conditioned models (`forward`).
+        (`Attention.attend`). `exact`: the last block and the head run call by call, which gives each call
+        its own forward's bits where the kernels compute a row alike in any batch (a CPU: see `_run`);
+        False: they run once too, each call's positions padded to the most asked (a GPU, whose kernels choose
+        by shape anyway, and where a kernel launch per call would cost more than the work). Not for
+        self-conditioned models (`forward`).
         """
         if self.config.self_cond:
             raise ValueError("a self-conditioned transformer runs one request at a time: call forward")
-        return self._run(self._inputs(calls), calls)
+        x = self._inputs(calls)
+        return self._run(x, calls) if exact or len(calls) == 1 else self._run_padded(x, calls)
 
     def _inputs(self, calls: Sequence["ForwardInputs"]) -> torch.Tensor:
         """The calls checked, their token embeddings as one batch (U, N, D), U their rows of ids in turn."""
@@ -477,6 +482,48 @@ class MaskedTransformer(nn.Module, PretrainedMixin):
                 own_expand = torch.arange(b, device=x.device).repeat(c.repeat)
             out = last(part, [c.context], len(head), positions=positions, expand=own_expand)
             results.append(self._output(out, c))
+            start += rows
+        return results
+
+    def _run_padded(self, x: torch.Tensor,
+                    calls: Sequence["ForwardInputs"]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """`_run` with the last block and the head once for all calls: positions of several counts padded to
+        the largest with each row's last position (every position for a call that asks none), the padding's
+        outputs dropped. Equal to each call's own forward up to the kernels' rounding."""
+        *head, last = self.blocks
+        contexts = [c.context for c in calls]
+        expand = self._expand(calls)
+        for i, block in enumerate(head):
+            x = block(x, contexts, i, expand=expand if i == 0 else None)
+        n = self.config.seq_len
+        positions = None
+        if any(c.positions is not None for c in calls):
+            width = max(n if c.positions is None else c.positions.shape[1] for c in calls)
+            rows = []
+            for c in calls:
+                p = c.positions if c.positions is not None else \
+                    torch.arange(n, device=c.ids.device).expand(c.ids.shape[0], n)
+                rows.append(torch.cat((p, p[:, -1:].expand(-1, width - p.shape[1])), dim=1))
+            positions = torch.cat(rows)  # (U, M)
+        if head:
+            rows = positions if positions is None or expand is None else positions.index_select(0, expand)
+            x = last(x, contexts, len(head), positions=rows)
+        else:
+            x = last(x, contexts, 0, positions=positions, expand=expand)
+        embed = self.norm(x)
+        out = self.to_logits(embed)
+        if self.config.kind == "critic":
+            out = out.squeeze(-1)
+        if self.config.confidence_input:
+            lp = torch.cat([c.token_features for c in calls])
+            lp = lp if positions is None else lp.gather(1, positions)
+            out = out - self.confidence_gain * (lp if expand is None else lp.index_select(0, expand)).to(out.dtype)
+        results, start = [], 0
+        for c in calls:
+            rows = c.ids.shape[0] * c.repeat
+            width = x.shape[1] if c.positions is None else c.positions.shape[1]
+            o, e = out[start:start + rows, :width], embed[start:start + rows, :width]
+            results.append((o.contiguous(), e.contiguous()))
             start += rows
         return results
 
