@@ -9,6 +9,12 @@ them as one pass on its compute thread (`muse.compute`), each request's guidance
 context included (`MaskedTransformer.forward_many`), then hands each request its own rows back. Outside a
 job, `run_forward` calls the network at once, as it always did.
 
+    batcher = Batcher()                          # a server: Batcher(compute=muse.compute.COMPUTE)
+    job = batcher.stream(pipe.stream, "a cat", seed=1)
+    for step in job:                             # each DecodeStep as soon as it is made
+        ...                                      # job.cancel() (or job.close()) to stop it
+    ids = batcher.submit(pipe, "a dog", output_type="ids").result()
+
 Why a thread per request, and not generators stepped by hand: the place where a request waits for the
 batch is inside its logits function, several calls below `pipe.stream`'s `next()` (stream -> stage
 runner -> decode -> logits function). A Python generator cannot be suspended from inside a call it makes,
@@ -73,8 +79,9 @@ from .transformer import ForwardInputs
 
 T = TypeVar("T")
 
-# Images decoding at once, by device type: on a CPU a step's cost grows about linearly past a few images, so
-# more than a full request's worth (`muse.settings.MAX_IMAGES`) only lengthens every step; a GPU has room.
+# Images decoding at once, by device type: on a CPU a pass costs about as much per image at 1 as at 8 images
+# (benchmarks/README.md, concurrency.py), so more than a full request's worth (`muse.settings.MAX_IMAGES`)
+# would only lengthen every step; on a GPU a pass of tens of images costs little more than one.
 DEFAULT_MAX_BATCH = {"cpu": 16, "cuda": 64}
 GATHER_S = 0.05  # the longest a waiting forward waits for requests still busy with their own work
 
