@@ -172,7 +172,8 @@ def _wire(demo: gr.Blocks, ui: UI, c: UI, cols: dict[str, UI]) -> None:
     """The events. The decoding ones take their inputs as sent (preprocess=False): the handlers check every
     value, name the parameter in their messages, and decode uploads themselves (size limits first)."""
     out, check = {**ui, "seed": c["seed"]}, endpoints.validator_for
-    heavy = dict(concurrency_limit=1, concurrency_id="decode", preprocess=False)
+    # the decoding events run together, up to the batcher's maximum batch: their steps share forward passes
+    heavy = dict(concurrency_limit=server.decode_concurrency(), concurrency_id="decode", preprocess=False)
     page = dict(outputs=[out[name] for name in playground.OUTPUTS], show_progress="minimal",
                 show_progress_on=[ui["status"]], **heavy)
     modes = [("generate", generate, [], "prompt"), ("inpaint", inpaint, [ui["editor"]], "inpaint_prompt")]

@@ -127,10 +127,10 @@ def test_missing_shipped_weights_give_a_clear_error(app, tmp_path, monkeypatch):
         collect(app.generate(**request()))
 
 
-def test_endpoints_share_one_worker_and_a_bounded_queue(app):
+def test_endpoints_share_the_batchers_workers_and_a_bounded_queue(app):
     fns = {f.api_name: f for f in app.demo.fns.values()}
-    heavy = [fns[name] for name in ("generate", "inpaint", "superres")]
-    assert all(f.concurrency_limit == 1 for f in heavy)
+    heavy = [fns[name] for name in ("generate", "inpaint", "superres", "compare", "text_to_image")]
+    assert all(f.concurrency_limit == server.decode_concurrency() > 1 for f in heavy)  # they decode together
     assert len({f.concurrency_id for f in heavy}) == 1
     assert all(f.api_visibility == "public" for f in heavy)
 
@@ -138,7 +138,8 @@ def test_endpoints_share_one_worker_and_a_bounded_queue(app):
         def queue(self, **kwargs):
             self.asked = kwargs
 
-    assert server.configure_queue(Blocks()).asked == {"max_size": server.QUEUE_SIZE, "default_concurrency_limit": 1}
+    assert server.configure_queue(Blocks()).asked == {"max_size": server.QUEUE_SIZE,
+                                                      "default_concurrency_limit": server.decode_concurrency()}
     assert server.QUEUE_SIZE > 0
     # the idle queue looks for events every 10 ms, not every 1 ms (part of a core): this fails when a Gradio
     # upgrade takes away what it sets, and the poll goes back to costing that
@@ -622,26 +623,42 @@ def test_a_paced_comparison_keeps_the_first_each_end_and_the_result(app, monkeyp
         ("done · superres 4/4", "superres 2/6"), ("done · superres 4/4", "done · superres 6/6")]
 
 
-def test_the_stream_decodes_on_the_one_compute_thread(app, monkeypatch):
-    """Every step of every request runs on muse.compute's thread, whichever thread asks for it (Gradio
-    streams from a pool): the process keeps one OpenMP pool, and torch its fast path."""
+def test_the_forward_passes_run_on_the_one_compute_thread_and_requests_share_them(app, monkeypatch):
+    """Every forward pass of every request runs on muse.compute's thread, whichever thread asks for it (each
+    request decodes on a job thread of the batcher, Gradio streams from a pool): the process keeps one
+    OpenMP pool, and torch its fast path. Requests decoding at the same time share passes."""
     from muse.compute import COMPUTE
+    from muse.playground.model import batcher
+    from muse.transformer import MaskedTransformer
 
-    seen = set()
-    real_stream = MusePipeline.stream
+    seen, steps = set(), set()
+    real_forward, real_many, real_stream = MaskedTransformer.forward, MaskedTransformer.forward_many, MusePipeline.stream
+
+    def forward(self, *args, **kwargs):
+        seen.add(threading.get_ident())
+        return real_forward(self, *args, **kwargs)
+
+    def forward_many(self, *args, **kwargs):
+        seen.add(threading.get_ident())
+        return real_many(self, *args, **kwargs)
 
     def stream(self, *args, **kwargs):
         for step in real_stream(self, *args, **kwargs):
-            seen.add(threading.get_ident())
+            steps.add(threading.get_ident())
             yield step
 
+    monkeypatch.setattr(MaskedTransformer, "forward", forward)
+    monkeypatch.setattr(MaskedTransformer, "forward_many", forward_many)
     monkeypatch.setattr(MusePipeline, "stream", stream)
-    threads = [threading.Thread(target=lambda: collect(app.generate(**request()))) for _ in range(3)]
+    shared = batcher().stats.shared
+    threads = [threading.Thread(target=lambda: collect(app.generate(**request(timesteps=12)))) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
-    assert len(seen) == 1 and seen != {threading.get_ident()} and COMPUTE.call(threading.get_ident) in seen
+    assert seen == {COMPUTE.call(threading.get_ident)}
+    assert len(steps) == 3 and threading.get_ident() not in steps and not steps & seen  # a thread per request
+    assert batcher().stats.shared > shared
 
 
 def test_a_halton_request_streams_steps_ranked_in_the_halton_order(app):

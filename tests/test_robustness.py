@@ -75,7 +75,8 @@ def test_8_clients_streaming_at_once_each_get_their_own_images_and_memory_return
 
 
 def test_past_the_queue_size_clients_are_told_the_queue_is_full(tiny_weights, tmp_path):
-    with running_app(tiny_weights, tmp_path / "app.log", env={"MUSE_QUEUE_SIZE": "2"}) as app:
+    # two decoding at once (MUSE_MAX_BATCH=2), two waiting: the other four clients are turned away
+    with running_app(tiny_weights, tmp_path / "app.log", env={"MUSE_QUEUE_SIZE": "2", "MUSE_MAX_BATCH": "2"}) as app:
         report = rb.run_load(app.url, app.pid, clients=8, timesteps=4)
         assert report["failures"] == []
         assert report["completed"] >= 2 and report["queue_full"] >= 1

@@ -3,6 +3,7 @@ where and when the two runs chose differently."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import time
@@ -13,7 +14,7 @@ import numpy as np
 
 from .. import viz
 from ..pipeline import DecodeStep
-from .model import MODEL
+from .model import MODEL, batcher
 from .page import PASSING, PageModel, Update, control, display_size, page_defaults, page_model
 from .requests import Request, check_order, check_request, check_setting
 from .stream import Pace
@@ -78,14 +79,17 @@ def check_compare(prompt: Any, values: Mapping[str, Any]) -> list[Request]:
 
 
 def compare(prompt: Any, values: dict[str, Any], frame_s: float = 0.0) -> Iterator[Update]:
-    """Side by side: the same prompt and seed decoded with two columns of settings, step for step in turn on
-    one worker; each update shows both canvases, each column's step and what ranked its tokens (its
+    """Side by side: the same prompt and seed decoded with two columns of settings, each column a job of the
+    process's batcher (`model.batcher`), so that their steps share forward passes; each update shows both canvases, each column's step and what ranked its tokens (its
     unmasking order), and where the two runs chose different tokens, and when.
     Paced like `stream_updates`: a pair of steps sooner than `frame_s` after the last update is not drawn
-    (the first pair, a column's end and the last pair always are)."""
+    (the first pair, a column's end and the last pair always are). Where the batcher decodes one image at a
+    time (MUSE_MAX_BATCH=1), both columns decode here, step for step in turn."""
     requests = check_compare(prompt, values)
     pipe = MODEL.get()
-    streams = [pipe.stream(r.prompt, previews=r.previews, **r.pipeline_kwargs(pipe)) for r in requests]
+    together = batcher().max_batch > 1  # else column b would wait for all of column a before its first step
+    start = functools.partial(batcher().stream, pipe.stream) if together else pipe.stream
+    streams = [start(r.prompt, previews=r.previews, **r.pipeline_kwargs(pipe)) for r in requests]
     histories: list[list[DecodeStep]] = [[], []]
     started = time.perf_counter()
     display = display_size()

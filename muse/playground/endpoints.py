@@ -12,12 +12,11 @@ from typing import Any, Callable, Optional
 import gradio as gr
 from PIL import Image
 
-from ..compute import COMPUTE
 from . import texts
 from .compare import COMPARE_OUTPUTS, check_compare, compare_parameters, compare_signature
 from .compare import compare as compare_run
 from .errors import PlaygroundError
-from .model import MODEL
+from .model import MODEL, batcher
 from .page import OUTPUTS, STEP_OUTPUTS, Update, page_defaults, page_model
 from .pictures import schedule_preview as schedule_plot
 from .replay import check_speed, play_next, replay
@@ -105,7 +104,7 @@ def text_to_image(prompt: str, seed: int = 0, steps: int = _TOOL["timesteps"],
     # (its description, for Gradio's API page and MCP, is written for the served model below)
     try:
         request = _tool_request(prompt, seed, steps, guidance)
-        return COMPUTE.call(_draw, request)  # on the compute thread, like every step (`muse.compute`)
+        return batcher().submit(_draw, request).result()  # its forwards shared with the requests decoding
     except gr.Error:
         raise
     except Exception as err:

@@ -1,5 +1,6 @@
 """The served model (`MODEL`): MUSE_WEIGHTS, or the shipped weights, loaded once, on first use or in the
-background while the server starts."""
+background while the server starts; and the process's batcher (`batcher()`), through which every request
+decodes, sharing each step's forward pass with the requests decoding at the same time (`muse.batching`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Callable, Optional
 
 import torch
 
+from ..batching import Batcher, default_max_batch
 from ..compute import COMPUTE
 from ..hub import WeightsError
 from ..load import load_pipeline
@@ -100,3 +102,24 @@ class LazyModel:
 
 
 MODEL = LazyModel()
+
+
+def max_batch() -> int:
+    """Images decoding at once: MUSE_MAX_BATCH, else the default for the device the model runs on (a GPU's
+    where there is one: `muse.batching.default_max_batch`); 1 decodes one request at a time. A ValueError
+    names a MUSE_MAX_BATCH that is not a whole number >= 1."""
+    pipe = MODEL.loaded()
+    return default_max_batch(pipe.device if pipe is not None else None)
+
+
+_BATCHER: list[Batcher] = []
+_BATCHER_LOCK = threading.Lock()
+
+
+def batcher() -> Batcher:
+    """The process's batcher, made on first use: `max_batch()` images at once, its passes on the compute
+    thread (`muse.compute.COMPUTE`, whose torch threads the server sets before serving)."""
+    with _BATCHER_LOCK:
+        if not _BATCHER:
+            _BATCHER.append(Batcher(max_batch(), compute=COMPUTE))
+        return _BATCHER[0]

@@ -12,7 +12,7 @@ import gradio as gr
 
 from ..compute import COMPUTE, server_threads
 from .errors import PlaygroundError
-from .model import MODEL
+from .model import MODEL, batcher, max_batch
 from .pictures import warm_up
 from .transport import slow_queue_poll
 
@@ -29,11 +29,25 @@ THEME = dict(primary_hue="orange", secondary_hue="amber", font=["ui-sans-serif",
              font_mono=["ui-monospace", "monospace"])
 MAX_FILE_SIZE = "50mb"
 QUEUE_SIZE = int(os.environ.get("MUSE_QUEUE_SIZE", "16"))  # requests waiting at most; past it "Queue is full"
+# Gradio runs each streaming handler on a thread of its pool (40 threads), which the quick page events share.
+MAX_CONCURRENT = 32
+
+
+def decode_concurrency() -> int:
+    """Decoding events Gradio runs at once: the batcher's maximum batch (`model.max_batch`, MUSE_MAX_BATCH;
+    a request is at least one image), so that every request the batcher can take reaches it, at most
+    MAX_CONCURRENT. MUSE_MAX_BATCH=1 runs them one at a time. A bad MUSE_MAX_BATCH stops the server with its
+    message."""
+    try:
+        return min(max_batch(), MAX_CONCURRENT)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
 
 
 def configure_queue(demo: gr.Blocks) -> gr.Blocks:
-    """`demo` with its queue: one worker for every event that decodes, and a bounded line (QUEUE_SIZE)."""
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    """`demo` with its queue: `decode_concurrency()` workers for the events that decode (they share one
+    batcher), and a bounded line (QUEUE_SIZE)."""
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=decode_concurrency())
     slow_queue_poll(demo)
     return demo
 
@@ -88,6 +102,11 @@ def launch(demo: gr.Blocks, css: str = "") -> None:
             raise SystemExit(str(err)) from None
         COMPUTE.set_threads(threads)
         log.info("decoding on %d torch thread%s (MUSE_THREADS sets it)", threads, "" if threads == 1 else "s")
+        try:
+            images = batcher().max_batch  # its passes run on COMPUTE, with the threads just set
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
+        log.info("decoding up to %d image%s at once (MUSE_MAX_BATCH sets it)", images, "" if images == 1 else "s")
         MODEL.load_in_background(warm_up)  # the page opens meanwhile; a first request waits for it
     # show_error: the handlers raise only messages written for the user (UserError); what Gradio itself
     # refuses before a handler runs (an API client's malformed file data) shows its own message.

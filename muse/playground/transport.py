@@ -7,7 +7,8 @@ Gradio's plain way would cost more server or browser time on every step, or coul
 - `Stream`: an output an update leaves out is sent again when that costs nothing, not skipped, since a
   skip makes Gradio rebuild the component's whole config;
 - `endpoint` / `validator`: a request's parameters by name and described, for API clients and MCP, and
-  checked before the event is queued (on ZeroGPU, before a GPU is asked for);
+  checked before the event is queued (on ZeroGPU, before a GPU is asked for); each request decoded as a
+  job of the process's batcher (`muse.batching`), its forward passes shared with the other requests';
 - `slow_queue_poll`: the idle queue's poll, which otherwise keeps part of a core busy.
 """
 
@@ -28,8 +29,8 @@ import gradio as gr
 from gradio.data_classes import ImageData
 from PIL import Image
 
-from ..compute import COMPUTE
 from .errors import PlaygroundError
+from .model import batcher
 from .page import PASSING, RENAMED, StepSlider, Update
 
 log = logging.getLogger("muse.app")
@@ -194,22 +195,30 @@ def endpoint(run: Callable[..., Iterator[Update]], leading: tuple[str, ...], sig
              image: Optional[Callable[[Any], Any]] = None) -> Callable[..., Iterator[tuple]]:
     """The handler of a streamed request `run(*leading, settings, frame_s=...)`: with `signature` (API
     clients see the parameters by name) and `doc` as its own, `image` decoding the upload the event sends
-    as it came, one value per output in `outputs` order (`Stream`), each step decoded on the compute
-    thread (`muse.compute`), at the pace `frame_s()` reads, and problems as gr.Error messages."""
+    as it came, one value per output in `outputs` order (`Stream`), at the pace `frame_s()` reads, and
+    problems as gr.Error messages. `run` runs as a job of the process's batcher (`model.batcher`): on a
+    thread of its own, its forward passes shared with the other requests decoding (on the compute thread),
+    its updates read here as they come. Closing the handler (Gradio's cancel) ends the job at its next
+    forward; a job that raises ends alone."""
 
     @functools.wraps(run, assigned=("__module__", "__name__", "__qualname__"))
     def handler(*args: Any, **kwargs: Any) -> Iterator[tuple]:
         values = _bound(signature, args, kwargs)
+        job = None
         try:
             if image is not None:
                 values["image"] = image(values["image"])
             stream = Stream()
-            for update in COMPUTE.iterate(run(*(values.pop(name) for name in leading), values, frame_s=frame_s())):
+            job = batcher().stream(run, *(values.pop(name) for name in leading), values, frame_s=frame_s())
+            for update in job:
                 yield stream.values(update, outputs)
         except gr.Error:
             raise
         except Exception as err:
             raise problem(err) from None
+        finally:
+            if job is not None:
+                job.close()  # a cancelled request leaves the batch at its next step (nothing if it ended)
 
     handler.__signature__ = signature  # type: ignore[attr-defined]  (Gradio names the API parameters from it)
     handler.__doc__ = doc
