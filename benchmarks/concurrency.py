@@ -19,6 +19,14 @@ A lone request's time is also split into its forward passes and the rest (sampli
 
 The clients here are threads calling the library; through gradio_client and headless Chromium the server's
 own work (Gradio, encoding pictures, HTTP) comes on top and does not batch.
+
+    .venv/bin/python benchmarks/concurrency.py --through gradio   # the playground, through gradio_client
+
+With `--through gradio` the clients are `gradio_client` clients of two live playgrounds (`python app.py` on
+127.0.0.1, the same weights, at the page's pace): one batched (MUSE_MAX_BATCH unset, the device's default)
+and one decoding one request at a time (MUSE_MAX_BATCH=1). For each N, N clients call `/generate` at the same
+moment, each with a prompt and seed of its own, and read every streamed update; a client's time to done
+runs from its submit to its last update. The final images of the two servers are compared pixel for pixel.
 The last line reads `concurrency: N clients, images/s batched/one-at-a-time X, slowest/lone Y` for the
 largest N, where lone is the time of one client alone (one at a time, N = 1).
 """
@@ -49,12 +57,14 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-batch", type=int, help="the batcher's maximum images at once (default: the device's)")
     p.add_argument("--no-previews", dest="previews", action="store_false",
                    help="decode without step pictures (the model's share alone)")
-    p.add_argument("--json", type=Path, help="default: benchmarks/results/concurrency_library_<device>.json")
+    p.add_argument("--through", choices=("library", "gradio"), default="library",
+                   help="the clients: threads calling the library, or gradio_client clients of the playground")
+    p.add_argument("--json", type=Path, help="default: benchmarks/results/concurrency_<through>_<device>.json")
     args = bc.parse_model_args(p, argv)
     if args.threads == 0:
         args.threads = None  # torch's choice
     if args.json is None:
-        args.json = bc.RESULTS_DIR / f"concurrency_library_{args.device.split(':')[0]}.json"
+        args.json = bc.RESULTS_DIR / f"concurrency_{args.through}_{args.device.split(':')[0]}.json"
     if min(args.clients) < 1 or args.rounds < 1:
         p.error("--clients must be >= 1 and --rounds >= 1")
     return args
@@ -134,8 +144,101 @@ def summarise(results: list[tuple[float, Any, int]]) -> dict[str, float]:
     return {"median_s": bc.median(times), "slowest_s": max(times), "images_per_s": sum(n for *_, n in results) / max(times)}
 
 
+def _gradio_clients(url: str, clients: int) -> list[tuple[float, bytes, int]]:
+    """N gradio_client clients calling /generate at the same moment: each one's (time to done, final image's
+    pixels, images)."""
+    from gradio_client import Client
+    from PIL import Image
+
+    from muse.playground import OUTPUTS
+
+    users = [Client(url, verbose=False, analytics_enabled=False) for _ in range(clients)]
+    gate = threading.Barrier(clients)
+    out: list = [None] * clients
+
+    def user(i: int) -> None:
+        gate.wait()
+        t0 = time.perf_counter()
+        job = users[i].submit(prompt=PROMPTS[i % len(PROMPTS)], seed=i, randomize_seed=False, api_name="/generate")
+        while not job.done():
+            time.sleep(0.005)
+        job.result()  # the server's error, if any
+        took = time.perf_counter() - t0
+        final = dict(zip(OUTPUTS, job.outputs()[-1]))
+        png = next(f for f in final["files"] if f.endswith(".png"))
+        with Image.open(png) as im:
+            out[i] = (took, im.convert("RGB").tobytes(), 1)
+
+    readers = [threading.Thread(target=user, args=(i,)) for i in range(clients)]
+    for r in readers:
+        r.start()
+    for r in readers:
+        r.join()
+    return out
+
+
+def through_gradio(args: argparse.Namespace) -> tuple[float, float]:
+    """The playground batched against MUSE_MAX_BATCH=1, through gradio_client (see the module docstring)."""
+    import contextlib
+    import tempfile
+
+    from tests.harness import running_app
+
+    weights = Path(args.weights) if args.weights else None
+    if args.preset:  # a preset's random pipeline, saved for the servers to load
+        weights = bc.load_pipeline(None, args.preset, "cpu").save_pretrained(Path(tempfile.mkdtemp()) / "weights")
+    logs = Path(tempfile.mkdtemp())
+    env = {"MUSE_MCP": "0"}
+    if args.threads:
+        env["MUSE_THREADS"] = str(args.threads)
+    with contextlib.ExitStack() as stack:
+        batched_env = {**env, **({"MUSE_MAX_BATCH": str(args.max_batch)} if args.max_batch else {})}
+        servers = {"bat": stack.enter_context(running_app(weights, logs / "batched.log", env=batched_env)),
+                   "seq": stack.enter_context(running_app(weights, logs / "one.log", env={**env, "MUSE_MAX_BATCH": "1"}))}
+        for kind, live in servers.items():  # both warm: the model loaded, and a request through each
+            for _ in range(max(args.warmup, 1)):
+                _gradio_clients(live.url, 1)
+        rows, data_rows, lone, exact, requests = [], [], None, 0, 0
+        for n in args.clients:
+            runs: dict[str, list] = {"seq": [], "bat": []}
+            for r in range(args.rounds):
+                for kind in ("seq", "bat") if r % 2 == 0 else ("bat", "seq"):
+                    runs[kind].append(_gradio_clients(servers[kind].url, n))
+            exact += sum(a[1] == b[1] for a, b in zip(runs["seq"][-1], runs["bat"][-1]))
+            requests += n
+            seq, bat = ({k: bc.median([summarise(x)[k] for x in runs[kind]])
+                         for k in ("median_s", "slowest_s", "images_per_s")} for kind in ("seq", "bat"))
+            if n == 1:
+                lone = seq["median_s"]
+            data_rows.append({"clients": n, "one_at_a_time": seq, "batched": bat})
+            rows.append([n, f"{seq['median_s']:.2f}", f"{seq['slowest_s']:.2f}", f"{seq['images_per_s']:.2f}",
+                         f"{bat['median_s']:.2f}", f"{bat['slowest_s']:.2f}", f"{bat['images_per_s']:.2f}",
+                         f"{bat['images_per_s'] / seq['images_per_s']:.2f}"])
+    if lone is None:
+        raise SystemExit("--through gradio needs 1 among --clients (the lone client's time)")
+    print(f"model: {bc.model_source(args)}; {bc.cpu_model()}; the playground through gradio_client, "
+          f"MUSE_THREADS {args.threads or 'default'}; batched: MUSE_MAX_BATCH {args.max_batch or 'default'}; "
+          f"median of {args.rounds} round(s); load average {bc.machine_info().get('load_average_1_5_15')}")
+    print(bc.table(["clients", "1-at-a-time median s", "slowest s", "images/s", "batched median s", "slowest s",
+                    "images/s", "images/s ratio"], rows))
+    print(f"batched images equal to one at a time: {exact} of {requests} requests")
+    if args.json:
+        data = {**bc.machine_info(), "benchmark": "concurrency_gradio", "command": bc.command_line(),
+                "model": bc.model_source(args), "rounds": args.rounds, "max_batch": args.max_batch,
+                "threads": args.threads, "lone_s": lone, "rows": data_rows, "exact_requests": exact,
+                "requests": requests}
+        print(f"results written to {bc.write_json(args.json, data)}", file=sys.stderr)
+    last = data_rows[-1]
+    ratio = last["batched"]["images_per_s"] / last["one_at_a_time"]["images_per_s"]
+    slowest = last["batched"]["slowest_s"] / lone
+    print(f"concurrency: {last['clients']} clients, images/s batched/one-at-a-time {ratio:.2f}, slowest/lone {slowest:.2f}")
+    return ratio, slowest
+
+
 def main(argv: Optional[list[str]] = None) -> tuple[float, float]:
     args = parse_args(argv)
+    if args.through == "gradio":
+        return through_gradio(args)
     threads = bc.set_threads(args.threads)
     import torch
 

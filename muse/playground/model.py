@@ -4,6 +4,8 @@ decodes, sharing each step's forward pass with the requests decoding at the same
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import threading
@@ -77,7 +79,7 @@ class LazyModel:
         return self._pipe
 
     def load_in_background(self, warm_up: Optional[Callable[[MusePipeline], None]] = None) -> Future:
-        """Start loading the model now, on the compute thread (`muse.compute`, where the requests decode), so
+        """Start loading the model now, on the compute thread (`muse.compute`, where the forward passes run), so
         the server can answer (and the page open) meanwhile; a request that comes first waits for it. A
         failure is logged and retried by the next request.
         `warm_up(pipe)`: then run once what a request runs (`muse.playground.pictures.warm_up`), so the first
@@ -123,3 +125,25 @@ def batcher() -> Batcher:
         if not _BATCHER:
             _BATCHER.append(Batcher(max_batch(), compute=COMPUTE))
         return _BATCHER[0]
+
+
+
+def _libc_trim() -> Optional[Callable[[int], int]]:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _libc_trim()
+
+
+def release_memory() -> bool:
+    """When no request is decoding, hand the memory the requests freed back to the system; whether it ran.
+    Requests decoding at once each allocate on a thread of their own (`muse.batching`), and glibc keeps what
+    a thread's arena freed for later, so without this the process keeps the peak of the busiest moment
+    (measured: +11 % resident memory after 8 clients at once, tests/test_robustness.py)."""
+    if _MALLOC_TRIM is None or not _BATCHER or _BATCHER[0].active or _BATCHER[0].waiting:
+        return False
+    _MALLOC_TRIM(0)
+    return True

@@ -30,7 +30,7 @@ from gradio.data_classes import ImageData
 from PIL import Image
 
 from .errors import PlaygroundError
-from .model import batcher
+from .model import batcher, release_memory
 from .page import PASSING, RENAMED, StepSlider, Update
 
 log = logging.getLogger("muse.app")
@@ -219,6 +219,7 @@ def endpoint(run: Callable[..., Iterator[Update]], leading: tuple[str, ...], sig
         finally:
             if job is not None:
                 job.close()  # a cancelled request leaves the batch at its next step (nothing if it ended)
+                release_memory()
 
     handler.__signature__ = signature  # type: ignore[attr-defined]  (Gradio names the API parameters from it)
     handler.__doc__ = doc
