@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 import torch
 
 from benchmarks import concurrency
@@ -26,4 +27,20 @@ def test_the_concurrency_benchmark_runs_and_reports_its_last_line(tmp_path, caps
     assert ratio > 0 and slowest > 0
     data = json.loads(out.read_text())
     assert data["exact_requests"] == data["requests"] == 3 and data["token_agreement"] == 1.0
+    assert [row["clients"] for row in data["rows"]] == [1, 2]
+
+
+@pytest.mark.slow
+def test_the_gradio_path_runs_two_playgrounds_and_reports_its_last_line(tmp_path, capsys):
+    """--through gradio: gradio_client clients of a batched playground and of one with MUSE_MAX_BATCH=1 (tiny
+    random weights); the images of the two are the same."""
+    out = tmp_path / "concurrency_gradio.json"
+    ratio, slowest = concurrency.main(["--through", "gradio", "--preset", "tiny", "--clients", "1", "2",
+                                       "--warmup", "0", "--json", str(out)])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"concurrency: 2 clients, images/s batched/one-at-a-time \d+\.\d\d, slowest/lone \d+\.\d\d",
+                        last), last
+    assert ratio > 0 and slowest > 0
+    data = json.loads(out.read_text())
+    assert data["exact_requests"] == data["requests"] == 3
     assert [row["clients"] for row in data["rows"]] == [1, 2]
