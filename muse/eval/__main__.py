@@ -20,7 +20,7 @@ from .fidelity import inpaint_fidelity, superres_fidelity, tokenizer_metrics
 from .guidance import guidance_gap
 from .orders import ORDER_SHEET_PROMPT, ORDER_STEPS, order_sheet, order_table
 from .prompts import name_prompts, paraphrase_prompts, prompt_rows
-from .retrieval import adherence, diversity, random_floor
+from .retrieval import adherence, random_floor, settings_row
 from .sheet import sample_sheet, settings_sheet
 
 PARTS = ("tokenizer", "superres", "inpaint", "critic", "guidance", "adherence", "samples")
@@ -69,11 +69,7 @@ def run_sweep(pipe, data, a) -> dict:
                 continue
             done[key] = label
             t = time.time()
-            row = {f"names_{k}": v for k, v in adherence(pipe, data, names, base_only=True, **settings)[0].items()}
-            if paraphrases:
-                scores = adherence(pipe, data, paraphrases, base_only=True, **settings)[0]
-                row |= {f"paraphrases_{k}": v for k, v in scores.items()}
-            row["diversity"] = diversity(pipe, varied, base_only=True, **settings)
+            row = settings_row(pipe, data, names, paraphrases, varied, **settings)
             row["seconds"] = round(time.time() - t, 1)
             out["rows"][label] = row
             print(f"sweep {label}: " + json.dumps({k: round(v, 4) for k, v in row.items()}), flush=True)

@@ -13,7 +13,7 @@ from ..data import CaptionedImages
 from ..settings import ORDERS
 from .fidelity import superres_fidelity
 from .prompts import name_prompts, paraphrase_prompts
-from .retrieval import adherence, diversity
+from .retrieval import settings_row
 from .sheet import settings_sheet
 
 ORDER_STEPS = (4, 8, 12, 24)
@@ -47,11 +47,7 @@ def order_table(pipe, data: CaptionedImages, steps: Sequence[int] = ORDER_STEPS,
         for order in offered_orders(pipe):
             settings = order_settings(order, t)
             start = time.time()
-            row = {f"names_{k}": v for k, v in adherence(pipe, data, name_rows, base_only=True, **settings)[0].items()}
-            if paraphrases:
-                scores = adherence(pipe, data, paraphrases, base_only=True, **settings)[0]
-                row |= {f"paraphrases_{k}": v for k, v in scores.items()}
-            row["diversity"] = diversity(pipe, varied, base_only=True, **settings)
+            row = settings_row(pipe, data, name_rows, paraphrases, varied, **settings)
             if pipe.superres_model is not None:
                 fidelity = superres_fidelity(pipe, data, count=superres_count, seed=seed, **settings)
                 row |= {k: fidelity[k] for k in ("superres_psnr", "superres_tokens_psnr")}

@@ -80,6 +80,18 @@ def diversity(pipe, prompts: Sequence[str], seeds: Sequence[int] = DIVERSITY_SEE
     return float(torch.stack([(feats[i] - feats[j]).norm(dim=-1) for i, j in pairs]).mean())
 
 
+def settings_row(pipe, data: CaptionedImages, names: list[tuple[str, str]], paraphrases: list[tuple[str, str]],
+                 varied: Sequence[str], **settings) -> dict[str, float]:
+    """One row of a settings comparison on the base stage: adherence on `names` and `paraphrases` ((key,
+    prompt) pairs; none: no paraphrase columns) and the diversity of `varied` prompts over 4 seeds."""
+    row = {f"names_{k}": v for k, v in adherence(pipe, data, names, base_only=True, **settings)[0].items()}
+    if paraphrases:
+        scores = adherence(pipe, data, paraphrases, base_only=True, **settings)[0]
+        row |= {f"paraphrases_{k}": v for k, v in scores.items()}
+    row["diversity"] = diversity(pipe, varied, base_only=True, **settings)
+    return row
+
+
 def random_floor(data: CaptionedImages, prompts: list[tuple[str, str]], seed: int = 0) -> dict[str, float]:
     """Accuracy when each 'generation' is a random dataset image."""
     rng = np.random.default_rng(seed)
@@ -90,4 +102,4 @@ def random_floor(data: CaptionedImages, prompts: list[tuple[str, str]], seed: in
 
 
 __all__ = ["FEATURE_SIZE", "DIVERSITY_SEEDS", "features", "retrieve", "topk_accuracy", "generate", "adherence",
-           "diversity", "random_floor"]
+           "diversity", "settings_row", "random_floor"]
