@@ -49,6 +49,16 @@ PROMPTS = ["a smiling face with heart eyes", "sun", "a red apple", "grinning cat
            "party popper"]
 
 
+
+def run_each(client, clients: int) -> None:
+    """client(0), ..., client(clients - 1) at once, each on a thread of its own; back when all are done."""
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = bc.model_parser(__doc__, runs=1)
     p.set_defaults(threads=1)
@@ -102,11 +112,7 @@ def batched(pipe, batcher, clients: int, previews: bool, device: str) -> list[tu
         bc.sync(device)
         out[i] = (time.perf_counter() - start, final.ids, len(final.canvas))
 
-    readers = [threading.Thread(target=read, args=(i,)) for i in range(clients)]
-    for r in readers:
-        r.start()
-    for r in readers:
-        r.join()
+    run_each(read, clients)
     return out
 
 
@@ -169,11 +175,7 @@ def _gradio_clients(url: str, clients: int) -> list[tuple[float, bytes, int]]:
         with Image.open(png) as im:
             out[i] = (took, im.convert("RGB").tobytes(), 1)
 
-    readers = [threading.Thread(target=user, args=(i,)) for i in range(clients)]
-    for r in readers:
-        r.start()
-    for r in readers:
-        r.join()
+    run_each(user, clients)
     return out
 
 
