@@ -106,6 +106,10 @@ def test_stop_cancels_the_run(page):
     steps = page.locator("#timesteps input[type=number]")
     steps.fill("64")
     steps.press("Enter")
+    steps.blur()
+    # the slider holds the typed value before Generate reads it (a click too soon would decode 12 steps)
+    page.wait_for_function("() => document.querySelector('#timesteps input[type=range]')?.value === '64'",
+                           timeout=10_000)
     page.locator("#prompt textarea").fill("rocket")
     page.locator("#generate").click()
     page.wait_for_function("() => (document.querySelector('#status textarea') || {}).value?.includes('/64')",
