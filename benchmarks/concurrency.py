@@ -59,6 +59,19 @@ def run_each(client, clients: int) -> None:
         t.join()
 
 
+
+def medians(runs: list) -> dict[str, float]:
+    """The medians over rounds of `summarise`'s figures."""
+    return {k: bc.median([summarise(x)[k] for x in runs]) for k in ("median_s", "slowest_s", "images_per_s")}
+
+
+def add_row(rows: list, data_rows: list, clients: int, seq: dict, bat: dict) -> None:
+    """One client count's medians, one at a time (`seq`) and batched (`bat`), as a printed row and a JSON row."""
+    data_rows.append({"clients": clients, "one_at_a_time": seq, "batched": bat})
+    rows.append([clients, f"{seq['median_s']:.2f}", f"{seq['slowest_s']:.2f}", f"{seq['images_per_s']:.2f}",
+                 f"{bat['median_s']:.2f}", f"{bat['slowest_s']:.2f}", f"{bat['images_per_s']:.2f}",
+                 f"{bat['images_per_s'] / seq['images_per_s']:.2f}"])
+
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = bc.model_parser(__doc__, runs=1)
     p.set_defaults(threads=1)
@@ -208,14 +221,10 @@ def through_gradio(args: argparse.Namespace) -> tuple[float, float]:
                     runs[kind].append(_gradio_clients(servers[kind].url, n))
             exact += sum(a[1] == b[1] for a, b in zip(runs["seq"][-1], runs["bat"][-1]))
             requests += n
-            seq, bat = ({k: bc.median([summarise(x)[k] for x in runs[kind]])
-                         for k in ("median_s", "slowest_s", "images_per_s")} for kind in ("seq", "bat"))
+            seq, bat = medians(runs["seq"]), medians(runs["bat"])
             if n == 1:
                 lone = seq["median_s"]
-            data_rows.append({"clients": n, "one_at_a_time": seq, "batched": bat})
-            rows.append([n, f"{seq['median_s']:.2f}", f"{seq['slowest_s']:.2f}", f"{seq['images_per_s']:.2f}",
-                         f"{bat['median_s']:.2f}", f"{bat['slowest_s']:.2f}", f"{bat['images_per_s']:.2f}",
-                         f"{bat['images_per_s'] / seq['images_per_s']:.2f}"])
+            add_row(rows, data_rows, n, seq, bat)
     if lone is None:
         raise SystemExit("--through gradio needs 1 among --clients (the lone client's time)")
     print(f"model: {bc.model_source(args)}; {bc.cpu_model()}; the playground through gradio_client, "
@@ -270,14 +279,10 @@ def main(argv: Optional[list[str]] = None) -> tuple[float, float]:
             same = a[1].eq(b[1])
             exact += bool(same.all())
             agree, tokens = agree + int(same.sum()), tokens + same.numel()
-        seq = {k: bc.median([summarise(x)[k] for x in seq_runs]) for k in ("median_s", "slowest_s", "images_per_s")}
-        bat = {k: bc.median([summarise(x)[k] for x in bat_runs]) for k in ("median_s", "slowest_s", "images_per_s")}
+        seq, bat = medians(seq_runs), medians(bat_runs)
         if n == 1:
             lone = seq["median_s"]
-        data_rows.append({"clients": n, "one_at_a_time": seq, "batched": bat})
-        rows.append([n, f"{seq['median_s']:.2f}", f"{seq['slowest_s']:.2f}", f"{seq['images_per_s']:.2f}",
-                     f"{bat['median_s']:.2f}", f"{bat['slowest_s']:.2f}", f"{bat['images_per_s']:.2f}",
-                     f"{bat['images_per_s'] / seq['images_per_s']:.2f}"])
+        add_row(rows, data_rows, n, seq, bat)
     stats = batcher.stats
     batcher.close()
     if lone is None:
