@@ -60,6 +60,15 @@ def run_each(client, clients: int) -> None:
 
 
 
+def last_line(data_rows: list, lone: float) -> tuple[float, float]:
+    """Print the benchmark's last line for the largest client count; (images/s ratio, slowest / lone)."""
+    last = data_rows[-1]
+    ratio = last["batched"]["images_per_s"] / last["one_at_a_time"]["images_per_s"]
+    slowest = last["batched"]["slowest_s"] / lone
+    print(f"concurrency: {last['clients']} clients, images/s batched/one-at-a-time {ratio:.2f}, slowest/lone {slowest:.2f}")
+    return ratio, slowest
+
+
 def medians(runs: list) -> dict[str, float]:
     """The medians over rounds of `summarise`'s figures."""
     return {k: bc.median([summarise(x)[k] for x in runs]) for k in ("median_s", "slowest_s", "images_per_s")}
@@ -239,11 +248,7 @@ def through_gradio(args: argparse.Namespace) -> tuple[float, float]:
                 "threads": args.threads, "lone_s": lone, "rows": data_rows, "exact_requests": exact,
                 "requests": requests}
         print(f"results written to {bc.write_json(args.json, data)}", file=sys.stderr)
-    last = data_rows[-1]
-    ratio = last["batched"]["images_per_s"] / last["one_at_a_time"]["images_per_s"]
-    slowest = last["batched"]["slowest_s"] / lone
-    print(f"concurrency: {last['clients']} clients, images/s batched/one-at-a-time {ratio:.2f}, slowest/lone {slowest:.2f}")
-    return ratio, slowest
+    return last_line(data_rows, lone)
 
 
 def main(argv: Optional[list[str]] = None) -> tuple[float, float]:
@@ -305,11 +310,7 @@ def main(argv: Optional[list[str]] = None) -> tuple[float, float]:
                 "token_agreement": agree / tokens, "passes": stats.passes, "forwards": stats.calls,
                 "shared_passes": stats.shared, "torch_threads": torch.get_num_threads()}
         print(f"results written to {bc.write_json(args.json, data)}", file=sys.stderr)
-    last = data_rows[-1]
-    ratio = last["batched"]["images_per_s"] / last["one_at_a_time"]["images_per_s"]
-    slowest = last["batched"]["slowest_s"] / lone
-    print(f"concurrency: {last['clients']} clients, images/s batched/one-at-a-time {ratio:.2f}, slowest/lone {slowest:.2f}")
-    return ratio, slowest
+    return last_line(data_rows, lone)
 
 
 if __name__ == "__main__":
