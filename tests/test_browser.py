@@ -103,13 +103,7 @@ def test_empty_prompt_shows_an_error_and_the_page_keeps_working(page, tmp_path):
 
 def test_stop_cancels_the_run(page):
     page.get_by_text("Advanced settings").click()
-    steps = page.locator("#timesteps input[type=number]")
-    steps.fill("64")
-    steps.press("Enter")
-    steps.blur()
-    # the slider holds the typed value before Generate reads it (a click too soon would decode 12 steps)
-    page.wait_for_function("() => document.querySelector('#timesteps input[type=range]')?.value === '64'",
-                           timeout=10_000)
+    type_number(page, "timesteps", 64)
     page.locator("#prompt textarea").fill("rocket")
     page.locator("#generate").click()
     page.wait_for_function("() => (document.querySelector('#status textarea') || {}).value?.includes('/64')",
@@ -120,6 +114,27 @@ def test_stop_cancels_the_run(page):
     assert not label.startswith("done"), label
     page.wait_for_timeout(1000)
     assert page.locator("#status textarea").input_value() == label  # nothing streams after Stop
+
+
+def type_number(page, elem_id: str, value: float, tries: int = 5) -> None:
+    """Type `value` into a slider's number box as a user does, and wait until the slider holds it, so that a
+    click that follows reads it (a click too soon would decode the default). A box typed into while the page
+    is still settling can lose the value, as it would for a user, who types it again: so does this."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    box = page.locator(f"#{elem_id} input[type=number]")
+    held = f"() => document.querySelector('#{elem_id} input[type=range]')?.value === '{value}'"
+    for _ in range(tries):
+        box.fill(str(value))
+        box.press("Enter")
+        box.blur()
+        try:
+            page.wait_for_function(held, timeout=5_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"#{elem_id} did not take {value} after {tries} tries: "
+                         f"{page.locator(f'#{elem_id} input[type=range]').input_value()}")
 
 
 def options(page, elem_id: str) -> list[str]:
@@ -182,9 +197,7 @@ WATCH_TEXT = """(ids) => {
 
 
 def set_step(page, k: int) -> None:
-    box = page.locator("#scrub input[type=number]")
-    box.fill(str(k))
-    box.press("Enter")
+    type_number(page, "scrub", k)
 
 
 def test_scrubbing_to_a_step_shows_that_steps_images_and_play_animates(page, tmp_path):
@@ -234,9 +247,7 @@ def test_scrubbing_to_a_step_shows_that_steps_images_and_play_animates(page, tmp
     set_step(page, 1)
     page.wait_for_function(f"() => document.querySelector('#step_info textarea').value.startsWith('base 1/{n}')",
                            timeout=30_000)
-    speed = page.locator("#speed input[type=number]")
-    speed.fill("0.2")
-    speed.press("Enter")
+    type_number(page, "speed", 0.2)
     page.evaluate(WATCH_TEXT, ["step_info"])
     page.locator("#play").click()
     page.wait_for_function(f"() => document.querySelector('#step_info textarea').value.startsWith('superres {n}/{n}')",
