@@ -155,6 +155,11 @@ def run_forward(call: Batchable) -> Any:
     return job._batcher._forward(job, call)
 
 
+def current_job() -> Optional["Job"]:
+    """The job the calling thread runs (None outside one): a request's code may ask how its reader keeps up."""
+    return _JOB.get()
+
+
 def default_max_batch(device: Union[str, torch.device, None] = None, environ: Optional[dict[str, str]] = None) -> int:
     """Images decoding at once: MUSE_MAX_BATCH when set, else `DEFAULT_MAX_BATCH` for the device's type
     (None: a GPU's when there is one, else a CPU's; another accelerator counts as a GPU). A ValueError names
@@ -243,6 +248,12 @@ class Job(Generic[T]):
         self._batcher._cancel(self)
 
     close = cancel  # a generator's name for it: a reader that stops early closes what it reads
+
+    @property
+    def unread(self) -> int:
+        """Items the request has made that its reader has not taken yet (a stream can skip drawing what its
+        reader could not take in time: `muse.playground.stream.Pace`)."""
+        return self._items.qsize()
 
     @property
     def done(self) -> bool:
@@ -513,4 +524,4 @@ def _inference(fn: Callable[..., T], *args: Any) -> T:
 
 
 __all__ = ["Batcher", "Job", "Cancelled", "Batchable", "TransformerCall", "BatchStats", "run_forward",
-           "default_max_batch", "DEFAULT_MAX_BATCH"]
+           "current_job", "default_max_batch", "DEFAULT_MAX_BATCH"]

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -165,9 +166,10 @@ def test_generate_yields_one_update_per_step_per_stage_then_the_pictures(app):
     ups = collect(app.generate(**request()))
     assert len(ups) == 2 * 4 + 1  # every step; the last one again with the pictures of the decoding
     result = ups[-2]
-    # a streamed step's pictures travel inside the update; the result's pictures are files
-    assert all(u["inline"] == {"canvas", "prediction", "step_tokens", "schedule_plot"} for u in ups[:-2])
-    assert not ups[-1]["inline"] and result["inline"] == {"schedule_plot"}  # (the request's plot, still shown)
+    # a streamed step's pictures travel inside the update, and so does the image shown first (the next update
+    # replaces it); the last update's pictures are files, written once and downloaded once
+    assert all(u["inline"] == {"canvas", "prediction", "step_tokens", "schedule_plot"} for u in ups[:-1])
+    assert not ups[-1]["inline"]
     expected = [f"{stage} {i}/4" for stage in ("base", "superres") for i in range(1, 5)]
     for u, label in zip(ups, expected):
         assert label in u["status"]
@@ -179,9 +181,10 @@ def test_generate_yields_one_update_per_step_per_stage_then_the_pictures(app):
     # goes again (it travels as nothing) rather than a skip, which costs the server a rebuilt component
     assert ups[0]["seed"] == 7 and ups[0]["timeline"] is None and ups[0]["files"] is None
     assert all(u["files"] is None and u["timeline"] is None and u["seed"] == 7 for u in ups[1:-2])
-    # the result comes first, with its files, before the pictures of the decoding are drawn
+    # the image comes first, before its files and the pictures of the decoding are drawn
     assert result["status"].startswith("done") and result["status"] == ups[-1]["status"]
-    assert [Path(f).suffix for f in result["files"]] == [".png", ".gif"] and result["files"] == ups[-1]["files"]
+    assert result["files"] is None and result["before_after"] is None and result["animation"] is None
+    assert [Path(f).suffix for f in ups[-1]["files"]] == [".png", ".gif"]
     assert result["timeline"] is None and result["reveal_map"] is None and result["heat_map"] is None
     assert np.array_equal(np.asarray(result["canvas"]), np.asarray(ups[-1]["canvas"]))
     # the request's schedule plot comes with the first step, inline, and goes again unchanged (as nothing)
@@ -537,14 +540,14 @@ def test_updates_are_keyed_by_output_name(tiny_pipe):
     kwargs = request.pipeline_kwargs(tiny_pipe)
     steps = tiny_pipe.stream(request.prompt, previews=request.previews, **kwargs)
     updates = list(playground.stream_updates(steps, kwargs["settings"], ranking=tiny_pipe.ranking(kwargs["settings"])))
-    # every update but the result is marked as a run's passing frame; the result comes first without the
-    # pictures of the decoding, then with them
-    assert [u.pop(playground.PASSING, False) for u in updates] == [True, True, True, False, False]
+    # every update but the last is marked as a run's passing frame; the image comes first without its files
+    # and the pictures of the decoding, then with them
+    assert [u.pop(playground.PASSING, False) for u in updates] == [True, True, True, True, False]
     assert len(updates) == 5 and all(set(u) <= set(OUTPUTS) for u in updates)
     assert set(updates[0]) == set(OUTPUTS) - {"schedule_plot"}  # the first clears the previous run's results
     # later ones show the step and leave the rest alone
     assert set(updates[1]) == {"status", *playground.STEP_OUTPUTS}
-    assert set(updates[-2]) == set(OUTPUTS) - set(playground.PICTURE_OUTPUTS)
+    assert set(updates[-2]) == set(OUTPUTS) - set(playground.PICTURE_OUTPUTS) - set(playground.RESULT_FILES)
     assert set(updates[-1]) == set(OUTPUTS) and updates[-1]["seed"] == 3
 
 
@@ -608,6 +611,40 @@ def test_a_paced_stream_coalesces_steps_and_says_how_many_went(app, monkeypatch)
     assert len(every) == 8 + 1 and "shown live" not in every[-1]["status"]
     assert np.array_equal(np.asarray(every[-1]["canvas"]), np.asarray(final["canvas"]))
     assert np.array_equal(np.asarray(every[-1]["timeline"]), np.asarray(final["timeline"]))
+
+
+def test_the_pace_is_shared_by_the_streams_decoding_at_once():
+    # with two pages decoding, each gets an update every 2 x frame_s: drawing and sending steps costs the
+    # server the same with one page decoding as with eight
+    now = [0.0]
+    a, b = playground.Pace(1.0, clock=lambda: now[0]), playground.Pace(1.0, clock=lambda: now[0])
+    with a, b:
+        a.went()
+        now[0] = 1.0
+        assert a.due() and playground.Pace.decoding() == 1
+        b.went()  # b's first update: it decodes too
+        assert playground.Pace.decoding() == 2 and not a.due() and a.due(always=True)
+        now[0] = 2.0
+        assert a.due()
+    assert playground.Pace.decoding() == 0  # a stream that ended (or was cancelled) no longer counts
+
+
+def test_a_paced_stream_draws_no_step_its_reader_has_not_taken():
+    from muse.batching import Batcher
+
+    def steps():  # a stream's loop: a step every 30 ms, paced every 1 ms
+        with playground.Pace(0.001) as pace:
+            for i in range(5):
+                time.sleep(0.03)
+                if pace.due(always=i == 0):
+                    pace.went()
+                    yield i
+
+    with Batcher(1) as batcher:
+        unread = batcher.stream(steps)
+        unread.result(timeout=30)  # nobody reads until the request has ended: only the first step was drawn
+        assert list(unread) == [0]
+        assert len(list(batcher.stream(steps))) > 1  # a reader that keeps up gets the steps as they come
 
 
 def test_a_paced_comparison_keeps_the_first_each_end_and_the_result(app, monkeypatch):

@@ -25,12 +25,12 @@ from .pictures import decoding_pictures, output_folder, result_update, schedule_
 from .replay import PLAY_SPEEDS, REPLAY_RUNS, REPLAYS, check_speed, play_next, replay
 from .requests import Request, check_prompt, check_request, check_setting, editor_to_image_and_mask, \
     endpoint_signature, painted_mask
-from .stream import Pace, frame_seconds, generate, inpaint, stream_updates, superres
+from .stream import RESULT_FILES, Pace, frame_seconds, generate, inpaint, stream_updates, superres
 
 __all__ = ["AMUSED_CONTROLS", "BRUSH_RADIUS", "COLUMNS", "COMPARE_OUTPUTS", "COMPARE_SETTINGS", "CONTROLS",
            "CRITIC_CONTROLS", "DISPLAY_SIZE", "EDIT_SIZE", "LIMITS", "MAX_PROMPT_CHARS", "MODEL",
            "NEGATIVE_PROMPT_HELP", "OUTPUTS", "PAGE_SETTINGS", "PASSING", "PICTURE_OUTPUTS", "PLAY_SPEEDS", "RENAMED",
-           "REPLAYS", "REPLAY_RUNS", "REQUEST_SETTINGS", "STEP_OUTPUTS", "STREAM_SIZE", "TIMELINE_SIZE",
+           "REPLAYS", "REPLAY_RUNS", "REQUEST_SETTINGS", "RESULT_FILES", "STEP_OUTPUTS", "STREAM_SIZE", "TIMELINE_SIZE",
            "LazyModel", "Pace", "PageModel", "PlaygroundError", "Request", "StepSlider", "Update", "check_compare",
            "check_prompt", "check_request", "check_setting", "check_speed", "compare", "compare_defaults",
            "compare_parameters", "compare_signature", "control", "critic_noise_acts", "decoding_pictures",

@@ -82,8 +82,8 @@ def compare(prompt: Any, values: dict[str, Any], frame_s: float = 0.0) -> Iterat
     """Side by side: the same prompt and seed decoded with two columns of settings, each column a job of the
     process's batcher (`model.batcher`), so that their steps share forward passes; each update shows both canvases, each column's step and what ranked its tokens (its
     unmasking order), and where the two runs chose different tokens, and when.
-    Paced like `stream_updates`: a pair of steps sooner than `frame_s` after the last update is not drawn
-    (the first pair, a column's end and the last pair always are). Where the batcher decodes one image at a
+    Paced like `stream_updates` (`Pace`): a pair of steps that is not due is not drawn (the first pair, a
+    column's end and the last pair always are). Where the batcher decodes one image at a
     time (MUSE_MAX_BATCH=1), both columns decode here, step for step in turn."""
     requests = check_compare(prompt, values)
     pipe = MODEL.get()
@@ -115,6 +115,7 @@ def compare(prompt: Any, values: dict[str, Any], frame_s: float = 0.0) -> Iterat
             pace.went()
             yield update
     finally:
+        pace.close()
         for stream in streams:
             stream.close()  # a cancelled comparison stops both decodings now
 

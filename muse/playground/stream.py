@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import time
 from typing import Any, Callable, Iterator, Optional
 
@@ -14,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .. import viz
+from ..batching import current_job
 from ..images import square, to_rgb
 from ..pipeline import DecodeStep, MusePipeline
 from ..settings import GenerationSettings
@@ -27,6 +29,7 @@ from .requests import Request, check_request, editor_to_image_and_mask
 log = logging.getLogger("muse.app")
 
 DEFAULT_STREAM_FPS = "20"
+RESULT_FILES = ("before_after", "animation", "files")  # a result's outputs that only its last update carries
 
 
 def frame_seconds(stream_fps: Optional[str]) -> float:
@@ -43,22 +46,61 @@ def frame_seconds(stream_fps: Optional[str]) -> float:
 
 
 class Pace:
-    """A stream's pace: at most one update every `frame_s` seconds (0: every step). Steps come sooner than
-    a page draws an update; one that comes sooner than `frame_s` after the last update is not drawn and not
-    sent, and the next update shows what it fixed too (coalesced)."""
+    """A stream's pace. Steps come sooner than a page draws an update; one that is not due is not drawn and
+    not sent, and the next update shows what it fixed too (coalesced). An update is due when both hold:
 
-    def __init__(self, frame_s: float) -> None:
-        self.frame_s = frame_s
+    - `frame_s` seconds times the streams decoding now have passed since this stream's last update: the
+      page's pace is the server's, shared, so that drawing and sending steps costs the same share of the
+      machine with one page decoding as with eight, and the model keeps the rest;
+    - the stream's reader (the server's handler, when the stream runs as a `muse.batching` job) has taken
+      every update sent before: an update it could not take yet would only wait behind the others.
+
+    With `frame_s` 0 every step goes out. A stream counts as decoding from its first update (`went`) until
+    `close()`; use it as a context manager."""
+
+    _lock = threading.Lock()
+    _decoding = 0  # streams of this process between their first update and their close
+
+    def __init__(self, frame_s: float, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.frame_s, self.clock = frame_s, clock
         self.sent = 0  # updates that went out
         self._sent_at = -math.inf
+        self._job = current_job()  # None outside a batcher's job: no reader to wait for
+        self._counted = False  # among the streams decoding
+
+    @classmethod
+    def decoding(cls) -> int:
+        """Streams of this process decoding now (between their first update and their close)."""
+        return cls._decoding
 
     def due(self, always: bool = False) -> bool:
         """Whether an update goes out now (`always`: one that must, such as a run's first or a stage's last)."""
-        return always or time.perf_counter() - self._sent_at >= self.frame_s
+        if always or self.frame_s == 0:  # 0: every step, whatever the reader's lag
+            return True
+        if self._job is not None and self._job.unread:
+            return False
+        return self.clock() - self._sent_at >= self.frame_s * max(1, self._decoding)
 
     def went(self) -> None:
         """Count an update that goes out now."""
-        self.sent, self._sent_at = self.sent + 1, time.perf_counter()
+        if not self._counted:
+            with Pace._lock:
+                Pace._decoding += 1
+            self._counted = True
+        self.sent, self._sent_at = self.sent + 1, self.clock()
+
+    def close(self) -> None:
+        """The stream has ended (finished, failed or cancelled): it no longer shares the pace."""
+        if self._counted:
+            with Pace._lock:
+                Pace._decoding -= 1
+            self._counted = False
+
+    def __enter__(self) -> "Pace":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def truncation_note(pipe: MusePipeline, prompt: str, negative_prompt: Optional[str]) -> str:
@@ -75,9 +117,10 @@ def stream_updates(steps: Iterator[DecodeStep], settings: GenerationSettings, *,
                    display: Optional[int] = None, counts: Optional[dict[str, int]] = None,
                    frame_s: float = 0.0) -> Iterator[Update]:
     """One update per decoding step of each stage; the first clears the previous run's results. The last
-    step comes twice: first with the result (final image, files, "done" status: `result_update`), then
-    with the pictures of the decoding added (`decoding_pictures`), so the page shows the image without
-    waiting for the figures; the very last update holds every output of the run. `ranking`: what ranks
+    step comes twice: first the final image and "done" status, its pictures inline as a passing frame's
+    (without `RESULT_FILES`), then the whole result (`result_update`: files, before / after) with the
+    pictures of the decoding (`decoding_pictures`), so the page shows the image without waiting for the
+    figures; the very last update holds every output of the run. `ranking`: what ranks
     the request's tokens (`MusePipeline.ranking`; None: read from the steps), for the pictures. Every status
     line says what ranked the step's tokens (its unmasking order); `note` is appended to it; `display` is
     the display size (default `display_size()`); `counts`, the tokens each stage will generate when known
@@ -97,8 +140,8 @@ def stream_updates(steps: Iterator[DecodeStep], settings: GenerationSettings, *,
     finished = False
     run: Optional[Run] = None
     display = display or display_size()
-    pace = Pace(frame_s)
     with contextlib.ExitStack() as stack:
+        pace = stack.enter_context(Pace(frame_s))
         @stack.callback
         def _report() -> None:  # runs when the stream ends: finished, failed, or closed by a cancel
             if run is not None:
@@ -125,7 +168,10 @@ def stream_updates(steps: Iterator[DecodeStep], settings: GenerationSettings, *,
                 result = {**step_frame(step, len(history), run.planned, display),
                           **result_update(history, settings, befores, output_folder(), started, note, labels,
                                           display, streamed=pace.sent + 1), "replay": run.key}
-                yield result  # the image and its files first, then the pictures of how it was decoded
+                # The image first, inline like a passing frame (the next update replaces it, 50-100 ms later
+                # on a CPU): no file for the server to write and serve, nor for an API client to download,
+                # twice. Then the whole result, its files, and the pictures of how it was decoded.
+                yield {**{k: v for k, v in result.items() if k not in RESULT_FILES}, PASSING: True}
                 yield {**result, **decoding_pictures(history, settings, ranking)}
                 continue
             if not pace.due(always=len(history) == 1 or step.step == step.total):
