@@ -91,6 +91,8 @@ def run(a: argparse.Namespace) -> list[Path]:
     from muse.settings import SCHEMA, GenerationSettings
 
     kwargs = {k: getattr(a, k) for k in SCHEMA if getattr(a, k, None) is not None}
+    if not a.prompt.strip():  # an empty shell variable, most often: an image of nothing asked for is no answer
+        raise ValueError('the prompt is empty: give a few words on what to draw, such as "red heart"')
     _check_outputs(a)
     GenerationSettings(**kwargs)  # fail fast, before the model loads
     pipe = load_pipeline(a.weights, device=a.device)

@@ -230,6 +230,8 @@ def test_a_huge_pipeline_json_is_refused_unread(tiny_weights, tmp_path):
     (["generate", "x", "--weights", "{notes}"], "is a file"),
     (["generate", "x", "--device", "gpu"], "unknown device"),
     (["generate", "x", "-o", "{img_dir}/out.xyz"], "unknown image extension"),
+    (["generate", "  "], "the prompt is empty"),
+    (["superres", "{img}", ""], "the prompt is empty"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_code_2(args, message, tiny_weights, tmp_path, capsys):
     (tmp_path / "notes.png").write_text("not an image")
