@@ -268,6 +268,21 @@ def test_a_cancelled_request_leaves_at_its_next_step_and_frees_its_place(tiny_pi
         assert long.done and b.active == 0
 
 
+def test_a_request_cancelled_while_waiting_in_line_never_enters(tiny_pipe):
+    with Batcher(max_batch=1, threads=1) as b:
+        first = b.stream(_states, tiny_pipe, "stream", ("a cat",), dict(seed=1, timesteps=24, superres=False))
+        next(first)
+        waiting = b.stream(_states, tiny_pipe, "stream", ("a dog",), dict(seed=2, timesteps=3, superres=False))
+        deadline = time.monotonic() + 10
+        while b.waiting == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert b.waiting == 1
+        waiting.cancel()  # a page closed while its request waited its turn
+        assert list(waiting) == [] and waiting.done and b.waiting == 0  # at once: nothing decoded, no error
+        assert len(list(first)) == 24 - 1  # the request decoding goes on to its end
+        assert b.stats.admitted == 1
+
+
 # ----- the scheduler, on stand-in networks -------------------------------------------------------------
 
 
