@@ -178,11 +178,11 @@ class PageRun:
     last_step_s: Optional[float]  # the last canvas picture drawn while the status showed a step
     done_s: float  # the status starts with "done"
     ready_s: float  # done, and the run's PNG and GIF listed for download
-    final_drawn_s: Optional[float]  # the canvas picture shown with "done" loaded
+    final_drawn_s: Optional[float]  # the canvas picture shown with "done" first loaded (inline, before its file)
     last_picture_s: Optional[float]  # the last picture of any kind (/file= URL) loaded: the final figures
     server_s: Optional[float]  # the server's own "done in X s" (one decimal)
     streamed: Optional[int]  # the steps the server sent ("N of M steps shown live"; None: it sent every step)
-    frames: int  # distinct canvas pictures drawn (loaded)
+    frames: int  # distinct canvas pictures drawn (loaded); the result, inline then as its file, counts once
     pictures_set: int  # distinct canvas pictures the page was given (one replaced before it loaded is not drawn)
     step_labels: int  # distinct step labels the status showed
     status_lines: list[tuple[float, str]] = field(repr=False)  # (seconds from the click, text)
@@ -311,7 +311,11 @@ def page_run(prompt: str, record: dict[str, Any]) -> PageRun:
         if load["src"] in status_at:
             drawn.setdefault(load["src"], load["t"])
     step_drawn = [t for src, t in drawn.items() if not status_at[src].startswith("done")]
-    final_src = record["srcs"][-1]["src"] if record["srcs"] else None
+    # the result comes twice, inline and then as its file (the same picture): one frame, first drawn inline
+    results = [src for src in drawn if status_at[src].startswith("done")]
+    for later in results[1:]:
+        del drawn[later]
+    final_src = results[0] if results else None
     sizes = {f["url"]: f["bytes"] for f in record["files"]}
     lines = [s["text"] for s in record["status"]]
     server = SERVER_DONE.match(lines[-1]) if lines else None
@@ -325,7 +329,7 @@ def page_run(prompt: str, record: dict[str, Any]) -> PageRun:
         last_picture_s=since(max(f["t"] for f in record["files"])) if record["files"] else None,
         server_s=float(server.group(1)) if server else None,
         streamed=int(live.group(1)) if (live := SERVER_LIVE.search(lines[-1]) if lines else None) else None,
-        frames=len(drawn), pictures_set=len(status_at),
+        frames=len(drawn), pictures_set=len(status_at) - max(0, sum(t.startswith("done") for t in status_at.values()) - 1),
         step_labels=len({m.group(0) for line in lines for m in STEP_LABEL.finditer(line)}),
         status_lines=[(since(s["t"]), s["text"]) for s in record["status"]], frames_s=frames_s,
         canvas_srcs=list(status_at),
