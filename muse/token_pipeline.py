@@ -41,6 +41,7 @@ class TokenPipeline:
 
     config: PipelineConfig
     renderer: Renderer
+    text_encoder: Any  # the family's own (MUSE's TextEncoder, aMUSEd's CLIP); both say `truncates(text)`, `max_length`
     base_model: torch.nn.Module
     superres_model: Optional[torch.nn.Module] = None
     base_critic: Optional[torch.nn.Module] = None

@@ -19,7 +19,7 @@ from ..batching import Batcher, default_max_batch
 from ..compute import COMPUTE
 from ..hub import WeightsError
 from ..load import load_pipeline
-from ..pipeline import MusePipeline
+from ..token_pipeline import TokenPipeline
 from .errors import PlaygroundError
 
 log = logging.getLogger("muse.app")  # one logger for the playground, whichever module writes
@@ -30,7 +30,7 @@ class LazyModel:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pipe: Optional[MusePipeline] = None
+        self._pipe: Optional[TokenPipeline] = None
         self._source: Optional[str] = None
         # MUSE_COMPILE=1 compiles the transformers, except where torch.compile cannot run (ZeroGPU).
         self.allow_compile = True
@@ -49,11 +49,11 @@ class LazyModel:
     def source() -> Optional[str]:
         return os.environ.get("MUSE_WEIGHTS") or None
 
-    def loaded(self) -> Optional[MusePipeline]:
+    def loaded(self) -> Optional[TokenPipeline]:
         """The model if it is loaded (from the current source), without loading it."""
         return self._pipe if self._pipe is not None and self._source == self.source() else None
 
-    def get(self) -> MusePipeline:
+    def get(self) -> TokenPipeline:
         """The model, loaded now if it is not (or MUSE_WEIGHTS changed); a PlaygroundError if it cannot be."""
         source = self.source()
         with self._lock:
@@ -78,7 +78,7 @@ class LazyModel:
                 log.info("loaded the model from %s on %s", where, self._pipe.device)
         return self._pipe
 
-    def load_in_background(self, warm_up: Optional[Callable[[MusePipeline], None]] = None) -> Future:
+    def load_in_background(self, warm_up: Optional[Callable[[TokenPipeline], None]] = None) -> Future:
         """Start loading the model now, on the compute thread (`muse.compute`, where the forward passes run), so
         the server can answer (and the page open) meanwhile; a request that comes first waits for it. A
         failure is logged and retried by the next request.

@@ -15,7 +15,7 @@ from ..hub import WeightsError, read_config
 from ..load import describe
 from ..loader import PipelineConfig, PipelineSummary, local_folder
 from ..orders import resolve_order
-from ..pipeline import MusePipeline
+from ..token_pipeline import TokenPipeline
 from ..settings import (AMUSED, AMUSED_SCHEMA, COLUMN, CRITIC, PAGE, SCHEMA, SHARED, SUPERRES,
                         GenerationSettings, Setting, grouped, known_settings)
 from .model import MODEL
@@ -186,7 +186,7 @@ def page_model() -> PageModel:
     return PageModel(summary, critic=critic)
 
 
-def display_size(pipe: Optional[MusePipeline] = None) -> int:
+def display_size(pipe: Optional[TokenPipeline] = None) -> int:
     """Side in pixels of each image on the page: DISPLAY_SIZE, or the model's own output size when larger
     (aMUSEd-512's images are shown at 512 px, not shrunk). `pipe`: the model (default: the loaded one)."""
     pipe = pipe or MODEL.loaded()

@@ -13,7 +13,8 @@ from typing import Any, Optional
 from PIL import Image
 
 from .. import viz
-from ..pipeline import DecodeStep, MusePipeline
+from ..pipeline import DecodeStep
+from ..token_pipeline import TokenPipeline
 from ..settings import GenerationSettings
 from .errors import PlaygroundError
 from .page import DISPLAY_SIZE, TIMELINE_SIZE, StepSlider, Update, display_size, page_defaults, token_counts
@@ -103,7 +104,7 @@ def schedule_preview(schedule: Any, timesteps: Any, superres: Any = True) -> Opt
     return viz.schedule_plot(name, steps, counts)
 
 
-def warm_up(pipe: MusePipeline) -> None:
+def warm_up(pipe: TokenPipeline) -> None:
     """Decode one quick image and draw each picture of a run once, so that a first request does not pay
     for first calls (kernels chosen, fonts and colour maps loaded)."""
     steps = list(pipe.stream("warm up", timesteps=2, seed=0, previews=True))

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ..images import to_rgb
-from ..pipeline import MusePipeline
+from ..token_pipeline import TokenPipeline
 from ..settings import AMUSED_SCHEMA, SCHEMA, AmusedSettings, SettingError
 from .errors import PlaygroundError
 from .page import LIMITS, MAX_PROMPT_CHARS, PageModel, control, page_defaults, page_model
@@ -41,7 +41,7 @@ class Request:
         return dataclasses.replace(self, values={**self.values, **{k: v for k, v in values.items() if k not in own}},
                                    options=dataclasses.replace(self.options, **own) if own else self.options)
 
-    def pipeline_kwargs(self, pipe: MusePipeline) -> dict[str, Any]:
+    def pipeline_kwargs(self, pipe: TokenPipeline) -> dict[str, Any]:
         """The keyword arguments of `pipe`'s requests: its settings made by `pipe.settings` (the weights'
         tuned defaults for those the request leaves out), the negative prompt, and aMUSEd's options."""
         kwargs = {"settings": pipe.settings(**self.values), "negative_prompt": self.negative_prompt}

@@ -17,7 +17,8 @@ from PIL import Image
 from .. import viz
 from ..batching import current_job
 from ..images import square, to_rgb
-from ..pipeline import DecodeStep, MusePipeline
+from ..pipeline import DecodeStep
+from ..token_pipeline import TokenPipeline
 from ..settings import GenerationSettings
 from .errors import PlaygroundError
 from .model import MODEL
@@ -103,7 +104,7 @@ class Pace:
         self.close()
 
 
-def truncation_note(pipe: MusePipeline, prompt: str, negative_prompt: Optional[str]) -> str:
+def truncation_note(pipe: TokenPipeline, prompt: str, negative_prompt: Optional[str]) -> str:
     """A status suffix when the text encoder will cut a prompt (it reads only its first max_length tokens)."""
     cut = [name for name, text in (("prompt", prompt), ("negative prompt", negative_prompt))
            if text and pipe.text_encoder.truncates(text)]
@@ -121,7 +122,7 @@ def stream_updates(steps: Iterator[DecodeStep], settings: GenerationSettings, *,
     (without `RESULT_FILES`), then the whole result (`result_update`: files, before / after) with the
     pictures of the decoding (`decoding_pictures`), so the page shows the image without waiting for the
     figures; the very last update holds every output of the run. `ranking`: what ranks
-    the request's tokens (`MusePipeline.ranking`; None: read from the steps), for the pictures. Every status
+    the request's tokens (`TokenPipeline.ranking`; None: read from the steps), for the pictures. Every status
     line says what ranked the step's tokens (its unmasking order); `note` is appended to it; `display` is
     the display size (default `display_size()`); `counts`, the tokens each stage will generate when known
     before the run: the first update then shows the request's schedule plot (the page can send it once and
@@ -190,7 +191,7 @@ def stream_updates(steps: Iterator[DecodeStep], settings: GenerationSettings, *,
             yield update
 
 
-def _updates(pipe: MusePipeline, request: Request, start: Callable[..., Iterator[DecodeStep]], *args: Any,
+def _updates(pipe: TokenPipeline, request: Request, start: Callable[..., Iterator[DecodeStep]], *args: Any,
              before: Optional[Image.Image] = None, labels: Labels = ("before", "after"), note: str = "",
              counts: Optional[dict[str, int]] = None, frame_s: float = 0.0) -> Iterator[Update]:
     """`stream_updates` of `start(*args, prompt, **the request's keyword arguments)`, a streaming method of
