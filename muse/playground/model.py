@@ -127,7 +127,6 @@ def batcher() -> Batcher:
         return _BATCHER[0]
 
 
-
 def _libc_trim() -> Optional[Callable[[int], int]]:
     try:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
