@@ -201,8 +201,7 @@ def _wire(demo: gr.Blocks, ui: UI, c: UI, cols: dict[str, UI]) -> None:
             (functools.partial(gr.on, [ui["speed"].input, ui["speed"].release]), endpoints.set_speed, ["speed"],
              ("timer",))):
         event(handler, inputs=[ui[n] for n in inputs], outputs=[out[n] for n in outputs], preprocess=False, **quick)
-    # the placeholder says when the model is ready, so that a user knows their first click will not wait
-    model_timer = gr.Timer(1.0)
+    model_timer = gr.Timer(1.0)  # the placeholder says when the model is ready: the first click will not wait
     gr.on([demo.load, model_timer.tick], endpoints.model_status, outputs=[ui["status"], model_timer], **quick)
     plot = [c[name] for name in inspect.signature(endpoints.schedule_preview).parameters if name in c]
     gr.on([demo.load, *(box.release if isinstance(box, gr.Slider) else box.change for box in plot)],
