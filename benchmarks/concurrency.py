@@ -29,16 +29,30 @@ moment, each with a prompt and seed of its own, and read every streamed update; 
 runs from its submit to its last update. The final images of the two servers are compared pixel for pixel.
 The last line reads `concurrency: N clients, images/s batched/one-at-a-time X, slowest/lone Y` for the
 largest N, where lone is the time of one client alone (one at a time, N = 1).
+
+    .venv/bin/python benchmarks/concurrency.py --through chromium # the playground, in headless Chromium pages
+
+With `--through chromium` the same two playgrounds are driven as users drive them: N pages of one headless
+Chromium (a browser context each, as `benchmarks/browser_latency.py` opens them), each typing a prompt of
+its own and clicking Generate, one page after the other (the page draws the seed). A client's time to done
+runs from the first page's click to its page being ready (the image drawn and the run's files listed),
+by the pages' own clocks. Instead of comparing the two servers' images (their seeds differ), each page is
+checked to show only its own run: its seed in every status line, no picture of another page, and its PNG
+equal to the library's image for its prompt and seed. The browser's own work shares the machine's cores
+with the server: on a small CPU this path measures what users on one machine would see, not the server
+alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
+from unittest import mock
 
 if __package__ in (None, ""):  # run as a file: the repository root, for `benchmarks` as a package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -89,8 +103,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-batch", type=int, help="the batcher's maximum images at once (default: the device's)")
     p.add_argument("--no-previews", dest="previews", action="store_false",
                    help="decode without step pictures (the model's share alone)")
-    p.add_argument("--through", choices=("library", "gradio"), default="library",
-                   help="the clients: threads calling the library, or gradio_client clients of the playground")
+    p.add_argument("--through", choices=("library", "gradio", "chromium"), default="library",
+                   help="the clients: threads calling the library, gradio_client clients of the playground, "
+                        "or pages of the playground in headless Chromium")
+    p.add_argument("--chromium", help="--through chromium: the headless Chromium binary (default: MUSE_CHROMIUM, "
+                                      "else /usr/bin/chromium)")
     p.add_argument("--json", type=Path, help="default: benchmarks/results/concurrency_<through>_<device>.json")
     args = bc.parse_model_args(p, argv)
     if args.threads == 0:
@@ -204,11 +221,52 @@ def _gradio_clients(url: str, clients: int) -> list[tuple[float, bytes, int]]:
     return out
 
 
-def through_gradio(args: argparse.Namespace) -> tuple[float, float]:
-    """The playground batched against MUSE_MAX_BATCH=1, through gradio_client (see the module docstring)."""
+class _Chromium:
+    """N pages of one headless Chromium on a playground at once (see the module docstring): `__call__` gives
+    each client's (time to done from the first click, its page's run, images), `own_runs` how many of the
+    runs showed only their own run."""
+
+    def __init__(self, stack, args: argparse.Namespace, weights: Optional[Path]) -> None:
+        from playwright.sync_api import sync_playwright
+
+        from benchmarks import browser_latency as bl
+
+        self.bl, self.timeout_s, self.errors = bl, 120.0, []
+        pw = stack.enter_context(sync_playwright())
+        self.browser = pw.chromium.launch(executable_path=args.chromium or bl.CHROMIUM, headless=True,
+                                          args=bl.CHROMIUM_ARGS)
+        stack.callback(self.browser.close)
+        # the servers' model, for the pages' images (after the timing); the page's defaults are its defaults
+        self.pipe = bc.load_pipeline(str(weights) if weights else None, None, "cpu")
+        if weights:  # restored when the stack closes
+            stack.enter_context(mock.patch.dict(os.environ, {"MUSE_WEIGHTS": str(weights)}))
+
+    def __call__(self, url: str, clients: int) -> list[tuple[float, Any, int]]:
+        prompts = [PROMPTS[i % len(PROMPTS)] for i in range(clients)]
+        pages = [self.bl.open_page(self.browser, url, self.errors) for _ in range(clients)]
+        try:
+            for page, prompt in zip(pages, prompts):
+                self.bl.click_generate(page, prompt)
+            runs = [self.bl.collect(page, prompt, self.timeout_s * clients) for page, prompt in zip(pages, prompts)]
+        finally:
+            for page in pages:
+                page.context.close()
+        first = min(run.click_epoch for run in runs)
+        return [(run.click_epoch + run.ready_s - first, run, 1) for run in runs]
+
+    def own_runs(self, results: list[tuple[float, Any, int]], app_threads: int) -> int:
+        runs = [run for _, run, _ in results]
+        return sum(self.bl.client_check(run, [r for r in runs if r is not run], self.pipe, app_threads)["own_run_only"]
+                   for run in runs)
+
+
+def through_server(args: argparse.Namespace) -> tuple[float, float]:
+    """The playground batched against MUSE_MAX_BATCH=1, through gradio_client or in headless Chromium pages
+    (see the module docstring)."""
     import contextlib
     import tempfile
 
+    from muse.compute import server_threads
     from tests.harness import running_app
 
     weights = Path(args.weights) if args.weights else None
@@ -222,42 +280,55 @@ def through_gradio(args: argparse.Namespace) -> tuple[float, float]:
         batched_env = {**env, **({"MUSE_MAX_BATCH": str(args.max_batch)} if args.max_batch else {})}
         servers = {"bat": stack.enter_context(running_app(weights, logs / "batched.log", env=batched_env)),
                    "seq": stack.enter_context(running_app(weights, logs / "one.log", env={**env, "MUSE_MAX_BATCH": "1"}))}
+        chromium = _Chromium(stack, args, weights) if args.through == "chromium" else None
+        call = chromium or _gradio_clients
         for kind, live in servers.items():  # both warm: the model loaded, and a request through each
             for _ in range(max(args.warmup, 1)):
-                _gradio_clients(live.url, 1)
+                call(live.url, 1)
         rows, data_rows, lone, exact, requests = [], [], None, 0, 0
         for n in args.clients:
             runs: dict[str, list] = {"seq": [], "bat": []}
             for r in range(args.rounds):
                 for kind in ("seq", "bat") if r % 2 == 0 else ("bat", "seq"):
-                    runs[kind].append(_gradio_clients(servers[kind].url, n))
-            exact += sum(a[1] == b[1] for a, b in zip(runs["seq"][-1], runs["bat"][-1]))
-            requests += n
+                    runs[kind].append(call(servers[kind].url, n))
+            if chromium is not None:
+                threads = args.threads or server_threads()
+                exact += sum(chromium.own_runs(runs[kind][-1], threads) for kind in ("seq", "bat"))
+                requests += 2 * n
+            else:
+                exact += sum(a[1] == b[1] for a, b in zip(runs["seq"][-1], runs["bat"][-1]))
+                requests += n
             seq, bat = medians(runs["seq"]), medians(runs["bat"])
             if n == 1:
                 lone = seq["median_s"]
             add_row(rows, data_rows, n, seq, bat)
     if lone is None:
         raise SystemExit("--through gradio needs 1 among --clients (the lone client's time)")
-    print(f"model: {bc.model_source(args)}; {bc.cpu_model()}; the playground through gradio_client, "
+    clients_are = "pages in headless Chromium" if chromium is not None else "gradio_client"
+    print(f"model: {bc.model_source(args)}; {bc.cpu_model()}; the playground through {clients_are}, "
           f"MUSE_THREADS {args.threads or 'default'}; batched: MUSE_MAX_BATCH {args.max_batch or 'default'}; "
           f"median of {args.rounds} round(s); load average {bc.machine_info().get('load_average_1_5_15')}")
     print(bc.table(["clients", "1-at-a-time median s", "slowest s", "images/s", "batched median s", "slowest s",
                     "images/s", "images/s ratio"], rows))
-    print(f"batched images equal to one at a time: {exact} of {requests} requests")
+    if chromium is not None:
+        print(f"pages that showed only their own run, the library's image: {exact} of {requests}; "
+              f"page errors: {len(chromium.errors)}")
+    else:
+        print(f"batched images equal to one at a time: {exact} of {requests} requests")
     if args.json:
-        data = {**bc.machine_info(), "benchmark": "concurrency_gradio", "command": bc.command_line(),
+        data = {**bc.machine_info(), "benchmark": f"concurrency_{args.through}", "command": bc.command_line(),
                 "model": bc.model_source(args), "rounds": args.rounds, "max_batch": args.max_batch,
                 "threads": args.threads, "lone_s": lone, "rows": data_rows, "exact_requests": exact,
-                "requests": requests}
+                "requests": requests, "exact_means": "own run only, the library's image" if chromium is not None
+                else "the same pixels as one at a time", "page_errors": chromium.errors if chromium else []}
         print(f"results written to {bc.write_json(args.json, data)}", file=sys.stderr)
     return last_line(data_rows, lone)
 
 
 def main(argv: Optional[list[str]] = None) -> tuple[float, float]:
     args = parse_args(argv)
-    if args.through == "gradio":
-        return through_gradio(args)
+    if args.through in ("gradio", "chromium"):
+        return through_server(args)
     threads = bc.set_threads(args.threads)
     import torch
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from benchmarks import concurrency
+from tests.harness.chromium import chromium_or_skip
 
 
 def test_the_concurrency_benchmark_runs_and_reports_its_last_line(tmp_path, capsys):
@@ -43,4 +44,26 @@ def test_the_gradio_path_runs_two_playgrounds_and_reports_its_last_line(tmp_path
     assert ratio > 0 and slowest > 0
     data = json.loads(out.read_text())
     assert data["exact_requests"] == data["requests"] == 3
+    assert [row["clients"] for row in data["rows"]] == [1, 2]
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_chromium_path_drives_pages_of_two_playgrounds(tmp_path, capsys):
+    """--through chromium: pages of headless Chromium on a batched playground and on one with MUSE_MAX_BATCH=1
+    (tiny random weights); every page shows only its own run, and its PNG is the library's image."""
+    out = tmp_path / "concurrency_chromium.json"
+    before = torch.get_num_threads()
+    try:
+        ratio, slowest = concurrency.main(["--through", "chromium", "--chromium", chromium_or_skip(), "--preset",
+                                           "tiny", "--clients", "1", "2", "--warmup", "0", "--threads", "1",
+                                           "--json", str(out)])
+    finally:
+        torch.set_num_threads(before)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"concurrency: 2 clients, images/s batched/one-at-a-time \d+\.\d\d, slowest/lone \d+\.\d\d",
+                        last), last
+    assert ratio > 0 and slowest > 0
+    data = json.loads(out.read_text())
+    assert data["exact_requests"] == data["requests"] == 6 and data["page_errors"] == []
     assert [row["clients"] for row in data["rows"]] == [1, 2]
