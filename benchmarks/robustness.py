@@ -22,9 +22,10 @@ if __package__ in (None, ""):  # run as a file: the repository root, for `benchm
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.bench_common import RESULTS_DIR, command_line, machine_info, versions, write_json  # noqa: E402
 from tests.harness import running_app  # noqa: E402
-from tests.harness.robustness import fuzz_cases, make_files, run_cancel, run_fuzz, run_load  # noqa: E402
+from tests.harness.robustness import (fuzz_cases, make_files, run_cancel, run_fuzz, run_load,  # noqa: E402
+                                      run_soak)
 
-PARTS = ("fuzz", "load", "cancel", "queue")
+PARTS = ("fuzz", "load", "cancel", "soak", "queue")
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -34,6 +35,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--timesteps", type=int, default=12, help="steps per stage of each load-test request")
     p.add_argument("--small-queue", type=int, default=4, help="second load run with this queue size")
+    p.add_argument("--soak", type=int, default=200, help="mixed requests of the memory soak")
+    p.add_argument("--soak-clients", type=int, default=4, help="users at once in the memory soak")
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "robustness.json")
     p.add_argument("--only", choices=PARTS, action="append",
                    help="run only these parts (repeatable); the others keep their figures from --out")
@@ -43,7 +46,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def run_parts(a: argparse.Namespace, parts: set[str], report: dict[str, Any], tmp: Path) -> None:
     """Run the asked parts against live servers, writing `report` to --out as each part ends (a run cut
     short keeps its figures)."""
-    if parts & {"fuzz", "load", "cancel"}:
+    if parts & {"fuzz", "load", "cancel", "soak"}:
         with running_app(a.weights, tmp / "app.log") as live:
             if "fuzz" in parts:
                 report["fuzz"] = run_fuzz(live.url, fuzz_cases(a.fuzz, make_files(tmp / "files")), live.log_path)
@@ -53,6 +56,9 @@ def run_parts(a: argparse.Namespace, parts: set[str], report: dict[str, Any], tm
                 write_json(a.out, report)
             if "cancel" in parts:
                 report["cancel"] = run_cancel(live.url, live.log_path)
+                write_json(a.out, report)
+            if "soak" in parts:
+                report["soak"] = run_soak(live.url, live.pid, make_files(tmp / "files"), a.soak, a.soak_clients)
                 write_json(a.out, report)
             report["server_tracebacks"] = live.log_path.read_text(errors="replace").count("Traceback")
     if "queue" in parts:
@@ -64,12 +70,13 @@ def run_parts(a: argparse.Namespace, parts: set[str], report: dict[str, Any], tm
 
 def passed(report: dict[str, Any]) -> bool:
     """The targets of the parts in `report`: no fuzz failure; every load client served its own images,
-    memory back within 10 %."""
-    fuzz, load = report.get("fuzz"), report.get("load")
+    memory back within 10 %; the soak without a failure, its memory at the end within 5 % of the warm-up's."""
+    fuzz, load, soak = report.get("fuzz"), report.get("load"), report.get("soak")
     fuzz_ok = fuzz is None or fuzz["failure"] == 0
     load_ok = load is None or (load["completed"] == load["clients"] and load["all_own_images"]
                                and load["rss_after_over_before"] <= 1.10)
-    return fuzz_ok and load_ok
+    soak_ok = soak is None or (not soak["failures"] and soak["end_over_warm"] <= 1.05)
+    return fuzz_ok and load_ok and soak_ok
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -107,6 +114,13 @@ def summary(report: dict[str, Any]) -> str:
                      f"{c['median_cancel_call_s']:.3f} s; after the server took it, at most "
                      f"{c['max_stop_after_ack_steps']:.2f} steps; next user's first step after "
                      f"{c['median_next_request_first_update_s']:.3f} s")
+    if "soak" in report:
+        k = report["soak"]
+        lines.append(f"soak: {k['requests']} mixed requests, {k['clients']} users at once, outcomes {k['outcomes']}; "
+                     f"memory {k['rss_mb_start']:.0f} -> {k['rss_mb_warm']:.0f} after {k['warm_after_requests']} "
+                     f"-> {k['rss_mb_end']:.0f} MiB at the end ({(k['end_over_warm'] - 1) * 100:+.1f} %), peak "
+                     f"{k['rss_mb_peak']:.0f}, {k['mb_per_100_requests_after_warmup']:+.1f} MiB per 100 requests "
+                     f"after the warm-up")
     if "load_small_queue" in report:
         q = report["load_small_queue"]
         lines.append(f"queue of {q['queue_size']}: {q['completed']} completed, {q['queue_full']} told the queue is "

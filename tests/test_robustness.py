@@ -74,6 +74,17 @@ def test_8_clients_streaming_at_once_each_get_their_own_images_and_memory_return
     assert report["rss_after_over_before"] <= 1.10, report
 
 
+def test_memory_stays_flat_over_mixed_requests(live, files):
+    """What a public Space serves, 4 users at once (text to image under every order, inpainting, super-res,
+    side by side, cancels, refused requests): once past the warm-up, the server holds no more memory at the
+    end than after it."""
+    report = rb.run_soak(live.url, live.pid, files, requests=160, clients=4)  # the second half against the first
+    assert report["failures"] == [], report["failures"]
+    assert report["outcomes"]["ok"] >= 80 and report["outcomes"].get("clear", 0) >= 3, report["outcomes"]
+    assert all(report["kinds"][kind] > 0 for kind in set(rb.SOAK_KINDS)), report["kinds"]
+    assert report["end_over_warm"] <= 1.05, report["rss_mb_samples"]
+
+
 def test_past_the_queue_size_clients_are_told_the_queue_is_full(tiny_weights, tmp_path):
     # two decoding at once (MUSE_MAX_BATCH=2), two waiting: the other four clients are turned away
     with running_app(tiny_weights, tmp_path / "app.log", env={"MUSE_QUEUE_SIZE": "2", "MUSE_MAX_BATCH": "2"}) as app:

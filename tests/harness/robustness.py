@@ -428,3 +428,103 @@ def run_cancel(url: str, log_path: Path, repeats: int = 5, wait_updates: int = 4
             "max_stop_after_ack_steps": max((r["stop_after_ack_steps"] for r in done), default=None),
             "median_server_step_s": _median_of(done, "server_step_s"),
             "median_next_request_first_update_s": _median_of(done, "next_request_first_update_s")}
+
+
+# ----- many mixed requests: does memory stay flat? -----------------------------------------------------
+
+SOAK_KINDS = ("generate", "generate", "generate", "inpaint", "superres", "compare", "cancelled", "invalid")
+
+
+def soak_cases(n: int, files: dict[str, Path], seed: int = 0) -> list[tuple[str, str, dict[str, Any]]]:
+    """n (kind, endpoint, kwargs) of what a public Space serves: text to image under every order, with and
+    without super-res and previews, one or two images; inpainting; super-res of an upload; side by side;
+    runs cancelled after their first update; and requests refused by their checks."""
+    from gradio_client import handle_file
+
+    rng = random.Random(seed)
+    cases = []
+    for i in range(n):
+        kind = SOAK_KINDS[rng.randrange(len(SOAK_KINDS))]
+        quick = dict(seed=i, randomize_seed=False, timesteps=rng.choice([2, 4, 8]),
+                     order=rng.choice(["confidence", "halton", "random", "critic"]), previews=rng.random() < 0.7)
+        if kind == "generate":
+            cases.append((kind, "/generate", dict(prompt=rng.choice(["red heart", "rocket", "cat face", "a sunny day"]),
+                                                  superres=rng.random() < 0.5, num_images=rng.choice([1, 1, 2]),
+                                                  **quick)))
+        elif kind == "inpaint":
+            editor = {"background": handle_file(str(files["rgb.png"])), "layers": [handle_file(str(files["mask.png"]))],
+                      "composite": None, "id": None}
+            cases.append((kind, "/inpaint", dict(image=editor, prompt="fire", superres=False, **quick)))
+        elif kind == "superres":
+            image = handle_file(str(files[rng.choice(["rgb.png", "rgba.png", "gray.png", "photo.jpg"])]))
+            cases.append((kind, "/superres", dict(image=image, prompt="snowman", **quick)))
+        elif kind == "compare":
+            cases.append((kind, "/compare", dict(prompt="ghost", seed=i)))
+        elif kind == "cancelled":
+            cases.append((kind, "/generate", dict(prompt="penguin", superres=True, **{**quick, "timesteps": 24})))
+        else:  # refused by its checks: no prompt, or a setting out of range
+            bad = rng.choice([{"prompt": ""}, {"timesteps": 0}, {"cond_scale": -1.0}])
+            cases.append((kind, "/generate", {**quick, "prompt": "rocket", **bad}))
+    return cases
+
+
+def _soak_one(client: Any, kind: str, endpoint: str, kwargs: dict[str, Any]) -> str:
+    """One soak request: 'ok', 'clear' (refused with a message), 'cancelled' or 'failure: ...'."""
+    if kind == "cancelled":
+        job = client.submit(**kwargs, api_name=endpoint)
+        while not job.outputs() and not job.done():
+            time.sleep(0.005)
+        job.cancel()
+        return "cancelled"
+    if endpoint == "/compare":  # valid, with outputs of its own: done when it ends without an error
+        try:
+            client.predict(**kwargs, api_name=endpoint)
+            return "ok"
+        except Exception as err:  # noqa: BLE001 - any error of a valid request is a finding
+            return f"failure: {type(err).__name__}: {str(err)[:200]}"
+    outcome, detail = classify(lambda: client.predict(**kwargs, api_name=endpoint))
+    return outcome if outcome in ("ok", "clear") else f"failure: {detail}"
+
+
+def run_soak(url: str, pid: int, files: dict[str, Path], requests: int = 200, clients: int = 4,
+             warmup: float = 0.5, seed: int = 0) -> dict[str, Any]:
+    """`requests` mixed requests (`soak_cases`) from `clients` users at once, the server's resident memory
+    read after every tenth of them. Memory is flat when what it holds after the warm-up share (`warmup`:
+    past the replay store's runs and the allocator's first growth; on the tiny model the server's memory
+    levels off after about 120 such requests) is what it holds at the end."""
+    from gradio_client import Client
+
+    cases = soak_cases(requests, files, seed)
+    users = [Client(url, verbose=False, analytics_enabled=False) for _ in range(clients)]
+    lock, done, outcomes, samples = threading.Lock(), [0], [], [(0, rss_mb(pid))]
+    every = max(1, requests // 10)
+    started = time.perf_counter()
+
+    def user(i: int) -> None:
+        for kind, endpoint, kwargs in cases[i::clients]:
+            outcome = _soak_one(users[i], kind, endpoint, kwargs)
+            with lock:
+                outcomes.append((kind, outcome))
+                done[0] += 1
+                if done[0] % every == 0:
+                    samples.append((done[0], rss_mb(pid)))
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(user, range(clients)))
+    time.sleep(3.0)  # the server's bookkeeping after the last request
+    samples.append((requests, rss_mb(pid)))
+    warm = min((s for s in samples if s[0] >= warmup * requests), key=lambda s: s[0])
+    after = [s for s in samples if s[0] >= warm[0]]
+    xs, ys = [s[0] for s in after], [s[1] for s in after]
+    slope = statistics.linear_regression(xs, ys).slope * 100 if len(set(xs)) > 1 else 0.0
+    counts: dict[str, int] = {}
+    for _, outcome in outcomes:
+        key = outcome.split(":")[0]
+        counts[key] = counts.get(key, 0) + 1
+    return {"requests": requests, "clients": clients, "kinds": {k: sum(c == k for c, _ in outcomes) for k in
+                                                                  sorted(set(SOAK_KINDS))},
+            "outcomes": counts, "failures": [o for _, o in outcomes if o.startswith("failure")][:20],
+            "seconds": time.perf_counter() - started, "rss_mb_samples": samples,
+            "rss_mb_start": samples[0][1], "rss_mb_warm": warm[1], "rss_mb_end": samples[-1][1],
+            "rss_mb_peak": max(s[1] for s in samples), "end_over_warm": samples[-1][1] / warm[1],
+            "mb_per_100_requests_after_warmup": slope, "warm_after_requests": warm[0]}
