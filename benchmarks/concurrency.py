@@ -17,6 +17,11 @@ per second (all images over the time the last client waited). The batched reques
 compared with the one-at-a-time ones of the same seeds (`exact` requests, `agreement` of tokens).
 A lone request's time is also split into its forward passes and the rest (sampling, pictures).
 
+The bound batching cannot pass on the device: for each N, the N prompts as one request of N images
+(`pipe.stream([N prompts])`, every row in every pass, no waiting, no scheduling): its images per second over
+one at a time's is the most any scheduler of N separate requests could reach, and N times its time per image
+over a lone request's the least slowest/lone could be.
+
 The clients here are threads calling the library; through gradio_client and headless Chromium the server's
 own work (Gradio, encoding pictures, HTTP) comes on top and does not batch.
 
@@ -153,6 +158,19 @@ def batched(pipe, batcher, clients: int, previews: bool, device: str) -> list[tu
 
     run_each(read, clients)
     return out
+
+
+def one_request_of(pipe, clients: int, previews: bool, device: str, runs: int = 3) -> float:
+    """Seconds (median of `runs`) for the first `clients` prompts as one request of that many images: every
+    row in every pass, the most batching can share."""
+    times = []
+    for r in range(runs):
+        start = time.perf_counter()
+        for _ in pipe.stream([PROMPTS[i % len(PROMPTS)] for i in range(clients)], seed=r, previews=previews):
+            pass
+        bc.sync(device)
+        times.append(time.perf_counter() - start)
+    return bc.median(times)
 
 
 def forward_share(pipe, previews: bool, device: str, runs: int = 3) -> dict[str, float]:
@@ -362,6 +380,7 @@ def main(argv: Optional[list[str]] = None) -> tuple[float, float]:
         if n == 1:
             lone = seq["median_s"]
         add_row(rows, data_rows, n, seq, bat)
+        data_rows[-1]["one_request_of_n_s"] = one_request_of(pipe, n, args.previews, args.device)
     stats = batcher.stats
     batcher.close()
     if lone is None:
@@ -374,6 +393,10 @@ def main(argv: Optional[list[str]] = None) -> tuple[float, float]:
                     "images/s", "images/s ratio"], rows))
     print(f"a lone request: {share['total_s']:.2f} s, of which forward passes {share['forwards_s']:.2f} s "
           f"({share['forwards_s'] / share['total_s']:.0%}), the rest (sampling, pictures) {share['rest_s']:.2f} s")
+    for row in data_rows:  # the bound (module docstring)
+        n, whole = row["clients"], row["one_request_of_n_s"]
+        print(f"{n} prompts as one request: {whole:.2f} s; the most batching can give: images/s "
+              f"{row['one_at_a_time']['slowest_s'] / whole:.2f}x one at a time, slowest/lone {whole / lone:.2f}")
     print(f"batched ids equal to one at a time: {exact} of {sum(args.clients)} requests, "
           f"{agree / tokens:.2%} of tokens; {stats.passes} passes served {stats.calls} forwards "
           f"({stats.shared} shared, at most {stats.most_calls} at once)")

@@ -29,6 +29,7 @@ def test_the_concurrency_benchmark_runs_and_reports_its_last_line(tmp_path, caps
     data = json.loads(out.read_text())
     assert data["exact_requests"] == data["requests"] == 3 and data["token_agreement"] == 1.0
     assert [row["clients"] for row in data["rows"]] == [1, 2]
+    assert all(row["one_request_of_n_s"] > 0 for row in data["rows"])  # the bound of batching, measured
 
 
 @pytest.mark.slow
