@@ -34,7 +34,9 @@ SWEEP: dict[str, list[dict]] = {
     "critic": [{"use_critic": False}, {"use_critic": True}],
     "critic_noise_scale": [{"use_critic": True, "critic_noise_scale": v} for v in (0.0, 1.0, 2.0, 4.0)],
 }
-SWEEP_SHEET_PROMPTS = ("rocket", "red apple")
+# A name the model has fitted, a held-out paraphrase and a CLDR short name: guidance decides the last two on
+# the shipped model (seed 0: missed unguided, found at cond_scale 3) and not the first.
+SWEEP_SHEET_PROMPTS = ("rocket", "a magical unicorn", "smiling cat with heart-eyes")
 
 
 def _label(settings: dict) -> str:
@@ -74,11 +76,16 @@ def run_sweep(pipe, data, a) -> dict:
             out["rows"][label] = row
             print(f"sweep {label}: " + json.dumps({k: round(v, 4) for k, v in row.items()}), flush=True)
     if a.sweep_sheet:
-        pictures = {_label(s): s for rows in SWEEP.values() for s in rows
-                    if not (s.get("use_critic") and pipe.base_critic is None)}
-        settings_sheet(pipe, pictures, SWEEP_SHEET_PROMPTS).save(a.sweep_sheet)
+        sweep_sheet(pipe).save(a.sweep_sheet)
         print(f"wrote {a.sweep_sheet}")
     return out
+
+
+def sweep_sheet(pipe):
+    """SWEEP_SHEET_PROMPTS under each SWEEP setting, seeds 0-3 (`settings_sheet`)."""
+    pictures = {_label(s): s for rows in SWEEP.values() for s in rows
+                if not (s.get("use_critic") and pipe.base_critic is None)}
+    return settings_sheet(pipe, pictures, SWEEP_SHEET_PROMPTS)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

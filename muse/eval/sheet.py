@@ -36,10 +36,11 @@ def settings_sheet(pipe, rows: dict[str, dict], prompts: Sequence[str], seeds: S
     """One row per setting (`label -> settings`), each prompt under each seed: what a sweep looks like."""
     from PIL import Image, ImageDraw
 
-    label_w = 120
     images = {label: [pipe(list(prompts), seed=seed, **settings) for seed in seeds] for label, settings in rows.items()}
     cell = next(iter(images.values()))[0][0].width * scale
     gap = 6
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = 8 + max(int(measure.textlength(label)) for label in rows)  # every label whole
     width = label_w + len(prompts) * (len(seeds) * cell + gap)
     sheet = Image.new("RGB", (width, 14 + len(rows) * cell), "white")
     draw = ImageDraw.Draw(sheet)
