@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from muse import playground, viz
+from muse.compute import COMPUTE
 from muse.hub import WeightsError
 from muse.images import square
 from muse.load import describe
@@ -665,7 +666,6 @@ def test_the_forward_passes_run_on_the_one_compute_thread_and_requests_share_the
     """Every forward pass of every request runs on muse.compute's thread, whichever thread asks for it (each
     request decodes on a job thread of the batcher, Gradio streams from a pool): the process keeps one
     OpenMP pool, and torch its fast path. Requests decoding at the same time share passes."""
-    from muse.compute import COMPUTE
     from muse.playground.model import batcher
     from muse.transformer import MaskedTransformer
 
@@ -767,6 +767,12 @@ def compare_request(**overrides):
     return kwargs
 
 
+def decoded_alone(prompt: str, **settings) -> Image.Image:
+    """The served pipeline's image for `prompt` decoded alone, on the compute thread the app's forwards run on:
+    with another torch thread count a product's sums split otherwise, and a near tie of the tiny model flips."""
+    return COMPUTE.call(lambda: playground.MODEL.get()(prompt, **settings)[0])
+
+
 def compared(stream):
     ups = [dict(zip(playground.COMPARE_OUTPUTS, u)) for u in stream]
     for u in ups:
@@ -788,8 +794,7 @@ def test_side_by_side_streams_two_columns_and_where_they_differ(app):
     # the tiny weights' defaults turn on)
     for col, kwargs in (("a", dict(timesteps=4, order="critic")), ("b", dict(timesteps=6, order="confidence"))):
         final = ups[-1]
-        alone = playground.MODEL.get()("red heart", seed=4, cond_scale=page_value("cond_scale"), use_critic=False,
-                                       **kwargs)[0]
+        alone = decoded_alone("red heart", seed=4, cond_scale=page_value("cond_scale"), use_critic=False, **kwargs)
         assert np.array_equal(np.asarray(final[f"canvas_{col}"]),
                               np.asarray(viz.upscale(alone, playground.DISPLAY_SIZE)))
 
@@ -803,10 +808,9 @@ def test_side_by_side_confidence_against_halton_from_one_seed(app):
     assert not np.array_equal(np.asarray(final["canvas_a"]), np.asarray(final["canvas_b"]))  # two images
     differ = [int(n) for n in re.findall(r"(\d+) of \d+ tokens fixed in both differ", final["compare_info"])]
     assert len(differ) == 2 and all(n > 0 for n in differ)  # in both stages
-    pipe = playground.MODEL.get()
     for col, order in (("a", "confidence"), ("b", "halton")):  # one seed: each the pipeline's own image
-        alone = pipe("red heart", seed=4, timesteps=4, cond_scale=page_value("cond_scale"), order=order,
-                     use_critic=False)[0]
+        alone = decoded_alone("red heart", seed=4, timesteps=4, cond_scale=page_value("cond_scale"), order=order,
+                              use_critic=False)
         assert np.array_equal(np.asarray(final[f"canvas_{col}"]),
                               np.asarray(viz.upscale(alone, playground.DISPLAY_SIZE)))
 
