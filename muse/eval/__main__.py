@@ -35,7 +35,7 @@ SWEEP: dict[str, list[dict]] = {
     "critic_noise_scale": [{"use_critic": True, "critic_noise_scale": v} for v in (0.0, 1.0, 2.0, 4.0)],
 }
 # A name the model has fitted, a held-out paraphrase and a CLDR short name: guidance decides the last two on
-# the shipped model (seed 0: missed unguided, found at cond_scale 3) and not the first.
+# the 4,158-step base (seed 0: missed unguided, found at cond_scale 3) and not the first.
 SWEEP_SHEET_PROMPTS = ("rocket", "a magical unicorn", "smiling cat with heart-eyes")
 
 
