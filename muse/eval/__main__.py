@@ -34,8 +34,8 @@ SWEEP: dict[str, list[dict]] = {
     "critic": [{"use_critic": False}, {"use_critic": True}],
     "critic_noise_scale": [{"use_critic": True, "critic_noise_scale": v} for v in (0.0, 1.0, 2.0, 4.0)],
 }
-# A name the model has fitted, a held-out paraphrase and a CLDR short name: guidance decides the last two on
-# the 4,158-step base (seed 0: missed unguided, found at cond_scale 3) and not the first.
+# A name the model has fitted, a held-out paraphrase and a CLDR short name that shares most of its words with
+# another emoji's name ("smiling face with heart-eyes"): the sheet shows which controls can change each.
 SWEEP_SHEET_PROMPTS = ("rocket", "a magical unicorn", "smiling cat with heart-eyes")
 
 
