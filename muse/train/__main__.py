@@ -51,6 +51,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--captions", default=DEFAULT_RECIPE, choices=RECIPES,
                    help="caption recipe for emoji data (muse.data.captions); changing it rebuilds the run's bank")
     p.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints")
+    p.add_argument("--validate-every", type=float, default=600.0,
+                   help="seconds between held-out checks of the transformer stages (the curve's points)")
     p.add_argument("--out", type=Path, default=Path("weights"), help="export: pipeline folder to write")
     p.add_argument("--defaults", type=str, default=str(DEFAULT_WEIGHTS),
                    help="export: the generation defaults for pipeline.json, as a JSON object or a pipeline "
@@ -85,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = stages.StageArgs(run=a.run, data=a.data, preset=a.preset, device=a.device, steps=a.steps,
                             minutes=a.minutes, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                             text_encoder=a.text_encoder, checkpoint_every_s=a.checkpoint_every,
+                            validate_every_s=a.validate_every,
                             ema_decay=a.ema_decay, captions=a.captions,
                             lr_schedule=a.lr_schedule)
     each = dict(item.split("=") for item in a.minutes_each.split(",")) if a.minutes_each else {}

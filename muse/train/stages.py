@@ -50,6 +50,7 @@ class StageArgs:
     seed: int = 0
     text_encoder: str = DEFAULT_TEXT_ENCODER
     checkpoint_every_s: float = 300.0
+    validate_every_s: float = 600.0  # seconds between held-out checks (`LoopConfig`)
     cond_drop_prob: float = 0.1
     ema_decay: float = 0.999  # the transformer stages' moving average (`loop.EMA`); 0 turns it off
     captions: str = DEFAULT_RECIPE  # the caption recipe of emoji data (`muse.data.captions`)
@@ -68,6 +69,7 @@ def _batch_images(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 def _loop_cfg(args: StageArgs, stage: str, lr: float, ema_decay: float = 0.0, cpu_amp: bool = False) -> LoopConfig:
     return LoopConfig(out_dir=RunFolder(args.run).stage(stage).root, steps=args.steps, minutes=args.minutes,
                       lr=args.lr or lr, seed=args.seed, checkpoint_every_s=args.checkpoint_every_s,
+                      validate_every_s=args.validate_every_s,
                       ema_decay=ema_decay, lr_schedule=args.lr_schedule, cpu_amp=cpu_amp)
 
 

