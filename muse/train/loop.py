@@ -234,6 +234,7 @@ def train_loop(model: nn.Module, step_fn: StepFn, cfg: LoopConfig, device: torch
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not dist_info.main, dynamic_ncols=True,
                mininterval=2.0)
     last_ckpt = last_val = time.time()
+    validated_at = None
 
     def log_validation() -> None:
         if validate is None or not dist_info.main:
@@ -287,7 +288,7 @@ def train_loop(model: nn.Module, step_fn: StepFn, cfg: LoopConfig, device: torch
         bar.update(1)
         if time.time() - last_val > cfg.validate_every_s:
             log_validation()
-            last_val = time.time()
+            last_val, validated_at = time.time(), step
         if dist_info.main and time.time() - last_ckpt > cfg.checkpoint_every_s:
             save_checkpoint(folder.checkpoint, model, optimizer, {"step": step, "elapsed_s": elapsed}, ema)
             last_ckpt = time.time()
@@ -295,7 +296,8 @@ def train_loop(model: nn.Module, step_fn: StepFn, cfg: LoopConfig, device: torch
     if stop_file.exists() and dist_info.main:
         stop_file.unlink()
         print(f"[{desc}] stopped early at step {step} (STOP file)")
-    log_validation()
+    if validated_at != step:  # the run's end, unless a check just took it
+        log_validation()
     if dist_info.main:
         save_checkpoint(folder.checkpoint, model, optimizer, {"step": step, "elapsed_s": elapsed}, ema)
         if metrics_file.is_file():

@@ -32,26 +32,42 @@ TEXT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.t
 
 
 def pack(data: Path, out: Path, weights: Path, stages: list[str]) -> None:
-    from transformers import AutoTokenizer
-
-    from muse.data import _resize
-    from muse.data.captions import template_words
-    from muse.data.paraphrases import PARAPHRASES
-    from muse.text import packaged_minilm
-
     if out.exists():
         shutil.rmtree(out)
+    pack_data(data, out, weights, stages)
+    keep, vocab = pack_text_encoder(data, out)
+    total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"packed {data}, {', '.join(['vq', *stages])} from {weights}, {keep} of {vocab} token rows kept; "
+          f"{total / 2**20:.1f} MiB in {out}")
+
+
+def pack_data(data: Path, out: Path, weights: Path, stages: list[str]) -> None:
+    """The dataset's captions and 32 px images, every image's token ids, and the stages' starting weights."""
+    from muse.data import _resize
+    from muse.presets import SUPERRES_SIZE
+
     (out / "emoji").mkdir(parents=True)
-    images = np.load(data / "images.npy", allow_pickle=False)
+    images = _resize(np.load(data / "images.npy", allow_pickle=False), SUPERRES_SIZE)  # as `tokenize` loads them
     np.savez_compressed(out / "emoji" / "images.npz", images=_resize(images, 32))
-    np.savez_compressed(out / "tokens.npz", **{k: v.numpy().astype(np.int16) for k, v in encode_tokens(images, weights).items()})
+    for name in ("meta.jsonl", "info.json"):
+        if (data / name).is_file():
+            shutil.copy(data / name, out / "emoji" / name)
+    ids = encode_tokens(images, weights)
+    np.savez_compressed(out / "tokens.npz", **{k: v.numpy().astype(np.int16) for k, v in ids.items()})
     for component in ["vq", *stages]:
         (out / "weights" / component).mkdir(parents=True)
         shutil.copy(weights / component / "config.json", out / "weights" / component / "config.json")
         state = load_file(str(weights / component / "model.safetensors"))
         np.savez_compressed(out / "weights" / component / "model.npz", **{k: v.half().numpy() for k, v in state.items()})
-    for name in ("meta.jsonl", "info.json"):
-        shutil.copy(data / name, out / "emoji" / name)
+
+
+def pack_text_encoder(data: Path, out: Path) -> tuple[int, int]:
+    """MiniLM in float16 with only the token rows a caption or paraphrase can use; (rows kept, vocabulary)."""
+    from transformers import AutoTokenizer
+
+    from muse.data.captions import template_words
+    from muse.data.paraphrases import PARAPHRASES
+    from muse.text import packaged_minilm
 
     src = packaged_minilm()
     dst = out / "minilm"
@@ -84,8 +100,7 @@ def pack(data: Path, out: Path, weights: Path, stages: list[str]) -> None:
         packed[key] = value.numpy()
     np.savez_compressed(dst / "weights.npz", **packed)
     (dst / "kept_ids.json").write_text(json.dumps(sorted(keep)))
-    total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    print(f"packed {len(images)} images, {len(keep)} of {tok.vocab_size} token rows kept; {total / 2**20:.1f} MiB in {out}")
+    return len(keep), tok.vocab_size
 
 
 @torch.no_grad()
@@ -105,24 +120,37 @@ def encode_tokens(images: np.ndarray, weights: Path) -> dict[str, torch.Tensor]:
 
 
 def unpack(src: Path, to: Path) -> None:
+    unpack_data(src, to)
+    unpack_text_encoder(src, to)
+    print(f"unpacked into {to}")
+
+
+def unpack_data(src: Path, to: Path) -> None:
+    """The dataset in to/emoji, the weights in to/weights (float32), and a run in to/run seeded from them
+    with the packed token ids."""
     from muse.train.paths import RunFolder
     from muse.train.stages import init_run
 
     data = to / "emoji"
     data.mkdir(parents=True, exist_ok=True)
     np.save(data / "images.npy", np.load(src / "emoji" / "images.npz")["images"])
+    for name in ("meta.jsonl", "info.json"):
+        if (src / "emoji" / name).is_file():
+            shutil.copy(src / "emoji" / name, data / name)
     for component in sorted(p.name for p in (src / "weights").iterdir()):
         dst = to / "weights" / component
         dst.mkdir(parents=True, exist_ok=True)
         shutil.copy(src / "weights" / component / "config.json", dst / "config.json")
         state = np.load(src / "weights" / component / "model.npz")
         save_file({k: torch.from_numpy(state[k]).float() for k in state.files}, str(dst / "model.safetensors"))
-    # Seed the run first, then write the ids: `tokenize` trusts ids newer than the run's tokenizer.
+    # Seed the run first, then write the ids: `tokenize` trusts ids newer than the run's tokenizer, and
+    # would otherwise encode the 32 px stand-ins.
     print("seeded", ", ".join(init_run(to / "run", to / "weights")))
     tokens = np.load(src / "tokens.npz")
     save_file({k: torch.from_numpy(tokens[k].astype(np.int64)) for k in tokens.files}, str(RunFolder(to / "run").tokens))
-    for name in ("meta.jsonl", "info.json"):
-        shutil.copy(src / "emoji" / name, data / name)
+
+
+def unpack_text_encoder(src: Path, to: Path) -> None:
     enc = to / "minilm"
     enc.mkdir(exist_ok=True)
     for name in TEXT_FILES:
@@ -130,7 +158,6 @@ def unpack(src: Path, to: Path) -> None:
             shutil.copy(src / "minilm" / name, enc / name)
     weights = np.load(src / "minilm" / "weights.npz")
     save_file({k: torch.from_numpy(weights[k]).float() for k in weights.files}, str(enc / "model.safetensors"))
-    print(f"unpacked into {to}")
 
 
 if __name__ == "__main__":
