@@ -5,7 +5,7 @@
 # tree it is over the 64 MiB that travels) and name .device in carry.
 #
 # STAGES (default "base") names the stages that go on from the packed weights, in order: base, superres,
-# critics (pack each one's generator and critic with --stages).
+# critics (pack the generators they need with --stages: base,superres for the critics).
 # Each runs MINUTES (default 6.5) at batch 256 on the prompts caption recipe, its rate falling on a cosine
 # to 0.1x, with a held-out check every VALIDATE_S seconds (default 30) for the curve. The critics start
 # afresh from the new generators. What comes back in $OUT: each trained component of the exported
