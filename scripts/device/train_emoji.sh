@@ -33,8 +33,8 @@ finish() {
   if [ ${#trained[@]} -gt 0 ]; then
     tar cf - -C "$WORK/export" "${trained[@]}" | split -b 15m - "$OUT/weights.tar.part-" || true
   fi
-  (cd "$WORK/run" && find . -name metrics.jsonl -o -name validation.jsonl -o -name loss.png -o -name state.json \
-    -o -name run.json | tar czf "$OUT/logs.tgz" -T -) || true
+  (cd "$WORK/run" && find . -name metrics.jsonl -o -name loss.png -o -name state.json -o -name run.json \
+    | tar czf "$OUT/logs.tgz" -T -) || true
 }
 trap finish EXIT
 long=(--minutes "$minutes" --captions prompts --lr-schedule cosine --batch-size 256 --validate-every "$VALIDATE_S")
