@@ -4,8 +4,6 @@ data it came from would, within the device's 64 MiB."""
 from __future__ import annotations
 
 import importlib.util
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -56,22 +54,3 @@ def test_packed_run_trains_on_the_token_ids_of_the_full_images_and_the_given_wei
     assert shipped.keys() == seeded.keys()
     assert all(torch.allclose(seeded[k], shipped[k], rtol=1e-3, atol=1e-4) for k in shipped)
 
-
-def test_validate_every_sets_how_often_the_held_out_curve_gets_a_point(tmp_path):
-    """`--validate-every 0` checks the held-out rows after every step (the GPU run's 30 s curve);
-    the default checks them once at the end of a short run."""
-    from muse.train.__main__ import main
-
-    data = _write_emoji_folder(tmp_path / "data")
-    common = ["--data", str(data), "--preset", "tiny", "--batch-size", "4"]
-    assert main(["tokenizer", "--steps", "1", "--run", str(tmp_path / "run"), *common]) == 0
-    for name, extra in (("often", ["--validate-every", "0"]), ("default", [])):
-        run = tmp_path / name
-        shutil.copytree(tmp_path / "run" / "tokenizer", run / "tokenizer")  # the same tokenizer for both
-        assert main(["base", "--steps", "3", "--run", str(run), *common, *extra]) == 0
-
-    def points(name):  # the tiny data has names only, so the name row is the curve
-        lines = (tmp_path / name / "base" / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(line)["step"] for line in lines if "val_name_acc" in line]
-
-    assert points("often") == [1, 2, 3] and points("default") == [3]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -545,3 +546,23 @@ def test_guidance_gap_measures_how_far_the_caption_moves_the_prediction(tiny_pip
         assert figures["kl_cond_null"] >= -1e-6 and 0 <= figures["top1_changed_at_3"] <= 1
         assert 0 <= figures["target_prob_at_8"] <= 1 and figures["entropy_null"] > 0
     assert gap["all masked"]["tokens"] == 4 * 64 and gap["half masked"]["tokens"] == 4 * 32
+
+
+def test_validate_every_sets_how_often_the_held_out_curve_gets_a_point(tmp_path):
+    """`--validate-every 0` checks the held-out rows after every step (the GPU run's 30 s curve);
+    the default checks them once at the end of a short run."""
+    from muse.train.__main__ import main
+
+    data = _write_emoji_folder(tmp_path / "data")
+    common = ["--data", str(data), "--preset", "tiny", "--batch-size", "4"]
+    assert main(["tokenizer", "--steps", "1", "--run", str(tmp_path / "run"), *common]) == 0
+    for name, extra in (("often", ["--validate-every", "0"]), ("default", [])):
+        run = tmp_path / name
+        shutil.copytree(tmp_path / "run" / "tokenizer", run / "tokenizer")  # the same tokenizer for both
+        assert main(["base", "--steps", "3", "--run", str(run), *common, *extra]) == 0
+
+    def points(name):  # the tiny data has names only, so the name row is the curve
+        lines = (tmp_path / name / "base" / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["step"] for line in lines if "val_name_acc" in line]
+
+    assert points("often") == [1, 2, 3] and points("default") == [3]

@@ -196,15 +196,22 @@ def tokenize(args: StageArgs) -> dict[str, torch.Tensor]:
         return load_file(str(run.tokens))
     device = torch.device(args.device)
     vq = model_from_run(args.run, "tokenizer", VQModel).to(device)
-    images = _images_tensor(load_dataset(args.data, SUPERRES_SIZE), device)
+    tokens = encode_ids(vq, load_dataset(args.data, SUPERRES_SIZE), device)
+    save_file(tokens, str(run.tokens))
+    return tokens
+
+
+@torch.no_grad()
+def encode_ids(vq: VQModel, data: CaptionedImages, device: torch.device) -> dict[str, torch.Tensor]:
+    """Every image's token ids: {"ids32": (N, 8, 8) of the box-downsampled image, "ids64": (N, 16, 16)} on
+    the CPU, from `data` at 64 px."""
+    images = _images_tensor(data, device)
     ids32, ids64 = [], []
     for start in range(0, len(images), 256):
         batch = _batch_images(images, torch.arange(start, min(start + 256, len(images)), device=device))
         ids64.append(vq.encode(batch).cpu())
         ids32.append(vq.encode(F.avg_pool2d(batch, 2)).cpu())
-    tokens = {"ids32": torch.cat(ids32), "ids64": torch.cat(ids64)}
-    save_file(tokens, str(run.tokens))
-    return tokens
+    return {"ids32": torch.cat(ids32), "ids64": torch.cat(ids64)}
 
 
 def train_transformer(args: StageArgs, stage: str) -> MaskedTransformer:

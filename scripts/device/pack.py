@@ -43,16 +43,18 @@ def pack(data: Path, out: Path, weights: Path, stages: list[str]) -> None:
 
 def pack_data(data: Path, out: Path, weights: Path, stages: list[str]) -> None:
     """The dataset's captions and 32 px images, every image's token ids, and the stages' starting weights."""
-    from muse.data import _resize
-    from muse.presets import SUPERRES_SIZE
+    from muse.data import load_dataset
+    from muse.presets import BASE_SIZE, SUPERRES_SIZE
+    from muse.train.stages import encode_ids
+    from muse.vq import VQModel
 
     (out / "emoji").mkdir(parents=True)
-    images = _resize(np.load(data / "images.npy", allow_pickle=False), SUPERRES_SIZE)  # as `tokenize` loads them
-    np.savez_compressed(out / "emoji" / "images.npz", images=_resize(images, 32))
+    np.savez_compressed(out / "emoji" / "images.npz", images=load_dataset(data, BASE_SIZE).images)
     for name in ("meta.jsonl", "info.json"):
         if (data / name).is_file():
             shutil.copy(data / name, out / "emoji" / name)
-    ids = encode_tokens(images, weights)
+    vq = VQModel.from_pretrained(weights / "vq").eval()
+    ids = encode_ids(vq, load_dataset(data, SUPERRES_SIZE), torch.device("cpu"))  # as `tokenize` encodes them
     np.savez_compressed(out / "tokens.npz", **{k: v.numpy().astype(np.int16) for k, v in ids.items()})
     for component in ["vq", *stages]:
         (out / "weights" / component).mkdir(parents=True)
@@ -101,22 +103,6 @@ def pack_text_encoder(data: Path, out: Path) -> tuple[int, int]:
     np.savez_compressed(dst / "weights.npz", **packed)
     (dst / "kept_ids.json").write_text(json.dumps(sorted(keep)))
     return len(keep), tok.vocab_size
-
-
-@torch.no_grad()
-def encode_tokens(images: np.ndarray, weights: Path) -> dict[str, torch.Tensor]:
-    """(N, 64, 64, 3) uint8 -> {"ids32": (N, 8, 8), "ids64": (N, 16, 16)}, as `tokenize` encodes them."""
-    import torch.nn.functional as F
-
-    from muse.vq import VQModel
-
-    vq = VQModel.from_pretrained(weights / "vq").eval()
-    ids32, ids64 = [], []
-    for start in range(0, len(images), 256):
-        batch = torch.from_numpy(images[start:start + 256]).permute(0, 3, 1, 2).float() / 255.0
-        ids64.append(vq.encode(batch))
-        ids32.append(vq.encode(F.avg_pool2d(batch, 2)))
-    return {"ids32": torch.cat(ids32), "ids64": torch.cat(ids64)}
 
 
 def unpack(src: Path, to: Path) -> None:
